@@ -1,3 +1,27 @@
-"""xattr-jax: backprop-based attribution for convolutional networks in JAX/Flax."""
+"""xattr-jax: backprop-based attribution for convolutional networks in JAX/Flax.
+
+>>> import xattr_jax as xa
+>>> res = xa.explain(model, variables, x, target, method="excitation_backprop", layer="features.23")
+"""
+
+from . import canonizers, composites, interpret, nn, rules
+from .attribution import SIGNALS, Attribution, attributor, explain
+from .methods import available as methods_available
+from .methods.ig import IMAGENET_MEAN, IMAGENET_STD
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Attribution",
+    "explain",
+    "attributor",
+    "SIGNALS",
+    "methods_available",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "canonizers",
+    "composites",
+    "interpret",
+    "nn",
+    "rules",
+]

@@ -1,0 +1,110 @@
+"""The method type, the registry, and the read-out helpers every method shares."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax.numpy as jnp
+
+from ..attribution import Attribution, Context, modified_pass
+from ..composites.core import Composite, resolve_layers
+
+__all__ = ["Method", "register", "get_method", "available", "single_pass", "REDUCTIONS", "options"]
+
+_REGISTRY: dict = {}
+
+
+def _no_layer(layers):
+    return None
+
+
+class Method(NamedTuple):
+    """An attribution method: ``run(ctx, x, target[N, K]) -> Attribution`` with ``[N, K, ...]`` fields.
+
+    Attributes:
+      name: the public method name.
+      run: the implementation.
+      defaults: option name -> default value (the valid options).
+      default_signal: top signal when the caller gives none.
+      default_layer: ``(layers) -> name | None`` when the caller gives no layer.
+    """
+
+    name: str
+    run: Callable
+    defaults: Mapping[str, Any]
+    default_signal: Any = "logit"
+    default_layer: Callable = _no_layer
+
+    def check_options(self, opts: Mapping[str, Any]) -> None:
+        bad = sorted(set(opts) - set(self.defaults))
+        if bad:
+            valid = sorted(self.defaults) or ["(none)"]
+            raise ValueError(f"method {self.name!r} got unknown option(s) {bad}; valid options: {valid}")
+
+
+def register(method: Method) -> Method:
+    _REGISTRY[method.name] = method
+    return method
+
+
+def available() -> tuple:
+    """Names of every registered method."""
+    return tuple(sorted(_REGISTRY))
+
+
+def get_method(name) -> Method:
+    """The registered :class:`Method` called ``name``; ``ValueError`` listing them otherwise."""
+    if isinstance(name, Method):
+        return name
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; available methods: {list(available())}")
+    return _REGISTRY[name]
+
+
+def options(ctx: Context, method: Method) -> dict:
+    """The method's options: its defaults updated with the caller's."""
+    return {**method.defaults, **ctx.options}
+
+
+def _t(a):
+    """``[K, N, ...] -> [N, K, ...]``."""
+    return jnp.moveaxis(a, 0, 1)
+
+
+REDUCTIONS = {
+    "sum": lambda r: jnp.sum(r, axis=-1),
+    "max_abs": lambda r: jnp.max(jnp.abs(r), axis=-1),
+    "sum_abs": lambda r: jnp.sum(jnp.abs(r), axis=-1),
+}
+
+
+def single_pass(ctx: Context, x, target, *, composite: Composite | None = None, rules=None,
+                reduce: str = "sum", times_input: bool = False, overrides=None,
+                conservation: bool = False) -> Attribution:
+    """One modified backward pass, read at ``ctx.layer`` (or the input); the common method body.
+
+    Args:
+      composite: rules to resolve against the traced layers (or ``rules``, already resolved).
+      reduce: the 2-D map's channel reduction (``"sum"``, ``"max_abs"``, ``"sum_abs"``).
+      times_input: relevance = signal ⊙ (input or layer output), as gradient×input.
+      overrides: rule-side parameters (canonizers).
+      conservation: also return the total relevance at the output of every layer called once.
+    """
+    if rules is None:
+        rules = resolve_layers(composite, ctx.layers) if composite is not None else {}
+    at = [ctx.layer] if ctx.layer is not None else []
+    if conservation:
+        at += [l.name for l in ctx.layers if l.calls == 1 and l.name not in at and l.dtype is not None]
+    cap = [ctx.layer] if (times_input and ctx.layer is not None) else []
+    p = modified_pass(ctx, x, target, rules=rules, at=at, input=ctx.layer is None or conservation,
+                      capture=cap, overrides=overrides)
+    if ctx.layer is None:
+        sig, base = p.input, x
+    else:
+        sig, base = p.at[ctx.layer], p.acts.get(ctx.layer)
+    rel = _t(sig * base[None] if times_input else sig)
+    cons = None
+    if conservation:
+        cons = {n: _t(jnp.sum(p.at[n].reshape(p.at[n].shape[:2] + (-1,)), axis=-1)) for n in at}
+        cons["input"] = _t(jnp.sum(p.input.reshape(p.input.shape[:2] + (-1,)), axis=-1))
+    return Attribution(REDUCTIONS[reduce](rel), rel, p.logits, None, cons)

@@ -1,0 +1,78 @@
+"""Class activation maps: Grad-CAM (Selvaraju et al., ICCV 2017) and CAM (Zhou et al., CVPR 2016).
+
+* ``grad_cam``: ``α_k = mean_u ∂y_c/∂A_{k,u}``, ``L = ReLU(Σ_k α_k A_k)`` at ``layer`` (default: the
+  last ReLU after the last conv — VGG ``features.29``, ResNet ``layer4.*.relu`` = ``layer4``).
+* ``cam``: ``M_c(u) = Σ_k w_kc A_k(u)`` for a conv → global-average-pool → dense head. Computed as
+  ``Σ_k (h·w) ∂y_c/∂A_{k,u} A_{k,u}``, which is exactly ``Σ_k w_kc A_k(u)`` for such a head; a
+  network without a global average pool after ``layer`` is refused.
+
+``relevance`` is the gradient at the layer output; ``map`` stays at the layer's resolution
+(upsample with ``xattr_jax.metrics.resize_map``).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from ..attribution import Attribution, modified_pass
+from .base import Method, _t, register
+
+__all__ = ["GRAD_CAM", "CAM", "last_conv_relu"]
+
+
+def last_conv_relu(layers):
+    """The last spatial ReLU after the last conv layer (Grad-CAM's default layer)."""
+    convs = [i for i, l in enumerate(layers) if l.kind == "conv"]
+    if not convs:
+        return None
+    cands = [l.name for l in layers[convs[-1]:] if l.kind == "relu" and len(l.shape) == 4]
+    return cands[0] if cands else None
+
+
+def _spatial(ctx, method):
+    info = ctx.info(ctx.layer)
+    if len(info.shape) != 4:
+        raise ValueError(
+            f"{method} needs a spatial layer [N, h, w, C]; {ctx.layer!r} has output shape {info.shape}"
+        )
+
+
+def _grad_cam(ctx, x, target):
+    _spatial(ctx, "grad_cam")
+    p = modified_pass(ctx, x, target, at=[ctx.layer], input=False, capture=[ctx.layer])
+    g = p.at[ctx.layer]  # [K, N, h, w, C]
+    a = p.acts[ctx.layer]
+    alpha = jnp.mean(g, axis=(2, 3), keepdims=True)
+    cam = jnp.maximum(jnp.sum(alpha * a[None], axis=-1), 0)
+    return Attribution(_t(cam), _t(g), p.logits)
+
+
+def _cam_layer(layers):
+    gaps = [i for i, l in enumerate(layers) if l.kind == "avgpool" and len(l.shape) == 4 and l.shape[1:3] == (1, 1)]
+    if not gaps:
+        return last_conv_relu(layers)
+    before = [l.name for l in layers[: gaps[-1]] if l.kind == "relu" and len(l.shape) == 4]
+    return before[-1] if before else None
+
+
+def _cam(ctx, x, target):
+    _spatial(ctx, "cam")
+    names = [l.name for l in ctx.layers]
+    i = names.index(ctx.layer)
+    info = ctx.info(ctx.layer)
+    gap = [l for l in ctx.layers[i + 1:] if l.kind == "avgpool" and len(l.shape) == 4 and l.shape[1:3] == (1, 1)]
+    if not gap:
+        raise ValueError(
+            f"cam needs conv -> global average pool -> dense after {ctx.layer!r}; this network has no "
+            "global average pool there. Use grad_cam instead."
+        )
+    p = modified_pass(ctx, x, target, at=[ctx.layer], input=False, capture=[ctx.layer])
+    g = p.at[ctx.layer]
+    a = p.acts[ctx.layer]
+    hw = info.shape[1] * info.shape[2]
+    cam = jnp.sum(g * hw * a[None], axis=-1)
+    return Attribution(_t(cam), _t(g), p.logits)
+
+
+GRAD_CAM = register(Method("grad_cam", _grad_cam, {}, default_layer=last_conv_relu))
+CAM = register(Method("cam", _cam, {}, default_layer=_cam_layer))

@@ -1,0 +1,95 @@
+"""The gradient family: gradient, gradient × input, guided backprop, deconvnet, SmoothGrad.
+
+* ``gradient`` (Simonyan et al. 2014): ``∂S_t/∂x``; map ``max_c |·|``.
+* ``input_x_gradient`` (Shrikumar et al. 2016): ``x ⊙ ∂S_t/∂x``; map ``Σ_c``.
+* ``guided_backprop`` (Springenberg et al. 2015): ReLU backward ``g·[x>0]·[g>0]``; map ``max_c |·|``.
+* ``deconvnet`` (Zeiler & Fergus 2014): ReLU backward ``max(g, 0)``; map ``max_c |·|``.
+* ``smoothgrad`` (Smilkov et al. 2017): ``(1/n) Σ_k ∂S_t/∂x (x + ε_k)``, ``ε_k ~ N(0, σ²)``,
+  ``σ = noise · (max x − min x)`` per sample; variants ``"square"`` (mean of squares, PAIR's
+  magnitude) and ``"var"`` (VarGrad: variance); map ``max_c |·|``.
+
+Read at a layer, the same rules give the signal at that layer's output.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ..attribution import Attribution
+from ..composites.core import composite, kind
+from ..rules import library as R
+from .base import REDUCTIONS, Method, _t, options, register, single_pass
+from .path import accumulate
+
+__all__ = ["GRADIENT", "INPUT_X_GRADIENT", "GUIDED_BACKPROP", "DECONVNET", "SMOOTHGRAD"]
+
+
+def _gradient(ctx, x, target):
+    return single_pass(ctx, x, target, reduce="max_abs")
+
+
+def _input_x_gradient(ctx, x, target):
+    return single_pass(ctx, x, target, reduce="sum", times_input=True)
+
+
+def _guided(ctx, x, target):
+    return single_pass(ctx, x, target, composite=composite((kind("relu"), R.guided_relu())), reduce="max_abs")
+
+
+def _deconvnet(ctx, x, target):
+    return single_pass(ctx, x, target, composite=composite((kind("relu"), R.deconvnet_relu())), reduce="max_abs")
+
+
+GRADIENT = register(Method("gradient", _gradient, {}))
+INPUT_X_GRADIENT = register(Method("input_x_gradient", _input_x_gradient, {}))
+GUIDED_BACKPROP = register(Method("guided_backprop", _guided, {}))
+DECONVNET = register(Method("deconvnet", _deconvnet, {}))
+
+_VARIANTS = ("plain", "square", "var")
+
+
+def _smoothgrad(ctx, x, target):
+    o = options(ctx, SMOOTHGRAD)
+    if o["variant"] not in _VARIANTS:
+        raise ValueError(f"smoothgrad variant must be one of {_VARIANTS}, got {o['variant']!r}")
+    n = int(o["samples"])
+    if n < 1:
+        raise ValueError(f"smoothgrad samples must be >= 1, got {n}")
+    if not o["noise"] >= 0:
+        raise ValueError(f"smoothgrad noise must be >= 0, got {o['noise']!r}")
+    if ctx.layer is not None:
+        raise ValueError("smoothgrad is read at the input; pass layer=None")
+    key = o["key"]
+    key = jax.random.PRNGKey(key) if isinstance(key, int) else key
+    axes = tuple(range(1, x.ndim))
+    sigma = o["noise"] * (jnp.max(x, axis=axes, keepdims=True) - jnp.min(x, axis=axes, keepdims=True))
+    eps = o["draws"] if o["draws"] is not None else jax.random.normal(key, (n,) + x.shape, x.dtype)
+    if eps.shape != (n,) + x.shape:
+        raise ValueError(f"smoothgrad draws must have shape {(n,) + x.shape}, got {eps.shape}")
+    moments = 2 if o["variant"] == "var" else 1
+
+    def point(e):
+        return x + sigma * e
+
+    def stat(g):
+        if o["variant"] == "plain":
+            return (g,)
+        if o["variant"] == "square":
+            return (g * g,)
+        return (g, g * g)
+
+    logits, sums = accumulate(ctx, x, point, eps, jnp.full((n,), 1.0 / n, x.dtype), target,
+                              stat=stat, n_stats=moments, chunk=o["chunk"])
+    rel = sums[0] if o["variant"] != "var" else sums[1] - sums[0] * sums[0]
+    rel = _t(rel)
+    return Attribution(REDUCTIONS["max_abs"](rel), rel, logits)
+
+
+SMOOTHGRAD = register(
+    Method(
+        "smoothgrad",
+        _smoothgrad,
+        {"noise": 0.15, "samples": 25, "key": 0, "variant": "plain", "chunk": 8, "draws": None},
+    )
+)

@@ -1,0 +1,52 @@
+"""Layer-wise relevance propagation with a composite (Bach et al., PLOS ONE 2015).
+
+``composite=`` is a :class:`~xattr_jax.composites.Composite` or the name of a preset
+(``epsilon_plus``, ``epsilon_plus_flat`` (default), ``epsilon_gamma_box``, ``epsilon_alpha2_beta1``,
+``epsilon_alpha2_beta1_flat``; same meaning as Zennit's composites of those names). With
+``canonize=True`` (default) every batch-norm is folded into the conv/dense before it for the rules
+(:func:`xattr_jax.canonizers.fold_batchnorm`). ``low``/``high`` are zB's bounds for
+``epsilon_gamma_box`` (default: the ImageNet-normalised pixel box). The map is ``Σ_c R``.
+"""
+
+from __future__ import annotations
+
+from ..canonizers import fold_batchnorm
+from ..composites.core import Composite, resolve_layers
+from ..composites.presets import PRESETS
+from ..rules import library as R
+from .base import Method, options, register, single_pass
+from .ig import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = ["LRP", "lrp_composite"]
+
+
+def lrp_composite(o) -> Composite:
+    """The composite an ``lrp`` call uses, from its options."""
+    c = o["composite"]
+    if isinstance(c, Composite):
+        return c
+    if c not in PRESETS:
+        raise ValueError(f"unknown LRP composite {c!r}; presets: {sorted(PRESETS)} (or pass a Composite)")
+    if c == "epsilon_gamma_box":
+        low = o["low"] if o["low"] is not None else tuple((0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
+        high = o["high"] if o["high"] is not None else tuple((1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
+        return PRESETS[c](low, high)
+    return PRESETS[c]()
+
+
+def _lrp(ctx, x, target):
+    o = options(ctx, LRP)
+    comp = lrp_composite(o)
+    rules = dict(resolve_layers(comp, ctx.layers, strict=o["strict"]))
+    overrides = None
+    if o["canonize"]:
+        folded = fold_batchnorm(ctx.layers, ctx.variables)
+        overrides = folded.params
+        for bn in folded.batchnorms:
+            rules[bn] = R.pass_rule()
+    return single_pass(ctx, x, target, rules=rules, reduce="sum", overrides=overrides,
+                       conservation=o["conservation"])
+
+
+LRP = register(Method("lrp", _lrp, {"composite": "epsilon_plus_flat", "canonize": True, "conservation": False,
+                                    "strict": False, "low": None, "high": None}))

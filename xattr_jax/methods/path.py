@@ -1,0 +1,64 @@
+"""The chunked accumulation engine shared by integrated gradients, GNL-IG and SmoothGrad.
+
+``accumulate`` evaluates the (possibly rule-modified) input gradient at S points and returns
+``Σ_s w_s · stat(g_s)`` without ever holding more than ``chunk`` gradients: the points are processed
+``chunk`` at a time (vmapped) inside one ``lax.scan`` whose carry is the running sum, so peak memory
+does not grow with S and the whole computation stays one XLA program.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ..attribution import modified_pass
+from ..interpret.interceptor import interpret
+
+__all__ = ["accumulate"]
+
+
+def accumulate(ctx, x, point, params, weights, target, *, stat=lambda g: (g,), n_stats=1, chunk=8,
+               rules=None, signal=None):
+    """``Σ_s w_s stat(∇_x S(point(params_s)))``, ``chunk`` points at a time.
+
+    Args:
+      ctx: the method context.
+      x: the unperturbed input (its logits are returned).
+      point: ``params_s -> x_s`` (the input at which the gradient is taken).
+      params: ``[S, ...]`` per-point parameters (path coefficients, noise draws).
+      weights: ``[S]`` quadrature weights.
+      target: ``[N, K]`` targets.
+      stat: ``g -> tuple`` of statistics to accumulate (``n_stats`` of them).
+      chunk: points per vectorised step (memory ∝ chunk, not S).
+      rules: rules of the modified gradient (``None``: the ordinary gradient).
+      signal: top signal (default ``ctx.signal``).
+
+    Returns:
+      ``(logits at the unperturbed input, tuple of [K, N, ...] sums)``.
+    """
+    chunk = int(chunk)
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    s = weights.shape[0]
+    c = min(chunk, s)
+    pad = (-s) % c
+    if pad:
+        params = jnp.concatenate([params, jnp.repeat(params[:1], pad, axis=0)], axis=0)
+        weights = jnp.concatenate([weights, jnp.zeros((pad,), weights.dtype)])
+    params = params.reshape((-1, c) + params.shape[1:])
+    weights = weights.reshape(-1, c)
+
+    def grad_at(p):
+        return modified_pass(ctx, point(p), target, rules=rules, signal=signal).input
+
+    logits, _ = interpret(ctx.model, ctx.variables, x)
+    zero = jnp.zeros((target.shape[1],) + x.shape, x.dtype)
+
+    def body(acc, inp):
+        pc, wc = inp
+        g = jax.vmap(grad_at)(pc)
+        new = stat(g)
+        return tuple(a + jnp.tensordot(wc.astype(n.dtype), n, axes=1) for a, n in zip(acc, new)), None
+
+    acc, _ = jax.lax.scan(body, (zero,) * n_stats, (params, weights))
+    return logits, acc

@@ -1,0 +1,160 @@
+"""The rule type, the one ``jax.custom_vjp`` helper, and the generic linear-layer rule engine.
+
+A *rule* keeps a layer's forward pass exact and replaces its backward pass. Its backward function
+maps the output cotangent (the top-down signal ``R``) to the input cotangents::
+
+    backward(fn, params, xs, y, R) -> (R_x1, R_x2, ...)
+
+where ``fn(params, *xs) = y`` is the layer's pure forward function. :func:`apply_rule` is the only
+place in the library where ``jax.custom_vjp`` is called; the layer parameters are explicit
+arguments of the custom_vjp function (never closed over), so attributions can be differentiated
+again (gradients *of* saliency maps).
+
+The linear engine (:func:`linear_rule`) is the "modified gradient" form of the LRP literature: for
+terms ``t = 1..T`` with input modifiers ``x_t = m_t(x)`` and parameter modifiers ``θ_t = p_t(θ)``,
+
+    z_t = fn(θ_t, x_t),      s = mapper(R, [z_1..z_T]),      g_t = (∂z_t/∂x_t)ᵀ s_t,
+    R_x = reducer([x_1..x_T], [g_1..g_T]).
+
+ε, z⁺, αβ, γ, zB, flat, w², norm and excitation are parameterisations of it (``rules.library``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "Rule",
+    "Term",
+    "apply_rule",
+    "linear_rule",
+    "stabilize",
+    "safe_divide",
+    "LINEAR_KINDS",
+    "ACTIVATION_KINDS",
+    "ALL_KINDS",
+]
+
+LINEAR_KINDS = frozenset({"conv", "dense", "avgpool", "add"})
+ACTIVATION_KINDS = frozenset({"relu"})
+ALL_KINDS = frozenset(
+    {"conv", "dense", "batchnorm", "relu", "maxpool", "avgpool", "add", "flatten", "dropout"}
+)
+
+
+class Rule(NamedTuple):
+    """A backward-pass replacement for one layer.
+
+    Attributes:
+      name: a short readable name, e.g. ``"epsilon(1e-06)"``.
+      backward: ``(fn, params, xs, y, R) -> tuple`` of cotangents, one per input in ``xs``.
+      kinds: the layer kinds the rule may attach to (``"conv"``, ``"dense"``, ``"relu"``, ...).
+    """
+
+    name: str
+    backward: Callable
+    kinds: frozenset
+
+    def __repr__(self) -> str:
+        return f"Rule({self.name})"
+
+
+def apply_rule(rule: Rule, fn: Callable, params, *xs, rule_params=None):
+    """Run ``fn(params, *xs)`` exactly, with ``rule.backward`` as its vector-Jacobian product.
+
+    Args:
+      rule: the backward replacement.
+      fn: the layer's pure forward function ``fn(params, *xs)``.
+      params: the layer parameters (a dict of arrays), an explicit argument of the custom_vjp.
+      *xs: the layer inputs.
+      rule_params: parameters the *backward* rule sees instead of ``params`` (a canonizer's folded
+        conv+BN parameters); the forward always uses ``params``.
+
+    The cotangent returned for the parameters is zero: a modified backward pass defines no parameter
+    gradient. Differentiating the *result* of the backward pass (second order) is ordinary JAX.
+    """
+    if rule_params is None:
+        rule_params = params
+
+    @jax.custom_vjp
+    def layer(params, rule_params, *xs):
+        return fn(params, *xs)
+
+    def fwd(params, rule_params, *xs):
+        y = fn(params, *xs)
+        return y, (params, rule_params, xs, y)
+
+    def bwd(res, ct):
+        params, rule_params, xs, y = res
+        cts = tuple(rule.backward(fn, rule_params, xs, y, ct))
+        if len(cts) != len(xs):
+            raise ValueError(f"{rule!r} returned {len(cts)} cotangents for {len(xs)} inputs")
+        cts = tuple(c.astype(x.dtype) for c, x in zip(cts, xs))
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, (params, rule_params))
+        return (*zeros, *cts)
+
+    layer.defvjp(fwd, bwd)
+    return layer(params, rule_params, *xs)
+
+
+def stabilize(z, epsilon):
+    """``z + ε·sign(z)`` with ``sign(0) = +1`` (the LRP-ε denominator)."""
+    return z + epsilon * jnp.where(z >= 0, 1.0, -1.0).astype(z.dtype)
+
+
+def safe_divide(a, b):
+    """``a / b`` where ``b ≠ 0`` and ``0`` elsewhere; differentiable (no NaN in its gradient)."""
+    nz = b != 0
+    return jnp.where(nz, a / jnp.where(nz, b, 1.0), 0.0)
+
+
+class Term(NamedTuple):
+    """One modified forward term of the linear engine: ``z_t = fn(params(θ), input(x))``."""
+
+    input: Callable = lambda x: x
+    params: Callable = lambda p: p
+
+
+def linear_rule(
+    name: str,
+    terms: Sequence[Term],
+    mapper: Callable,
+    reducer: Callable,
+    kinds: frozenset = LINEAR_KINDS,
+) -> Rule:
+    """Build a rule from the generic linear-layer engine.
+
+    Args:
+      name: readable name of the rule.
+      terms: the modified forward terms (input and parameter modifiers).
+      mapper: ``(R, [z_t]) -> [s_t or None]``; the cotangent to pull back through each term
+        (``None`` skips a term that only serves the denominator, such as γ's sign reference).
+      reducer: ``([x_t], [g_t]) -> R_x``; combines the pulled-back gradients per input.
+      kinds: layer kinds the rule applies to (linear in the input for every kind listed).
+
+    Returns:
+      A :class:`Rule`.
+    """
+    terms = tuple(terms)
+
+    def backward(fn, params, xs, y, ct):
+        del y
+        ins, outs, vjps = [], [], []
+        for term in terms:
+            xt = tuple(term.input(x) for x in xs)
+            pt = term.params(params)
+            out, vjp = jax.vjp(lambda *a, _p=pt: fn(_p, *a), *xt)
+            ins.append(xt)
+            outs.append(out)
+            vjps.append(vjp)
+        cts = mapper(ct, outs)
+        grads = [None if s is None else vjp(s) for vjp, s in zip(vjps, cts)]
+        used = [t for t, g in enumerate(grads) if g is not None]
+        return tuple(
+            reducer([ins[t][k] for t in used], [grads[t][k] for t in used]) for k in range(len(xs))
+        )
+
+    return Rule(name, backward, frozenset(kinds))
