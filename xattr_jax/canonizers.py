@@ -64,7 +64,7 @@ def fold_batchnorm(layers: Sequence[LayerInfo], variables) -> Folded:
         st = layer_variables(variables, bn.name, "batch_stats")
         inv = jax.lax.rsqrt(st["var"] + eps)
         scale = bp.get("scale", jnp.ones_like(st["var"])) * inv
-        kernel = p["kernel"] * scale
+        kernel = p["kernel"] * scale.reshape((1,) * (p["kernel"].ndim - 1) + (-1,))
         bias = p.get("bias", jnp.zeros_like(st["mean"]))
         bias = (bias - st["mean"]) * scale + bp.get("bias", jnp.zeros_like(st["mean"]))
         folded[lin.name] = {"kernel": kernel, "bias": bias}

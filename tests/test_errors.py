@@ -1,0 +1,127 @@
+"""Bad input gets a clear error that names the problem and the fix."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import xattr_jax as xa
+from xattr_jax import rules as R
+from xattr_jax.composites import composite, first_linear, kind, path, resolve
+
+
+def test_unknown_method_lists_the_available_ones(tiny_net):
+    model, v, x = tiny_net
+    with pytest.raises(ValueError, match="unknown method 'excitation'.*'gradient'.*'lrp'"):
+        xa.explain(model, v, x, jnp.array([0, 1, 2]), method="excitation")
+
+
+def test_unknown_layer_lists_the_valid_names(tiny_net):
+    model, v, x = tiny_net
+    with pytest.raises(ValueError, match=r"unknown layer 'conv9'; valid layer names: \[.*'conv1'.*'relu2'.*'fc'"):
+        xa.explain(model, v, x, jnp.array([0, 1, 2]), method="gradient", layer="conv9")
+
+
+def test_unknown_option_lists_the_valid_ones(tiny_net):
+    model, v, x = tiny_net
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['step'\]; valid options: .*'steps'"):
+        xa.attributor(model, "integrated_gradients", step=3)
+
+
+def test_unknown_signal(tiny_net):
+    model, _, _ = tiny_net
+    with pytest.raises(ValueError, match="unknown signal 'softmax'; valid: .*'prob'"):
+        xa.attributor(model, "gradient", signal="softmax")
+
+
+@pytest.mark.parametrize("target,msg", [
+    (jnp.array([0, 5, 1]), r"target out of range: \[5\] not in \[0, 5\)"),
+    (jnp.array([0, -1, 1]), r"target out of range: \[-1\]"),
+    (jnp.array([[0, 9], [1, 1], [2, 2]]), r"target out of range: \[9\]"),
+    (jnp.array([0, 1]), "target has 2 rows but x has batch size 3"),
+    (jnp.array([0.0, 1.0, 2.0]), "target must be an integer array"),
+    (jnp.zeros((3, 1, 1), jnp.int32), r"target must be an int array \[N\] or \[N, K\]"),
+])
+def test_bad_targets(tiny_net, target, msg):
+    model, v, x = tiny_net
+    with pytest.raises((ValueError, TypeError), match=msg):
+        xa.explain(model, v, x, target, method="gradient")
+
+
+def test_bad_inputs(tiny_net):
+    model, v, x = tiny_net
+    t = jnp.array([0, 1, 2])
+    with pytest.raises(ValueError, match=r"x must be a rank-4 NHWC batch .* got shape \(12, 12, 3\).*x\[None\]"):
+        xa.explain(model, v, x[0], t[:1], method="gradient")
+    with pytest.raises(TypeError, match="x must be floating point .*int32"):
+        xa.explain(model, v, x.astype(jnp.int32), t, method="gradient")
+    bad = x.at[1, 2, 3, 0].set(jnp.nan)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        xa.explain(model, v, bad, t, method="gradient")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        xa.explain(model, v, x.at[0, 0, 0, 0].set(jnp.inf), t, method="lrp")
+
+
+def test_strict_mode_lists_every_unmatched_layer(tiny_net):
+    model, v, x = tiny_net
+    comp = composite((kind("conv"), R.zplus()))
+    with pytest.raises(ValueError) as e:
+        resolve(comp, model, v, x, strict=True)
+    msg = str(e.value)
+    for name in ["relu1 (relu)", "pool1 (maxpool)", "relu2 (relu)", "relu3 (relu)", "avgpool (avgpool)", "fc (dense)"]:
+        assert name in msg, f"strict-mode error should list {name}: {msg}"
+    assert "conv1" not in msg.split("composite")[0]
+    with pytest.raises(ValueError, match="strict mode"):
+        xa.explain(model, v, x, jnp.array([0, 1, 2]), method="lrp", composite=comp, strict=True)
+
+
+def test_rule_on_the_wrong_layer_kind_is_refused(tiny_net):
+    model, v, x = tiny_net
+    with pytest.raises(ValueError, match="gives rule guided_relu to layer 'conv1', a conv layer, but guided_relu applies to \\['relu'\\] only"):
+        resolve(composite((path("conv*"), R.guided_relu())), model, v, x)
+
+
+@pytest.mark.parametrize("make,msg", [
+    (lambda: R.epsilon(-1.0), "epsilon must be >= 0"),
+    (lambda: R.epsilon(float("nan")), "epsilon must be finite"),
+    (lambda: R.epsilon("big"), "epsilon must be a real number"),
+    (lambda: R.alpha_beta(1.0, 1.0), "alpha - beta must equal 1"),
+    (lambda: R.alpha_beta(-1.0, -2.0), "alpha must be >= 0"),
+    (lambda: R.gamma(-0.5), "gamma must be >= 0"),
+    (lambda: R.zbox(1.0, -1.0), "low must be <= high"),
+    (lambda: R.zbox((0.0, 0.0), (1.0, 1.0, 1.0)), "same length"),
+    (lambda: R.zplus(stabilizer=-1), "stabilizer must be >= 0"),
+])
+def test_invalid_rule_hyperparameters(make, msg):
+    with pytest.raises(ValueError, match=msg):
+        make()
+
+
+def test_bad_composites_and_matchers():
+    with pytest.raises(ValueError, match="unknown layer kind.*'pool'.*valid kinds"):
+        kind("pool")
+    with pytest.raises(TypeError, match="not a Rule"):
+        composite((kind("conv"), "zplus"))
+    with pytest.raises(TypeError, match="not a Matcher"):
+        composite((3, R.zplus()))
+    assert first_linear().name == "first_linear"
+
+
+def test_method_option_values_are_checked(tiny_net):
+    model, v, x = tiny_net
+    t = jnp.array([0, 1, 2])
+    with pytest.raises(ValueError, match="unknown rule 'simpson'; valid: .*'trapezoid'"):
+        xa.explain(model, v, x, t, method="integrated_gradients", rule="simpson")
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        xa.explain(model, v, x, t, method="integrated_gradients", steps=0)
+    with pytest.raises(ValueError, match="baseline of shape \\(7,\\) does not broadcast"):
+        xa.explain(model, v, x, t, method="integrated_gradients", baseline=np.zeros(7, np.float32))
+    with pytest.raises(ValueError, match="smoothgrad variant must be one of"):
+        xa.explain(model, v, x, t, method="smoothgrad", variant="cube")
+    with pytest.raises(ValueError, match="unknown LRP composite 'eps'; presets: .*epsilon_plus_flat"):
+        xa.explain(model, v, x, t, method="lrp", composite="eps")
+    with pytest.raises(ValueError, match="cam needs conv -> global average pool -> dense after 'avgpool'"):
+        xa.explain(model, v, x, t, method="cam", layer="avgpool")  # nothing pools globally after it
+    with pytest.raises(ValueError, match="needs a spatial layer"):
+        xa.explain(model, v, x, t, method="grad_cam", layer="fc")
