@@ -68,3 +68,67 @@ def _tiny_net():
 @pytest.fixture(scope="session")
 def tiny_net():
     return _tiny_net()
+
+
+@pytest.fixture(scope="session")
+def torch_pair():
+    """``get(arch) -> (torch_model, flax_model, variables)`` for random-weight torchvision models.
+
+    Seeded, ``.eval()``, in-place ReLUs turned off (hook-based references need that), and batch-norm
+    statistics and affine parameters randomised so BN folding is not a no-op. Cached per session.
+
+    Both sides are float64. Parity tests compare algorithms, and in float32 a few of the ~10^7
+    ReLU pre-activations of VGG16/ResNet50 lie within rounding of zero and take opposite signs in
+    XLA and PyTorch (measured: one unit of VGG16 flipped and moved the input gradient by 4 % of its
+    maximum). Use the ``x64`` fixture with these models.
+    """
+    torch = pytest.importorskip("torch")
+    tv = pytest.importorskip("torchvision")
+    import jax.numpy as jnp
+
+    from converters.torchvision import convert
+
+    cache = {}
+
+    def get(arch):
+        if arch not in cache:
+            torch.manual_seed(0)
+            m = getattr(tv.models, arch)(weights=None).eval()
+            g = torch.Generator().manual_seed(1)
+            for mod in m.modules():
+                if isinstance(mod, torch.nn.ReLU):
+                    mod.inplace = False
+                if isinstance(mod, torch.nn.BatchNorm2d):
+                    with torch.no_grad():
+                        c = mod.num_features
+                        mod.running_mean.copy_(0.1 * torch.randn(c, generator=g))
+                        mod.running_var.copy_(0.5 + torch.rand(c, generator=g))
+                        mod.weight.copy_(0.5 + torch.rand(c, generator=g))
+                        mod.bias.copy_(0.1 * torch.randn(c, generator=g))
+            model, variables = convert(arch, m)
+            with jax.enable_x64(True):
+                variables = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), variables)
+            cache[arch] = (m.double(), model, variables)
+        return cache[arch]
+
+    return get
+
+
+@pytest.fixture
+def x64():
+    """Run a test with float64 enabled in JAX (parity tests against float64 torch models)."""
+    with jax.enable_x64(True):
+        yield
+
+
+@pytest.fixture(scope="session")
+def image_batch():
+    """A seeded batch of 2 normalised-image-like inputs, float64: (torch NCHW, jax NHWC)."""
+    torch = pytest.importorskip("torch")
+    import jax.numpy as jnp
+
+    g = torch.Generator().manual_seed(123)
+    x = torch.randn(2, 3, 224, 224, generator=g, dtype=torch.float64)
+    with jax.enable_x64(True):
+        xj = jnp.asarray(x.permute(0, 2, 3, 1).numpy())
+    return x, xj

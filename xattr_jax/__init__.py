@@ -6,6 +6,7 @@
 
 from . import canonizers, composites, interpret, nn, rules
 from .attribution import SIGNALS, Attribution, attributor, explain
+from .checkpoint import load_checkpoint, save_checkpoint
 from .methods import available as methods_available
 from .methods.ig import IMAGENET_MEAN, IMAGENET_STD
 
@@ -17,6 +18,8 @@ __all__ = [
     "attributor",
     "SIGNALS",
     "methods_available",
+    "save_checkpoint",
+    "load_checkpoint",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "canonizers",

@@ -1,0 +1,179 @@
+"""Conformance suite every method passes (DESIGN.md style rule 6).
+
+jit == eager; vmap == a Python loop; batch == per-sample; the forward output under interception
+equals the plain forward exactly; a new target value causes no retrace; dtype and shape kept.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import xattr_jax as xa
+from xattr_jax.composites import kind, resolve
+from xattr_jax.interpret import interpret
+from xattr_jax.methods import available, get_method
+
+# Options that make each method cheap and deterministic on the tiny net.
+OPTIONS = {
+    "smoothgrad": dict(samples=4, chunk=3),
+    "integrated_gradients": dict(steps=5, chunk=2),
+    "gnl_integrated_gradients": dict(steps=5, chunk=2),
+    "lrp": dict(composite="epsilon_plus_flat"),
+}
+REL = 1e-5  # float32 programs fused differently agree to this fraction of the map's scale
+
+METHODS = [m for m in available()]
+
+
+def _opts(method, x=None):
+    o = dict(OPTIONS.get(method, {}))
+    if method == "smoothgrad" and x is not None:
+        o["draws"] = jax.random.normal(jax.random.PRNGKey(7), (o["samples"],) + x.shape, x.dtype)
+    return o
+
+
+def _close(a, b, what):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape, f"{what}: shapes {a.shape} vs {b.shape}"
+    scale = max(float(np.max(np.abs(b))), 1e-12)
+    err = float(np.max(np.abs(a - b)))
+    assert err <= REL * scale, f"{what}: max abs error {err:.3g} > {REL} x max|ref| ({scale:.3g})"
+
+
+def test_every_design_method_is_registered():
+    design = {"gradient", "input_x_gradient", "guided_backprop", "deconvnet", "smoothgrad",
+              "integrated_gradients", "gnl_integrated_gradients", "lrp", "grad_cam", "cam"}
+    missing = design - set(available())
+    assert not missing, f"methods named in DESIGN.md but not registered: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_jit_equals_eager(tiny_net, method):
+    model, v, x = tiny_net
+    t = jnp.array([0, 3, 4])
+    fn = xa.attributor(model, method, **_opts(method, x))
+    res = fn(v, x, t)
+    with jax.disable_jit():
+        eager = fn(v, x, t)
+    _close(res.map, eager.map, f"{method}: jit vs eager map")
+    _close(res.relevance, eager.relevance, f"{method}: jit vs eager relevance")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_batch_equals_per_sample_and_vmap_equals_loop(tiny_net, method):
+    model, v, x = tiny_net
+    t = jnp.array([1, 2, 0])
+    res = xa.attributor(model, method, **_opts(method, x))(v, x, t)
+    loop, vm_in = [], []
+    for i in range(x.shape[0]):
+        o = _opts(method, x)
+        if method == "smoothgrad":
+            o["draws"] = o["draws"][:, i:i + 1]
+        fn_i = xa.attributor(model, method, **o)
+        loop.append(fn_i(v, x[i:i + 1], t[i:i + 1]).map[0])
+        vm_in.append(o)
+    _close(jnp.stack(loop), res.map, f"{method}: batch vs per-sample")
+    if method == "smoothgrad":
+        return  # per-sample noise draws are options, not a vmapped argument
+    fn1 = xa.attributor(model, method, **_opts(method))
+    vm = jax.vmap(lambda xi, ti: fn1(v, xi[None], ti[None]).map[0])(x, t)
+    _close(vm, jnp.stack(loop), f"{method}: vmap vs Python loop")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_new_target_does_not_retrace_and_shapes_dtypes_are_kept(tiny_net, method):
+    model, v, x = tiny_net
+    fn = xa.attributor(model, method, **_opts(method, x))
+    a = fn(v, x, jnp.array([0, 2, 4]))
+    b = fn(v, x, jnp.array([4, 3, 2]))
+    assert fn.trace_count() == 1, f"{method}: a new target value retraced ({fn.trace_count()} traces)"
+    assert not np.allclose(np.asarray(a.map[0]), np.asarray(b.map[0])), f"{method}: target ignored"
+    assert a.map.dtype == jnp.float32 and a.relevance.dtype == jnp.float32
+    assert a.logits.shape == (3, 5)
+    assert a.map.shape[0] == 3 and a.map.ndim == 3, f"{method}: map shape {a.map.shape}"
+    assert a.relevance.shape[:3] == (3,) + a.map.shape[1:3]
+    k = fn(v, x, jnp.array([[0, 1], [2, 3], [4, 0]]))
+    assert k.map.shape == (3, 2) + a.map.shape[1:], f"{method}: [N, K] target gives {k.map.shape}"
+    _close(k.map[:, 0], a.map, f"{method}: K-target column 0 vs single target")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_logits_under_interception_equal_the_plain_forward(tiny_net, method):
+    model, v, x = tiny_net
+    res = xa.attributor(model, method, **_opts(method, x))(v, x, jnp.array([0, 1, 2]))
+    plain = jax.jit(model.apply)(v, x)
+    np.testing.assert_allclose(np.asarray(res.logits), np.asarray(plain), rtol=0, atol=1e-6 * float(jnp.max(jnp.abs(plain))),
+                               err_msg=f"{method}: logits inside the attributor (tolerance 1e-6 x max)")
+
+
+@pytest.mark.parametrize("composite", ["epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box",
+                                       "epsilon_alpha2_beta1", "epsilon_alpha2_beta1_flat"])
+def test_forward_is_bit_exact_under_every_rule(tiny_net, composite):
+    model, v, x = tiny_net
+    from xattr_jax.methods.lrp import lrp_composite
+
+    comp = lrp_composite({"composite": composite, "low": -3.0, "high": 3.0})
+    rules = dict(resolve(comp, model, v, x))
+    rules["pool1"] = xa.rules.positive_maxpool()
+    assert {"conv1", "conv2", "relu1", "add", "fc"} <= set(rules)
+    eager, _ = interpret(model, v, x, rules=rules)
+    np.testing.assert_array_equal(np.asarray(eager), np.asarray(model.apply(v, x)))
+    jit_rules = jax.jit(lambda v, x: interpret(model, v, x, rules=rules)[0])(v, x)
+    np.testing.assert_array_equal(np.asarray(jit_rules), np.asarray(jax.jit(model.apply)(v, x)))
+
+
+def test_gradient_method_equals_jax_grad(tiny_net):
+    model, v, x = tiny_net
+    t = jnp.array([2, 0, 4])
+    res = xa.explain(model, v, x, t, method="gradient")
+    g = jax.grad(lambda x: jnp.sum(model.apply(v, x)[jnp.arange(3), t]))(x)
+    np.testing.assert_allclose(np.asarray(res.relevance), np.asarray(g), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(res.map), np.max(np.abs(np.asarray(g)), axis=-1), rtol=0, atol=1e-6)
+
+
+def test_signals_seed_the_pulled_back_output(tiny_net):
+    model, v, x = tiny_net
+    t = jnp.array([2, 0, 4])
+    for signal, f in [("prob", lambda z: jax.nn.softmax(z, -1)), ("log_prob", lambda z: jax.nn.log_softmax(z, -1)),
+                      (lambda z: 3.0 * z, lambda z: 3.0 * z)]:
+        res = xa.explain(model, v, x, t, method="gradient", signal=signal)
+        g = jax.grad(lambda x: jnp.sum(f(model.apply(v, x))[jnp.arange(3), t]))(x)
+        np.testing.assert_allclose(np.asarray(res.relevance), np.asarray(g), rtol=0, atol=1e-6,
+                                   err_msg=f"signal {signal}")
+
+
+def test_relevance_at_a_layer_is_the_signal_at_its_output(tiny_net):
+    model, v, x = tiny_net
+    t = jnp.array([2, 0, 4])
+    res = xa.explain(model, v, x, t, method="gradient", layer="relu2")
+    # d logit / d relu2-output, through a zero perturbation added to that output
+    from xattr_jax.interpret import interpret as run
+
+    def f(p):
+        out, _ = run(model, v, x, probes={"relu2": p})
+        return jnp.sum(out[jnp.arange(3), t])
+
+    g = jax.grad(f)(jnp.zeros((3, 6, 6, 6)))
+    np.testing.assert_allclose(np.asarray(res.relevance), np.asarray(g), rtol=0, atol=1e-6)
+
+
+def test_attribution_maps_are_differentiable(tiny_net):
+    """Gradients *of* attribution maps: d/dx sum(LRP map²) through the jitted attributor."""
+    model, v, x = tiny_net
+    fn = xa.attributor(model, "lrp", composite="epsilon_plus")
+    t = jnp.array([1, 2, 3])
+    g = jax.grad(lambda xx: jnp.sum(fn(v, xx, t).map ** 2))(x)
+    assert np.all(np.isfinite(np.asarray(g))) and float(jnp.max(jnp.abs(g))) > 0
+    e = jnp.zeros_like(x).at[0, 5, 5, 1].set(1e-2)
+    fd = (jnp.sum(fn(v, x + e, t).map ** 2) - jnp.sum(fn(v, x - e, t).map ** 2)) / 2e-2
+    assert abs(float(g[0, 5, 5, 1]) - float(fd)) <= 0.05 * abs(float(fd)) + 1e-4, (
+        f"gradient of the map {float(g[0, 5, 5, 1])} vs central difference {float(fd)} (5 %)"
+    )
+
+
+def test_method_registry_lookup():
+    assert get_method("gradient").name == "gradient"
+    assert kind("conv").test is not None

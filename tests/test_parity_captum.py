@@ -1,0 +1,102 @@
+"""Parity with Captum on converted VGG16 and ResNet50 (random weights, batch 2, float64 on both sides).
+
+Tolerance everywhere: max abs error <= 1e-4 x max|Captum| (float64; see conftest.torch_pair for why not float32).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import xattr_jax as xa
+
+torch = pytest.importorskip("torch")
+captum_attr = pytest.importorskip("captum.attr")
+
+pytestmark = pytest.mark.usefixtures("x64")
+
+from _parity import assert_close, nchw_to_nhwc  # noqa: E402
+
+ARCHS = ["vgg16", "resnet50"]
+TARGETS = [0, 2]  # classes whose random-weight Grad-CAM maps are partly positive on both nets
+
+
+def _t():
+    return torch.tensor(TARGETS)
+
+
+def _ours(model, variables, x, method, **kw):
+    return xa.explain(model, variables, x, jnp.asarray(TARGETS), method=method, **kw)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("method,cls", [
+    ("gradient", "Saliency"),
+    ("input_x_gradient", "InputXGradient"),
+    ("guided_backprop", "GuidedBackprop"),
+    ("deconvnet", "Deconvolution"),
+])
+def test_gradient_family(torch_pair, image_batch, arch, method, cls):
+    tm, model, v = torch_pair(arch)
+    xt, xj = image_batch
+    attr = getattr(captum_attr, cls)(tm)
+    kw = {"abs": False} if cls == "Saliency" else {}
+    ref = nchw_to_nhwc(attr.attribute(xt.clone().requires_grad_(), target=_t(), **kw))
+    res = _ours(model, v, xj, method)
+    assert_close(res.relevance, ref, f"{method} vs Captum {cls} on {arch}")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("rule", ["right", "left", "middle", "trapezoid"])
+def test_integrated_gradients_each_riemann_rule(torch_pair, image_batch, arch, rule):
+    tm, model, v = torch_pair(arch)
+    xt, xj = image_batch
+    m = 6
+    ig = captum_attr.IntegratedGradients(tm)
+    base = torch.full_like(xt, -0.5)
+    # Captum's "riemann_trapezoid" with n points uses weights 1/n (ends 1/(2n)), which sum to
+    # (n-1)/n; the trapezoid rule over m intervals uses n = m + 1 points with weights 1/m. So ours
+    # equals Captum's times (m+1)/m — the only difference is that normalisation.
+    n, scale = (m + 1, (m + 1) / m) if rule == "trapezoid" else (m, 1.0)
+    ref = ig.attribute(xt, baselines=base, target=_t(), n_steps=n, method=f"riemann_{rule}")
+    ref = nchw_to_nhwc(ref) * scale
+    res = _ours(model, v, xj, "integrated_gradients", signal="logit", baseline=-0.5, steps=m, rule=rule, chunk=4)
+    assert_close(res.relevance, ref, f"IG ({rule}) vs Captum on {arch}")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("variant,nt_type", [("plain", "smoothgrad"), ("square", "smoothgrad_sq"), ("var", "vargrad")])
+def test_smoothgrad_with_a_shared_noise_draw(torch_pair, image_batch, arch, variant, nt_type, monkeypatch):
+    tm, model, v = torch_pair(arch)
+    xt, xj = image_batch
+    n, noise = 3, 0.15
+    eps = np.random.default_rng(0).standard_normal((n,) + tuple(xj.shape))
+    sigma = noise * (np.asarray(xj).max(axis=(1, 2, 3)) - np.asarray(xj).min(axis=(1, 2, 3)))
+    # Captum draws torch.normal noise for input.repeat_interleave(n): row b*n + s is sample s of
+    # image b. Replace the draw with ours, sigma_b * eps[s, b] (NHWC -> NCHW).
+    shared = np.transpose(eps, (1, 0, 4, 2, 3)) * sigma[:, None, None, None, None]
+    shared = torch.from_numpy(shared.reshape((-1,) + tuple(xt.shape[1:])))
+
+    def add_noise(inp, stdev, parts):
+        assert parts == n
+        return inp.repeat_interleave(parts, dim=0) + shared
+
+    monkeypatch.setattr(captum_attr.NoiseTunnel, "_add_noise_to_input", staticmethod(add_noise))
+    nt = captum_attr.NoiseTunnel(captum_attr.Saliency(tm))
+    ref = nchw_to_nhwc(nt.attribute(xt, nt_type=nt_type, nt_samples=n, stdevs=1.0, target=_t(), abs=False))
+    res = xa.attributor(model, "smoothgrad", noise=noise, samples=n, variant=variant, draws=jnp.asarray(eps), chunk=2)(
+        v, xj, jnp.asarray(TARGETS))
+    assert_close(res.relevance, ref, f"smoothgrad ({variant}) vs Captum NoiseTunnel {nt_type} on {arch}")
+
+
+@pytest.mark.parametrize("arch,layer,torch_layer", [("vgg16", "features.29", "features.29"), ("resnet50", "layer4", "layer4")])
+def test_grad_cam(torch_pair, image_batch, arch, layer, torch_layer):
+    tm, model, v = torch_pair(arch)
+    xt, xj = image_batch
+    gc = captum_attr.LayerGradCam(tm, tm.get_submodule(torch_layer))
+    ref = torch.clamp(gc.attribute(xt, target=_t()), min=0)[:, 0].detach().numpy()  # ReLU as Grad-CAM
+    res = _ours(model, v, xj, "grad_cam", layer=layer)
+    assert_close(res.map, ref, f"Grad-CAM vs Captum LayerGradCam on {arch} at {layer}")
+    default = _ours(model, v, xj, "grad_cam")  # default layer: the last conv ReLU
+    assert_close(default.map, ref, f"Grad-CAM at the default layer on {arch}")
