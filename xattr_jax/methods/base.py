@@ -108,3 +108,63 @@ def single_pass(ctx: Context, x, target, *, composite: Composite | None = None, 
         cons = {n: _t(jnp.sum(p.at[n].reshape(p.at[n].shape[:2] + (-1,)), axis=-1)) for n in at}
         cons["input"] = _t(jnp.sum(p.input.reshape(p.input.shape[:2] + (-1,)), axis=-1))
     return Attribution(REDUCTIONS[reduce](rel), rel, p.logits, None, cons)
+
+
+def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, rules=None,
+                   at=(), input: bool = True, overrides=None):
+    """Seed at ``seed_layer`` from ordinary gradients, then propagate down with ``rules``; one forward.
+
+    One forward pass with ``rules`` attached (give rules only to layers *below* ``seed_layer``, so the
+    layers above it keep their ordinary gradient) is differentiated as
+    ``f(x, probes) = (logits, A)`` with ``A`` the output of ``seed_layer``:
+
+    1. ``grad(cts)`` pulls ``(cts_j, 0)`` back for logits cotangents ``cts [J, *logits.shape]`` and
+       returns the signal at the ``seed_layer`` probe, ``[J, *A.shape]`` (for one-hot cotangents:
+       ``∂y_c/∂A``, the ordinary gradient). Only the part above ``seed_layer`` is computed (under
+       jit the rest is dead code).
+    2. ``R0 = seed(grad, A, logits, target)``: ``[K, *A.shape]``, the seed for each target column.
+    3. ``(0, R0_k)`` is pulled back (``vmap`` over k): the relevance at every ``at`` probe and the input.
+
+    Args:
+      ctx, x, target: as :func:`~xattr_jax.attribution.modified_pass` (``target`` ``[N, K]``).
+      seed_layer: name of a layer called once per forward.
+      seed: ``(grad, A, logits, target) -> R0 [K, *A.shape]``.
+      rules: ``{layer name: Rule}``.
+      at: layers whose output relevance is returned (``Pass.at``; ``seed_layer`` is always there and
+        holds ``R0``).
+      input: also return the relevance at the input.
+      overrides: rule-side parameters (canonizers).
+
+    Returns:
+      a ``Pass`` (``logits``, ``input [K, N, ...]``, ``at {name: [K, N, ...]}``, ``acts`` with
+      ``seed_layer``'s output).
+    """
+    from ..attribution import Pass
+    from ..interpret.interceptor import interpret
+
+    import jax
+
+    infos = {l.name: l for l in ctx.layers}
+    names = [seed_layer] + [n for n in at if n != seed_layer]
+    probes = {n: jnp.zeros(infos[n].shape, infos[n].dtype) for n in names}
+
+    def fwd(x, probes):
+        out, acts = interpret(ctx.model, ctx.variables, x, rules=rules, probes=probes,
+                              capture=[seed_layer], overrides=overrides)
+        return (out, acts[seed_layer]), acts
+
+    if input:
+        (logits, a), vjp, acts = jax.vjp(fwd, x, probes, has_aux=True)
+    else:
+        (logits, a), vjp_p, acts = jax.vjp(lambda p: fwd(x, p), probes, has_aux=True)
+        vjp = lambda ct: (None, *vjp_p(ct))  # noqa: E731
+
+    zero_a = jnp.zeros_like(a)
+    zero_l = jnp.zeros_like(logits)
+
+    def grad(cts):
+        return jax.vmap(lambda c: vjp((c.astype(logits.dtype), zero_a))[1][seed_layer])(cts)
+
+    r0 = seed(grad, jax.lax.stop_gradient(a), jax.lax.stop_gradient(logits), target)
+    x_ct, p_ct = jax.vmap(lambda r: vjp((zero_l, r.astype(a.dtype))))(r0)
+    return Pass(logits, x_ct if input else None, p_ct, acts)

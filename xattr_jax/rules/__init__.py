@@ -2,7 +2,9 @@
 
 from .core import ALL_KINDS, LINEAR_KINDS, Rule, Term, apply_rule, linear_rule, safe_divide, stabilize
 from .library import (
+    PURGES,
     alpha_beta,
+    contrastive_excitation,
     deconvnet_relu,
     epsilon,
     excitation,
@@ -12,8 +14,13 @@ from .library import (
     norm,
     pass_rule,
     positive_maxpool,
+    rsp_add,
+    rsp_batchnorm,
+    rsp_conv,
+    skip_ignored,
     wsquare,
     zbox,
+    zbox_global,
     zero,
     zplus,
 )
@@ -41,4 +48,11 @@ __all__ = [
     "guided_relu",
     "deconvnet_relu",
     "positive_maxpool",
+    "contrastive_excitation",
+    "skip_ignored",
+    "zbox_global",
+    "rsp_add",
+    "rsp_batchnorm",
+    "rsp_conv",
+    "PURGES",
 ]

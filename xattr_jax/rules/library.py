@@ -15,7 +15,15 @@ Linear-layer rules are parameterisations of the one engine in :mod:`xattr_jax.ru
 ``norm()``         proportional, for sums and average pools: ``R_i = x_i · f*(R ⊘ f(x))``
 ``excitation()``   ``R_in = x ⊙ f*(x, W⁺, R ⊘ f(x, W⁺))``, bias dropped, 0 where f(x,W⁺)=0
                    (Excitation Backprop, Zhang et al. IJCV 2018)
+``zbox_global()``  zB with the per-sample image min/max as bounds, no bias (RAP/RSP input layer)
+``rsp_add()``      residual sum split ∝ ``max(x, 0) + 1e-9`` (RSP)
+``contrastive_excitation()``
+                   ``EB_W(R) − EB_{−W}(R)`` on the classifier (contrastive EB, c-MWP)
 =================  =========================================================================
+
+Rules non-linear in ``R``: ``rsp_conv()`` (the surrogate-kernel bipolar conv rule of Relative
+Sectional Propagation, Nam et al. AAAI 2021), ``rsp_batchnorm()`` (masked identity) and
+``skip_ignored()`` (residual sum: all signal to the branch).
 
 Element-wise rules: ``pass_rule()`` (identity), ``guided_relu()`` (``g·[z>0]·[g>0]``,
 Springenberg et al. 2015), ``deconvnet_relu()`` (``max(g, 0)``, Zeiler & Fergus 2014),
@@ -46,6 +54,13 @@ __all__ = [
     "guided_relu",
     "deconvnet_relu",
     "positive_maxpool",
+    "contrastive_excitation",
+    "skip_ignored",
+    "zbox_global",
+    "rsp_add",
+    "rsp_batchnorm",
+    "rsp_conv",
+    "PURGES",
 ]
 
 
@@ -305,3 +320,207 @@ def positive_maxpool() -> Rule:
 
     return Rule("positive_maxpool", backward, frozenset({"maxpool"}))
 
+
+
+# ----------------------------------------------------------------------------------------------
+# Excitation Backprop family and Relative Sectional Propagation (RSP)
+
+_negw = lambda w: jnp.maximum(-w, 0)  # noqa: E731  ((−W)⁺ = −W⁻)
+
+
+def contrastive_excitation() -> Rule:
+    """Contrastive Excitation Backprop on the classifier layer: ``p_in = EB_W(p) − EB_{−W}(p)``.
+
+    ``p_in = x ⊙ W⁺ᵀ(p ⊘ W⁺ᵀx) − x ⊙ (−W)⁺ᵀ(p ⊘ (−W)⁺ᵀx)``, bias dropped, ``⊘`` the safe division
+    (0 where the normaliser is 0). Put on the top (classifier) layer, it gives at its input the
+    contrast ``Δ = p − p̄`` of c-MWP, where ``p̄`` is Excitation Backprop through the classifier
+    with negated weights (the "dual" output unit). No clamping: ``Δ`` is signed. Because EB is
+    linear in ``p``, one backward pass below this layer yields the contrastive map.
+    Two terms of the linear engine. (Zhang et al., Top-down Neural Attention by Excitation
+    Backprop, ECCV 2016 / IJCV 2018, §3.5 of METHODS.md.)
+
+    Example:
+      >>> rules = {"classifier.6": contrastive_excitation(), "features.28": excitation()}
+    """
+
+    def reducer(ins, gs):
+        return ins[0] * gs[0] - ins[1] * gs[1]
+
+    return linear_rule(
+        "contrastive_excitation",
+        [Term(params=_mod(_pos, _zero)), Term(params=_mod(_negw, _zero))],
+        lambda r, zs: [safe_divide(r, zs[0]), safe_divide(r, zs[1])],
+        reducer,
+        kinds=frozenset({"conv", "dense"}),
+    )
+
+
+def skip_ignored() -> Rule:
+    """Residual sum that sends the whole signal to the residual branch: ``(R_branch, R_skip) = (R, 0)``.
+
+    The rule of the 2017 Caffe Excitation Backprop README ("ignore the bottom input corresponding to
+    the skip link"); the layer's first input is the branch (``Add()(branch, skip)``).
+    """
+
+    def backward(fn, params, xs, y, ct):
+        if len(xs) != 2:
+            raise ValueError(f"skip_ignored needs a two-input sum (branch, skip), got {len(xs)} inputs")
+        return (ct, jnp.zeros_like(xs[1]))
+
+    return Rule("skip_ignored", backward, frozenset({"add"}))
+
+
+def _per_sample(reduce):
+    def modifier(x):
+        axes = tuple(range(1, x.ndim))
+        return jnp.broadcast_to(reduce(x, axis=axes, keepdims=True), x.shape)
+
+    return modifier
+
+
+def zbox_global() -> Rule:
+    """zB with image-global bounds (RAP/RSP's first layer): ``L = min x``, ``H = max x`` per sample.
+
+    ``Za = f(x, W) − f(L, W⁺) − f(H, W⁻)`` (no bias; the constant images ``L``, ``H`` are zero
+    padded like ``x``), ``S = R ⊘ Za``,
+    ``R_in = x ⊙ f*(W, S) − L ⊙ f*(W⁺, S) − H ⊙ f*(W⁻, S)``. The min/max run over every channel and
+    pixel of one sample — not the per-channel pixel-domain bounds of :func:`zbox`. Signed ``R``
+    passes through linearly. (Nam et al., Relative Attributing Propagation, AAAI 2020; RSP, AAAI
+    2021; METHODS.md §2.3e.)
+    """
+    terms = [
+        Term(params=_mod(None, _zero)),
+        Term(_per_sample(jnp.min), _mod(_pos, _zero)),
+        Term(_per_sample(jnp.max), _mod(_neg, _zero)),
+    ]
+
+    def mapper(r, zs):
+        s = safe_divide(r, zs[0] - zs[1] - zs[2])
+        return [s, s, s]
+
+    def reducer(ins, gs):
+        return ins[0] * gs[0] - ins[1] * gs[1] - ins[2] * gs[2]
+
+    return linear_rule("zbox_global", terms, mapper, reducer, kinds=frozenset({"conv", "dense"}))
+
+
+def rsp_add(offset: float = 1e-9) -> Rule:
+    """RSP's residual sum: split ``R`` in proportion to the clamped inputs.
+
+    ``a' = max(a, 0) + δ``, ``b' = max(b, 0) + δ``, ``R_a = a'·R/(a' + b')``, ``R_b = b'·R/(a' + b')``
+    with ``δ = offset`` (1e-9 in the released code). Conserves ``R``. (Nam et al. AAAI 2021;
+    METHODS.md §2.3g.)
+    """
+    offset = _check_number("offset", offset, low=0.0, inclusive=False)
+    clamp = lambda x: jnp.maximum(x, 0) + jnp.asarray(offset, x.dtype)  # noqa: E731
+    return linear_rule(
+        f"rsp_add({offset:g})",
+        [Term(clamp)],
+        lambda r, zs: [safe_divide(r, zs[0])],
+        _sum_of_products,
+        kinds=frozenset({"add"}),
+    )
+
+
+def rsp_batchnorm() -> Rule:
+    """RSP's batch-norm rule: the identity, masked where the input times the BN scale is 0.
+
+    ``R_in = R · [x · γ/√(σ² + ε) ≠ 0]``. This is what the released rule (bias share subtracted,
+    then added back through an ``x·(R/(x·w))·w`` form) computes algebraically (METHODS.md §2.3g).
+    """
+
+    def backward(fn, params, xs, y, ct):
+        x = xs[0]
+        # the effective per-channel scale of fn, read off its slope: fn(1) − fn(0)
+        ones = jnp.ones((1,) * (x.ndim - 1) + (x.shape[-1],), x.dtype)
+        w = fn(params, ones) - fn(params, jnp.zeros_like(ones))
+        return (jnp.where(x * w != 0, ct, 0.0),)
+
+    return Rule("rsp_batchnorm", backward, frozenset({"batchnorm"}))
+
+
+PURGES = ("none", "sign_consistent", "uniform_spread")
+
+
+def _purge(r, purge):
+    """The per-position purge of RSP's incoming relevance (METHODS.md §9.2)."""
+    if purge == "none":
+        return r
+    s = jnp.sum(r, axis=-1, keepdims=True)
+    if purge == "sign_consistent":
+        keep = ((r > 0) & (s > 0)) | ((r < 0) & (s < 0))
+        return jnp.where(keep, r, 0.0)
+    return jnp.broadcast_to(s / r.shape[-1], r.shape)
+
+
+def rsp_conv(purge: str = "none", factor: float = 2.0) -> Rule:
+    """RSP's bipolar conv rule with relevance-weighted surrogate kernels (released code, §2.3d).
+
+    Per sample, with ``x⁺ = max(x, 0)``, ``R⁺ = max(R, 0)``, ``R⁻ = max(−R, 0)``:
+
+    * surrogate kernels ``G± = ∂⟨R±, conv(x⁺, W)⟩/∂W``, i.e. ``G±_{k,i,o} = Σ_p R±_{p,o} x⁺_{p·s+k−pad, i}``
+      (the weight-gradient of the relevance-weighted conv output; it does not depend on ``W``);
+    * ``C1 = x⁺ ⊙ convᵀ_{G⁺}(R⁺ ⊘ conv(x⁺, G⁺))``, ``C2`` likewise with ``R⁻`` (``ΣC1 = ΣR⁺``);
+    * 1×1 kernels: ``R_in = C1 − C2``; otherwise ``C = factor·(C1 − C2)`` and the uniform shift
+      ``R_in = C − (T/N)·[C ≠ 0]`` with ``T = ΣR`` and ``N`` the number of non-zero entries of
+      ``C`` (both per sample), so ``ΣR_in = ΣR``.
+
+    The layer's weights and bias are never used — only ``x``, ``R`` and the conv geometry (stride,
+    padding, dilation, kernel size); this is the released algorithm, kept as is (METHODS.md §9.3).
+    The kernels are built per sample (``vmap``; the released code sums them over the batch, which
+    is only right at batch size 1).
+
+    On a dense layer (a 1×1 conv on a 1×1 image) it is ``C1 − C2``.
+
+    This is a plain :class:`Rule`, not a parameterisation of :func:`linear_rule`: the kernels are
+    built from ``R`` itself, so the backward is non-linear in ``R`` (sign split, per-sample
+    kernels, a global shift), which the engine's fixed parameter modifiers cannot express.
+
+    Args:
+      purge: what to do with the incoming relevance first, at each spatial position ``u`` with
+        ``s_u = Σ_k R_{k,u}``: ``"none"`` (the released code, whose purge line is a no-op),
+        ``"sign_consistent"`` (zero the units whose sign differs from ``s_u``; our reading of the
+        paper's "purging"; it removes relevance, so the total is that of the purged ``R``) or
+        ``"uniform_spread"`` (``R_{k,u} = s_u / C``, as the multi-class seed does; conserving).
+      factor: the combination factor for ``k > 1`` kernels (2 released; 1 a commented alternative).
+
+    Raises:
+      ValueError: unknown ``purge``, or ``factor`` not a finite number ``> 0``.
+
+    (Nam, Choi & Lee, Relative Sectional Propagation, AAAI 2021; METHODS.md §2.3d.)
+
+    Example:
+      >>> rules = {"features.28": rsp_conv(), "features.0": zbox_global()}
+    """
+    if purge not in PURGES:
+        raise ValueError(f"unknown purge {purge!r}; valid: {list(PURGES)}")
+    factor = _check_number("factor", factor, low=0.0, inclusive=False)
+
+    def backward(fn, params, xs, y, ct):
+        (x,) = xs
+        kernel = jnp.zeros_like(params["kernel"])  # only its shape: G± do not depend on W
+        one_by_one = all(k == 1 for k in kernel.shape[:-2])
+        r = _purge(ct, purge)
+
+        def half(xp, rh):
+            _, kvjp = jax.vjp(lambda k: fn({"kernel": k}, xp), kernel)
+            (g,) = kvjp(rh)
+            z, xvjp = jax.vjp(lambda a: fn({"kernel": g}, a), xp)
+            (c,) = xvjp(safe_divide(rh, z))
+            return xp * c
+
+        def sample(xn, rn):  # one sample, batch axis of size 1
+            xp = jnp.maximum(xn, 0)
+            c = half(xp, jnp.maximum(rn, 0)) - half(xp, jnp.maximum(-rn, 0))
+            if one_by_one:
+                return c
+            c = factor * c
+            nz = c != 0
+            t = jnp.sum(rn)
+            n = jnp.sum(nz).astype(c.dtype)
+            return c - jnp.where(nz, t / jnp.maximum(n, 1), 0.0)
+
+        out = jax.vmap(sample)(x[:, None], r[:, None])
+        return (out[:, 0],)
+
+    return Rule(f"rsp_conv({purge},{factor:g})", backward, frozenset({"conv", "dense"}))

@@ -1,0 +1,211 @@
+"""Excitation Backprop (MWP) and contrastive Excitation Backprop (c-MWP).
+
+Zhang, Bargal, Lin, Brandt, Shen & Sclaroff, *Top-down Neural Attention by Excitation Backprop*,
+ECCV 2016 / IJCV 2018. METHODS.md §3 and Decision 1.
+
+Rules (one modified backward pass, read at ``layer``):
+
+============== ===============================================================================
+conv / dense   ``p_in = x ⊙ f*(x, W⁺, p ⊘ f(x, W⁺))``, bias dropped, 0 where the normaliser is 0
+ReLU, max-pool ordinary gradient (mask; winner-take-all routing to the argmax)
+average pools  proportional, ``p_in = x ⊙ f*(p ⊘ f(x))`` (adaptive pools included)
+batch-norm     identity
+residual add   ``residual="proportional"`` (default): ``p_k = x_k/(Σ x) · p``;
+               ``"skip_ignored"``: all of ``p`` to the residual branch, none to the skip input
+dropout, flat. identity
+============== ===============================================================================
+
+* ``excitation_backprop``: map ``Σ_c p`` at ``layer`` (not clamped); ``relevance`` is ``p``.
+* ``contrastive_excitation_backprop``: the contrast ``Δ = p − p̄`` at ``contrast_layer``, where
+  ``p̄`` is EB with the classifier's weights negated; no clamping at the contrast layer; EB below;
+  map ``max(Σ_c Δ_sal, 0)`` at ``layer``; ``relevance`` is the unclamped signal. EB is linear in
+  ``p``, so the contrast is computed by one rule on the classifier (``p_in = EB_W(p) − EB_{−W}(p)``,
+  :func:`~xattr_jax.rules.contrastive_excitation`) and the whole method costs one forward and one
+  backward pass.
+
+Default layers (TorchRay's benchmark): VGG ``features.23`` (pool4) / contrast ``classifier.4``;
+ResNet ``layer3`` / contrast ``avgpool``. Other networks: the saliency layer is ``layer3`` if the
+network has ``layer3`` and ``layer4`` stages, else the output of the second-to-last max-pool, else
+the last ReLU after the last conv (Grad-CAM's layer); the contrast layer is the layer directly
+below the classifier (the last conv/dense layer), skipping dropout and flatten layers.
+
+The top signal is ``signal=`` (one-hot logit by default; ``"pointing"`` weights a
+fully-convolutional class score map by its spatial softmax, as TorchRay/Caffe's pointing game;
+see :func:`xattr_jax.models.fully_conv.fully_convolutional`).
+
+Example:
+  >>> res = xa.explain(model, variables, x, jnp.array([3]), method="excitation_backprop")
+  >>> res = xa.explain(model, variables, x, jnp.array([3]),
+  ...                  method="contrastive_excitation_backprop", layer="features.23",
+  ...                  contrast_layer="classifier.4")
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from ..attribution import Attribution, modified_pass
+from ..rules import library as R
+from .base import Method, _t, options, register
+from .cam import last_conv_relu
+
+__all__ = [
+    "EXCITATION_BACKPROP",
+    "CONTRASTIVE_EXCITATION_BACKPROP",
+    "excitation_rules",
+    "default_saliency_layer",
+    "default_contrast_layer",
+    "classifier_layer",
+    "RESIDUAL",
+]
+
+RESIDUAL = ("proportional", "skip_ignored")
+_IDENTITY_KINDS = ("dropout", "flatten")
+
+
+def excitation_rules(layers, residual: str = "proportional", linear=None) -> dict:
+    """``{layer: rule}`` for Excitation Backprop on every layer of ``layers``.
+
+    Args:
+      layers: the traced layers.
+      residual: ``"proportional"`` or ``"skip_ignored"`` (see the module docstring).
+      linear: the conv/dense rule (default :func:`~xattr_jax.rules.excitation`).
+    """
+    if residual not in RESIDUAL:
+        raise ValueError(f"residual must be one of {list(RESIDUAL)}, got {residual!r}")
+    eb = R.excitation()
+    linear = eb if linear is None else linear
+    add = eb if residual == "proportional" else R.skip_ignored()
+    ident = R.pass_rule()
+    by_kind = {"conv": linear, "dense": linear, "avgpool": eb, "add": add, "batchnorm": ident}
+    return {l.name: by_kind[l.kind] for l in layers if l.kind in by_kind}
+
+
+def default_saliency_layer(layers):
+    """TorchRay's benchmark layers: ``layer3`` (ResNet), pool4 = ``features.23`` (VGG16).
+
+    Generic rule: ``layer3`` when the network has ``layer3`` and ``layer4``; else the output of the
+    second-to-last max-pool (VGG's pool4, whatever the depth); else the last ReLU after the last
+    conv layer.
+    """
+    names = {l.name for l in layers}
+    if {"layer3", "layer4"} <= names:
+        return "layer3"
+    pools = [l.name for l in layers if l.kind == "maxpool" and l.calls == 1]
+    if len(pools) >= 2:
+        return pools[-2]
+    return last_conv_relu(layers)
+
+
+def classifier_layer(layers):
+    """The classifier: the last conv/dense layer in call order (TorchRay's rule: last with weights)."""
+    lin = [l for l in layers if l.kind in ("conv", "dense")]
+    if not lin:
+        raise ValueError("contrastive excitation backprop needs a network ending in a conv/dense layer")
+    return lin[-1]
+
+
+def _producer(layers, info):
+    """The leaf layer called before ``info`` whose output is ``info``'s (first) input, or None."""
+    if not info.inputs:
+        return None
+    i = [l.name for l in layers].index(info.name)
+    for l in reversed(layers[:i]):
+        if l.kind is not None and l.output == info.inputs[0]:
+            return l
+    return None
+
+
+def _chain_below(layers, cls):
+    """Layers below the classifier through identity layers: [direct producer, ..., first non-identity]."""
+    chain, cur = [], cls
+    while True:
+        prev = _producer(layers, cur)
+        if prev is None:
+            return chain
+        chain.append(prev)
+        if prev.kind not in _IDENTITY_KINDS:
+            return chain
+        cur = prev
+
+
+def default_contrast_layer(layers):
+    """The layer directly below the classifier, skipping dropout/flatten (VGG ``classifier.4``,
+    ResNet ``avgpool``)."""
+    chain = _chain_below(layers, classifier_layer(layers))
+    if not chain:
+        raise ValueError("could not find the layer below the classifier; pass contrast_layer=")
+    return chain[-1].name
+
+
+def _check_contrast(layers, cls, contrast):
+    chain = _chain_below(layers, cls)
+    valid = [l.name for l in chain]
+    # containers whose output is the same tensor as a chain member are the same place
+    same = {l.name for l in layers if any(l.output == c.output for c in chain)}
+    if contrast not in same:
+        raise ValueError(
+            f"contrast_layer {contrast!r} is not directly below the classifier {cls.name!r}: the "
+            "contrast is injected by the classifier's rule, so only identity layers (dropout, "
+            f"flatten) may lie between them; valid contrast layers: {valid}"
+        )
+
+
+def _layer_pass(ctx, x, target, rules, conservation):
+    """One modified pass read at ``ctx.layer`` (the input when None): ``(relevance [N,K,...], logits, cons)``."""
+    at = [ctx.layer] if ctx.layer is not None else []
+    if conservation:
+        at += [l.name for l in ctx.layers if l.calls == 1 and l.name not in at and l.dtype is not None]
+    p = modified_pass(ctx, x, target, rules=rules, at=at, input=ctx.layer is None or conservation)
+    cons = None
+    if conservation:
+        tot = lambda a: _t(jnp.sum(a.reshape(a.shape[:2] + (-1,)), axis=-1))  # noqa: E731
+        cons = {n: tot(p.at[n]) for n in at}
+        cons["input"] = tot(p.input)
+    rel = _t(p.input if ctx.layer is None else p.at[ctx.layer])
+    return rel, p.logits, cons
+
+
+def _eb(ctx, x, target):
+    o = options(ctx, EXCITATION_BACKPROP)
+    rules = excitation_rules(ctx.layers, o["residual"])
+    rel, logits, cons = _layer_pass(ctx, x, target, rules, o["conservation"])
+    return Attribution(jnp.sum(rel, axis=-1), rel, logits, None, cons)
+
+
+def _ceb(ctx, x, target):
+    o = options(ctx, CONTRASTIVE_EXCITATION_BACKPROP)
+    cls = classifier_layer(ctx.layers)
+    contrast = o["contrast_layer"]
+    if contrast is None:
+        contrast = default_contrast_layer(ctx.layers)
+    names = [l.name for l in ctx.layers]
+    if contrast not in names:
+        raise ValueError(f"unknown contrast_layer {contrast!r}; valid layer names: {names}")
+    _check_contrast(ctx.layers, cls, contrast)
+    if ctx.layer is not None and names.index(ctx.layer) >= names.index(contrast):
+        raise ValueError(
+            f"the saliency layer {ctx.layer!r} must lie below the contrast layer {contrast!r}"
+        )
+    rules = excitation_rules(ctx.layers, o["residual"])
+    rules[cls.name] = R.contrastive_excitation()
+    rel, logits, cons = _layer_pass(ctx, x, target, rules, o["conservation"])
+    return Attribution(jnp.maximum(jnp.sum(rel, axis=-1), 0), rel, logits, None, cons)
+
+
+EXCITATION_BACKPROP = register(
+    Method(
+        "excitation_backprop",
+        _eb,
+        {"residual": "proportional", "conservation": False},
+        default_layer=default_saliency_layer,
+    )
+)
+CONTRASTIVE_EXCITATION_BACKPROP = register(
+    Method(
+        "contrastive_excitation_backprop",
+        _ceb,
+        {"residual": "proportional", "contrast_layer": None, "conservation": False},
+        default_layer=default_saliency_layer,
+    )
+)

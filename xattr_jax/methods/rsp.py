@@ -1,0 +1,243 @@
+"""Relative Sectional Propagation (RSP): bi-polar relevance from a Grad-CAM channel seed.
+
+Nam, Choi & Lee, *Relative Sectional Propagation: Interpreting Deep Networks as a Whole*,
+AAAI 2021 (arXiv 2012.03434). The released algorithm, METHODS.md §2.3 a–f and Decision 2:
+
+1. **Seed** at ``seed_layer`` (default: the last ReLU after the last conv — VGG ``features.29``,
+   ResNet ``layer4.2.relu``, the output of ``layer4``): the Grad-CAM *channel* map
+   ``R0_{k,u} = A_{k,u} · α_k``, ``α_k = mean_u ∂y_c/∂A_{k,u}`` (``y_c`` the pre-softmax logit, or
+   the ``signal=``), signed, not summed over channels, divided by ``max R0 + 1e-9`` per sample.
+   With ``hostile=`` classes, the multi-class seed of steps 1–7 (below) instead.
+2. **Rules** below the seed: ReLU identity; max-pool winner-take-all (ordinary gradient); conv
+   layers the bipolar surrogate-kernel rule (:func:`~xattr_jax.rules.rsp_conv`: kernels
+   ``G± = ∂⟨R±, conv(x⁺, W)⟩/∂W`` per sample, ``×2`` and a uniform shift for kernels larger than
+   1×1, ``C1 − C2`` for 1×1; the layer's weights are never used); the first conv zB with the
+   per-sample image min/max as bounds (:func:`~xattr_jax.rules.zbox_global`); average pools
+   proportional; dense layers below the seed are treated as 1×1 convs.
+3. **Map** ``Σ_RGB R_in``: signed, at input resolution (``relevance`` is ``R_in``). With ``layer=``
+   (below the seed) the signal at that layer is read instead.
+
+**ResNet** (our extension, METHODS.md §2.3g; the released code cannot run RSP on ResNet): batch-norm
+is the identity masked where ``x·γ/√(σ²+ε) = 0`` (:func:`~xattr_jax.rules.rsp_batchnorm`); the
+residual sum splits ``R`` in proportion to ``max(a, 0) + 1e-9`` and ``max(b, 0) + 1e-9``
+(:func:`~xattr_jax.rules.rsp_add`); at a fan-out (clone) the branch relevances add up.
+
+**Multi-class "hostile" seed** (``relative_GAM`` of the released ``main.py``, §2.3a), per sample and
+target ``g`` with hostile classes ``m ≠ g`` (``N − 1`` of them):
+
+1. ``cam_m`` = the channel map above for every class, each divided by its own ``max + 1e-9``;
+2. ``T = (N−1)·cam_g − Σ_{m≠g} cam_m``;
+3. ``P = max(T, 0)``, normalised to sum 1;
+4. ``Q = min(T, 0)``; ``Q ← Q / min(Q)``; ``Q ← Q/ΣQ · ΣP``;
+5. ``T2 = P − Q``;
+6. ``s_u = Σ_k T2_{k,u}``; ``pos_u = [s_u > 0]·s_u`` rescaled to sum 2, ``neg_u = [s_u ≤ 0]·s_u``
+   rescaled to magnitude sum 1, ``r_u = pos_u − neg_u``;
+7. ``R0_{k,u} = r_u / C`` (so ``ΣR0 = 1``).
+
+Divisions are safe (0 where the denominator is 0). A sample/target with no hostile class gets the
+plain seed. ``hostile=`` is ``None`` (plain seed, the released path), a sequence with one entry per
+sample, each a sequence of class ids (the target itself is skipped), or ``"predicted"``: the other
+classes the model predicts present, ``sigmoid(logit) ≥ 0.5`` (the successor's VOC harness), at most
+``max_hostile`` of them — the highest-scoring ones (a static bound, needed for compilation; our
+choice, documented).
+
+``purge=`` (METHODS.md §9.2; applied to the relevance entering every conv rule): ``"none"``
+(default; the released purge line is a no-op), ``"sign_consistent"`` (zero the units whose sign
+differs from the channel sum at their position; our reading of the paper) or ``"uniform_spread"``
+(replace each position's channels by their mean, as the multi-class seed does).
+
+All reductions (max normalisation, the shift's ``T`` and ``N``, the zB bounds, the surrogate
+kernels) are per sample, so a batch equals its samples run one at a time.
+
+Example:
+  >>> res = xa.explain(model, variables, x, jnp.array([3]), method="rsp")
+  >>> res = xa.explain(model, variables, x, jnp.array([3]), method="rsp", hostile=((5, 9),))
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..attribution import Attribution, _onehots, seed_fn
+from ..rules import library as R
+from .base import Method, _t, options, register, two_phase_pass
+from .cam import last_conv_relu
+
+__all__ = ["RSP", "rsp_rules", "rsp_seed", "hostile_seed", "below"]
+
+
+def below(layers, seed_layer):
+    """``seed_layer`` and the layers under it: those called before it, and its own sub-layers.
+
+    The seed enters at the seed layer's *output*, so the seed layer's own rule (the identity for
+    the seed ReLU) is part of the propagation.
+    """
+    names = [l.name for l in layers]
+    i = names.index(seed_layer)
+    subs = [l for l in layers[i + 1:] if l.name.startswith(seed_layer + ".")]
+    return list(layers[: i + 1]) + subs
+
+
+def rsp_rules(layers, seed_layer, purge="none") -> dict:
+    """``{layer: rule}`` of RSP for every layer below ``seed_layer`` (layers above keep gradients)."""
+    under = below(layers, seed_layer)
+    linear = [l for l in layers if l.kind in ("conv", "dense")]
+    first = linear[0].name if linear else None
+    conv = R.rsp_conv(purge)
+    by_kind = {
+        "conv": conv,
+        "dense": conv,
+        "relu": R.pass_rule(),
+        "avgpool": R.excitation(),
+        "batchnorm": R.rsp_batchnorm(),
+        "add": R.rsp_add(),
+    }
+    rules = {l.name: by_kind[l.kind] for l in under if l.kind in by_kind}
+    if first is not None and first in rules:
+        rules[first] = R.zbox_global()
+    return rules
+
+
+def _max_normalise(cam):
+    """``cam / (max cam + 1e-9)`` per leading index over the trailing (h, w, C) axes."""
+    m = jnp.max(cam, axis=(-3, -2, -1), keepdims=True)
+    return cam / (m + jnp.asarray(1e-9, cam.dtype))
+
+
+def _channel_map(g, a):
+    """Grad-CAM channel map ``A·α`` (not summed, signed): ``g [..., N, h, w, C]``, ``a [N, h, w, C]``."""
+    alpha = jnp.mean(g, axis=(-3, -2), keepdims=True)
+    return a * alpha
+
+
+def rsp_seed(g, a):
+    """The released single-class seed: ``R0 = A·α / (max(A·α) + 1e-9)`` per sample."""
+    return _max_normalise(_channel_map(g, a))
+
+
+def _sdiv(a, b):
+    return R.safe_divide(a, b)
+
+
+def hostile_seed(cam_g, cams_h, valid):
+    """Steps 2–7 of the multi-class seed for one sample and target.
+
+    Args:
+      cam_g: ``[h, w, C]`` the target's channel map, already max-normalised (step 1).
+      cams_h: ``[M, h, w, C]`` the hostile classes' maps, each max-normalised.
+      valid: ``[M]`` bool, which of the ``M`` slots are hostile classes.
+
+    Returns:
+      ``[h, w, C]`` the seed (``Σ = 1``); ``cam_g`` itself when no slot is valid.
+    """
+    w = valid.astype(cam_g.dtype)
+    n1 = jnp.sum(w)
+    t = n1 * cam_g - jnp.tensordot(w, cams_h, axes=1)  # step 2
+    p = jnp.maximum(t, 0)
+    p = _sdiv(p, jnp.sum(p))  # step 3
+    q = jnp.minimum(t, 0)
+    q = _sdiv(q, jnp.min(q))  # step 4
+    q = _sdiv(q, jnp.sum(q)) * jnp.sum(p)
+    t2 = p - q  # step 5
+    s = jnp.sum(t2, axis=-1, keepdims=True)  # step 6
+    pos = jnp.where(s > 0, s, 0.0)
+    pos = _sdiv(pos, jnp.sum(pos)) * 2.0
+    neg = jnp.where(s <= 0, s, 0.0)
+    neg = _sdiv(neg, jnp.sum(neg))
+    r = pos - neg
+    seed = jnp.broadcast_to(r / cam_g.shape[-1], cam_g.shape)  # step 7
+    return jnp.where(n1 > 0, seed, cam_g)
+
+
+def _hostile_table(hostile, n):
+    """``hostile`` (one sequence of class ids per sample) -> padded ``[N, M]`` int array (-1 = none)."""
+    if isinstance(hostile, (str, bytes)) or not hasattr(hostile, "__len__"):
+        raise ValueError(
+            f"hostile must be None, 'predicted' or one sequence of class ids per sample, got {hostile!r}"
+        )
+    rows = [list(np.atleast_1d(np.asarray(h)).reshape(-1)) for h in hostile]
+    if len(rows) != n:
+        raise ValueError(f"hostile has {len(rows)} entries but the batch has {n} samples; give one per sample")
+    m = max([len(r) for r in rows] + [1])
+    tab = np.full((n, m), -1, dtype=np.int32)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(r):
+            if not float(c).is_integer() or c < 0:
+                raise ValueError(f"hostile class ids must be non-negative integers, got {c!r} (sample {i})")
+            tab[i, j] = int(c)
+    return tab
+
+
+def _rsp(ctx, x, target):
+    o = options(ctx, RSP)
+    if o["purge"] not in R.PURGES:
+        raise ValueError(f"unknown purge {o['purge']!r}; valid: {list(R.PURGES)}")
+    seed_layer = o["seed_layer"] or last_conv_relu(ctx.layers)
+    names = [l.name for l in ctx.layers]
+    if seed_layer is None or seed_layer not in names:
+        raise ValueError(f"rsp needs a seed layer (the last conv ReLU); got {seed_layer!r}; valid: {names}")
+    info = ctx.info(seed_layer)
+    if len(info.shape) != 4:
+        raise ValueError(f"rsp's seed layer must be spatial [N, h, w, C]; {seed_layer!r} has shape {info.shape}")
+    under = below(ctx.layers, seed_layer)
+    under_names = {l.name for l in under}
+    if ctx.layer is not None and ctx.layer not in under_names:
+        raise ValueError(f"layer {ctx.layer!r} is not below the seed layer {seed_layer!r}")
+    hostile, max_hostile = o["hostile"], o["max_hostile"]
+    if isinstance(hostile, str) and hostile != "predicted":
+        raise ValueError(f"hostile must be None, 'predicted' or class ids per sample, got {hostile!r}")
+    predicted = isinstance(hostile, str)
+    if predicted and (isinstance(max_hostile, bool) or not isinstance(max_hostile, int) or max_hostile < 1):
+        raise ValueError(f"max_hostile must be an int >= 1, got {max_hostile!r}")
+    table = None
+    if hostile is not None and not predicted:
+        table = jnp.asarray(_hostile_table(hostile, x.shape[0]))
+
+    sig = seed_fn(ctx.signal)
+
+    def cotangents(logits, classes):  # classes [N, J] -> [J, *logits.shape]
+        oh = _onehots(classes, logits.shape, logits.dtype)
+        return jax.vmap(sig, in_axes=(None, 0))(logits, oh)
+
+    def seed(grad, a, logits, target):
+        cam_t = rsp_seed(grad(cotangents(logits, target)), a)  # [K, N, h, w, C]
+        if hostile is None:
+            return cam_t
+        if predicted:
+            scores = logits.reshape(logits.shape[0], -1, logits.shape[-1]).max(axis=1)
+            top = jax.lax.top_k(scores, max_hostile + 1)[1]  # [N, M+1]
+            present = jax.nn.sigmoid(jnp.take_along_axis(scores, top, axis=1)) >= 0.5
+            cand, ok = top, present
+        else:
+            cand, ok = jnp.maximum(table, 0), table >= 0
+        cams_h = rsp_seed(grad(cotangents(logits, cand)), a)  # [M, N, h, w, C]
+        valid = ok[None] & (cand[None] != target.T[:, :, None])  # [K, N, M]
+        if predicted:
+            valid = valid & (jnp.cumsum(valid, axis=-1) <= max_hostile)
+        per = jax.vmap(hostile_seed, in_axes=(0, 1, 0))  # over N
+        return jax.vmap(per, in_axes=(0, None, 0))(cam_t, cams_h, valid)  # over K
+
+    at = [ctx.layer] if ctx.layer is not None else []
+    if o["conservation"]:
+        at += [l.name for l in under if l.kind is not None and l.calls == 1 and l.name not in at]
+    rules = rsp_rules(ctx.layers, seed_layer, o["purge"])
+    p = two_phase_pass(ctx, x, target, seed_layer=seed_layer, seed=seed, rules=rules, at=at,
+                       input=ctx.layer is None or o["conservation"])
+    rel = _t(p.input if ctx.layer is None else p.at[ctx.layer])
+    cons = None
+    if o["conservation"]:
+        tot = lambda v: _t(jnp.sum(v.reshape(v.shape[:2] + (-1,)), axis=-1))  # noqa: E731
+        cons = {n: tot(p.at[n]) for n in [seed_layer] + [n for n in at if n != seed_layer]}
+        cons["input"] = tot(p.input)
+    return Attribution(jnp.sum(rel, axis=-1), rel, p.logits, None, cons)
+
+
+RSP = register(
+    Method(
+        "rsp",
+        _rsp,
+        {"hostile": None, "max_hostile": 5, "purge": "none", "seed_layer": None, "conservation": False},
+    )
+)
