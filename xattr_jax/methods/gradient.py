@@ -64,13 +64,20 @@ def _smoothgrad(ctx, x, target):
     key = jax.random.PRNGKey(key) if isinstance(key, int) else key
     axes = tuple(range(1, x.ndim))
     sigma = o["noise"] * (jnp.max(x, axis=axes, keepdims=True) - jnp.min(x, axis=axes, keepdims=True))
-    eps = o["draws"] if o["draws"] is not None else jax.random.normal(key, (n,) + x.shape, x.dtype)
-    if eps.shape != (n,) + x.shape:
-        raise ValueError(f"smoothgrad draws must have shape {(n,) + x.shape}, got {eps.shape}")
-    moments = 2 if o["variant"] == "var" else 1
+    if o["draws"] is not None:  # explicit standard-normal draws [samples, *x.shape]
+        params = jnp.asarray(o["draws"], x.dtype)
+        if params.shape != (n,) + x.shape:
+            raise ValueError(f"smoothgrad draws must have shape {(n,) + x.shape}, got {params.shape}")
 
-    def point(e):
-        return x + sigma * e
+        def point(e):
+            return x + sigma * e
+    else:  # one key per sample; each draw is made inside the loop, so memory stays flat in n
+        params = jax.random.split(key, n)
+
+        def point(k):
+            return x + sigma * jax.random.normal(k, x.shape, x.dtype)
+
+    moments = 2 if o["variant"] == "var" else 1
 
     def stat(g):
         if o["variant"] == "plain":
@@ -79,7 +86,7 @@ def _smoothgrad(ctx, x, target):
             return (g * g,)
         return (g, g * g)
 
-    logits, sums = accumulate(ctx, x, point, eps, jnp.full((n,), 1.0 / n, x.dtype), target,
+    logits, sums = accumulate(ctx, x, point, params, jnp.full((n,), 1.0 / n, x.dtype), target,
                               stat=stat, n_stats=moments, chunk=o["chunk"])
     rel = sums[0] if o["variant"] != "var" else sums[1] - sums[0] * sums[0]
     rel = _t(rel)

@@ -1,0 +1,116 @@
+"""Composites (first match wins, globs, first linear layer), BN folding, and conservation."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import xattr_jax as xa
+from xattr_jax import nn as xnn
+from xattr_jax import rules as R
+from xattr_jax.canonizers import fold_batchnorm
+from xattr_jax.composites import composite, first_linear, kind, path, resolve
+from xattr_jax.interpret import interpret, trace_layers
+from xattr_jax.interpret.layers import describe
+
+
+def test_first_match_wins_and_globs_select_by_path(tiny_net):
+    model, v, x = tiny_net
+    eps, zp, flat = R.epsilon(0.5), R.zplus(), R.flat()
+    comp = composite((first_linear(), flat), (path("conv2"), eps), (kind("conv", "dense"), zp), (kind("relu"), R.pass_rule()))
+    rules = resolve(comp, model, v, x)
+    assert rules["conv1"] is flat and rules["conv2"] is eps and rules["fc"] is zp
+    assert {"relu1", "relu2", "relu3"} <= set(rules) and "pool1" not in rules and "bn1" not in rules
+    with pytest.raises(TypeError):
+        rules["conv1"] = eps  # resolved maps are frozen
+
+
+def test_layers_are_traced_in_network_order(tiny_net):
+    model, v, x = tiny_net
+    names = [l.name for l in trace_layers(model, v, x)]
+    assert names == ["conv1", "bn1", "relu1", "pool1", "conv2", "relu2", "add", "relu3", "avgpool",
+                     "flatten", "dropout", "fc"]
+
+
+def test_fold_batchnorm_preserves_the_output(tiny_net):
+    model, v, x = tiny_net
+    layers = trace_layers(model, v, x)
+    folded = fold_batchnorm(layers, v)
+    assert folded.batchnorms == ("bn1",) and set(folded.params) == {"conv1"}
+    _, caps = interpret(model, v, x, capture=["bn1"])
+    spec = next(describe(m) for m in _bound_modules(model, v, x) if ".".join(m.path) == "conv1")
+    merged = spec.fn(folded.params["conv1"], x)
+    ref = np.asarray(caps["bn1"])
+    err = float(np.max(np.abs(np.asarray(merged) - ref)))
+    assert err <= 1e-5 * float(np.max(np.abs(ref))), f"BN(conv(x)) vs folded conv: {err:.3g} (1e-5 relative)"
+
+
+def _bound_modules(model, v, x):
+    found = []
+
+    def grab(next_fun, args, kwargs, context):
+        if context.method_name == "__call__":
+            found.append(context.module)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(grab):
+        model.apply(v, x)
+    return found
+
+
+def test_lrp_with_folding_keeps_the_logits_exactly(tiny_net):
+    model, v, x = tiny_net
+    res = xa.explain(model, v, x, jnp.array([0, 1, 2]), method="lrp", composite="epsilon_plus")
+    np.testing.assert_array_equal(np.asarray(res.logits), np.asarray(jax.jit(model.apply)(v, x)))
+
+
+class BiasFree(nn.Module):
+    """Conv/ReLU/pool/dense without biases: LRP-0 and ε conserve exactly up to the stabiliser."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(8, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="conv1")(x)
+        x = xnn.ReLU(name="relu1")(x)
+        x = xnn.MaxPool(2, name="pool")(x)
+        y = nn.Conv(8, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="conv2")(x)
+        y = xnn.ReLU(name="relu2")(y)
+        x = xnn.Add(name="add")(y, x)
+        x = xnn.AvgPool(2, name="avg")(x)
+        x = xnn.Flatten(name="flatten")(x)
+        x = nn.Dense(16, use_bias=False, name="fc1")(x)
+        x = xnn.ReLU(name="relu3")(x)
+        return nn.Dense(4, use_bias=False, name="fc2")(x)
+
+
+@pytest.fixture(scope="module")
+def bias_free():
+    m = BiasFree()
+    x = jax.random.uniform(jax.random.PRNGKey(3), (2, 8, 8, 3))  # positive inputs: z⁺ needs x ≥ 0
+    v = m.init(jax.random.PRNGKey(4), x)
+    return m, v, x
+
+
+@pytest.mark.parametrize("rule", ["zero", "epsilon", "zplus"])
+def test_conservation_at_every_layer(bias_free, rule):
+    m, v, x = bias_free
+    make = {"zero": R.zero, "epsilon": lambda: R.epsilon(1e-9), "zplus": R.zplus}[rule]
+    comp = composite((kind("conv", "dense"), make()), (kind("relu"), R.pass_rule()), (kind("add", "avgpool"), R.norm(1e-9)))
+    # seed: the logit times the one-hot (the pulled-back signal z·sg(z) gives exactly that); the
+    # max-pool keeps its gradient (winner takes all), which conserves
+    logits = m.apply(v, x)
+    t = jnp.array([1, 3])
+    res = xa.explain(m, v, x, t, method="lrp", composite=comp, conservation=True,
+                     signal=lambda z: z * jax.lax.stop_gradient(z))
+    total = np.asarray(logits[jnp.arange(2), t])
+    names = set(res.conservation)
+    assert {"input", "conv1", "relu1", "pool", "conv2", "add", "avg", "fc1", "fc2"} <= names
+    for name, s in res.conservation.items():
+        if name in ("conv2", "relu2"):  # one branch of the residual sum carries only part
+            continue
+        s = np.asarray(s)
+        err = np.max(np.abs(s - total) / np.abs(total))
+        assert err <= 1e-5, f"{rule}: total relevance at {name} = {s} vs seeded {total} (1e-5 relative)"
+    np.testing.assert_allclose(np.asarray(res.map).sum(axis=(1, 2)), total, rtol=1e-5)
