@@ -39,7 +39,8 @@ None). Upsample a map with ``xattr_jax.metrics.resize_map`` or draw all of them 
 Example:
   >>> res = xa.explain(model, variables, x, jnp.array([3]), method="attention_backprop")
   >>> list(res.layer_maps)[:3]   # ['input', 'features.0', 'features.1']
-  >>> xa.viz.save_layer_figure("ab.png", image, res.layer_maps)
+  >>> from xattr_jax import viz
+  >>> viz.save_layer_figure("ab.png", viz.to_image(x[0]), res.layer_maps)
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ RULES = ("zplus", "alpha2beta1")
 def gradcam_attention_seed(g, a):
     """AB-II's seed: ``ReLU(α_k A_{k,u})`` normalised to sum 1 per sample (``g [..., N, h, w, C]``)."""
     alpha = jnp.mean(g, axis=(-3, -2), keepdims=True)
-    c = jnp.maximum(alpha * a, 0)
+    c = jnp.maximum(alpha * a.reshape((1,) * (g.ndim - a.ndim) + a.shape), 0)
     return R.safe_divide(c, jnp.sum(c, axis=(-3, -2, -1), keepdims=True))
 
 

@@ -109,7 +109,7 @@ def _max_normalise(cam):
 def _channel_map(g, a):
     """Grad-CAM channel map ``A·α`` (not summed, signed): ``g [..., N, h, w, C]``, ``a [N, h, w, C]``."""
     alpha = jnp.mean(g, axis=(-3, -2), keepdims=True)
-    return a * alpha
+    return a.reshape((1,) * (g.ndim - a.ndim) + a.shape) * alpha
 
 
 def rsp_seed(g, a):
