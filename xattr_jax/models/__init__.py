@@ -19,6 +19,14 @@ from xattr_jax.models.resnet import (
     resnet101,
     resnet152,
 )
+from xattr_jax.models.small import (
+    EMBEDDED,
+    SmallResNet,
+    SmallVGG,
+    load_embedded,
+    small_resnet,
+    small_vgg,
+)
 from xattr_jax.models.vgg import (
     VGG,
     vgg11,
@@ -54,4 +62,10 @@ __all__ = [
     "resnet50",
     "resnet101",
     "resnet152",
+    "SmallVGG",
+    "SmallResNet",
+    "small_vgg",
+    "small_resnet",
+    "EMBEDDED",
+    "load_embedded",
 ]

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import flax.linen as nn
 
 from xattr_jax.models.alexnet import alexnet
+from xattr_jax.models.small import small_resnet, small_vgg
 from xattr_jax.models.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
 from xattr_jax.models.vgg import vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
 
@@ -27,6 +28,8 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "resnet50": resnet50,
     "resnet101": resnet101,
     "resnet152": resnet152,
+    "small_vgg": small_vgg,  # synthetic-benchmark models (xattr_jax.models.small)
+    "small_resnet": small_resnet,
 }
 
 ARCHITECTURES: tuple[str, ...] = tuple(_BUILDERS)
