@@ -131,7 +131,8 @@ def run_demo(
             helper = getattr(viz, "save_layer_figure", None) if viz is not None else None
             if helper is not None:
                 try:
-                    helper(str(target), s.image, layer_maps)
+                    big = np.round(upscale(s.image, scale) * 255).astype(np.uint8)
+                    helper(str(target), big, layer_maps)
                 except Exception:  # fall back to the plain grid below
                     helper = None
             if helper is None or not target.is_file():

@@ -403,7 +403,7 @@ def evaluate(
       batch_size: trials per attribution call (the last batch is padded: one compilation per shape).
       tolerance: pointing-game radius in pixels.
       box_threshold: the box-accuracy threshold (fraction of the map's maximum).
-      max_box_thresholds: the MaxBoxAcc sweep (default 0.05, 0.10, ..., 0.95).
+      max_box_thresholds: the MaxBoxAcc sweep (default 0.1, 0.2, ..., 0.9).
       deletion_images: images used for deletion/insertion (0: skip).
       deletion_steps: steps of the deletion/insertion curves.
       score: ``"sigmoid"`` or ``"softmax"`` probability for deletion/insertion.
@@ -435,7 +435,7 @@ def evaluate(
         raise ValueError(f"score must be 'sigmoid' or 'softmax', got {score!r}")
     if not samples:
         raise ValueError("no samples to evaluate")
-    ts = np.arange(0.05, 0.951, 0.05) if max_box_thresholds is None else np.asarray(max_box_thresholds)
+    ts = np.arange(0.1, 0.91, 0.1) if max_box_thresholds is None else np.asarray(max_box_thresholds)
     available = set(xa.methods_available())
     trials_flat = [t for s in samples for t in s.trials]
     result: dict[str, Any] = {

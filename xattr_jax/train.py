@@ -60,10 +60,10 @@ class TrainConfig:
     """Everything that determines a training run (recorded in ``training.json``)."""
 
     arch: str = "small_vgg"
-    steps: int = 3000
+    steps: int = 1000
     batch_size: int = 64
-    lr: float = 2e-3
-    warmup: int = 150
+    lr: float = 3e-3
+    warmup: int = 100
     weight_decay: float = 1e-4
     image_size: int = 64
     train_size: int = TRAIN_SIZE

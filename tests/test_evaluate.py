@@ -1,0 +1,183 @@
+"""`xattr eval` and its harness: synthetic, fake VOC07 and COCO14 trees, map post-processing."""
+
+import json
+
+import numpy as np
+import pytest
+
+from xattr_jax.cli import main
+from xattr_jax.data import VOC_CLASSES
+from xattr_jax.evaluate import (
+    SYNTHETIC_TOLERANCE,
+    evaluate,
+    gaussian_smooth,
+    markdown_table,
+    pointing_map,
+    preprocess,
+    synthetic_samples,
+)
+from xattr_jax.viz_overlay import write_png
+
+FAST = ["--methods", "gradient,grad_cam,no_such_method", "--deletion-images", "2",
+        "--deletion-steps", "4", "--batch-size", "4", "--no-progress"]  # fmt: skip
+
+
+def test_gaussian_smooth_properties():
+    assert np.allclose(gaussian_smooth(np.full((9, 7), 3.0), 1.5), 3.0, atol=1e-6)  # replicate pad
+    delta = np.zeros((41, 41))
+    delta[20, 20] = 1
+    out = gaussian_smooth(delta, 2.0)
+    assert out.sum() == pytest.approx(1.0, abs=1e-6)  # nothing reaches the border
+    np.testing.assert_allclose(out, out.T, atol=1e-7)
+    assert np.count_nonzero(out[20] > 0) == 2 * 8 + 1  # half-width ceil(4 sigma) = 8
+    assert out[20, 21] / out[20, 20] == pytest.approx(np.exp(-1 / 8), rel=1e-5)
+    np.testing.assert_array_equal(gaussian_smooth(delta, 0), delta)
+
+
+def test_pointing_map_smooths_only_the_gradient_family_and_resizes():
+    m = np.zeros((16, 16), np.float32)
+    m[3, 3] = 1
+    a = pointing_map(m, "gradient", (16, 16), (32, 48))
+    b = pointing_map(m, "grad_cam", (16, 16), (32, 48))
+    assert a.shape == b.shape == (32, 48)
+    assert np.count_nonzero(a > 1e-6) > np.count_nonzero(b > 1e-6)
+
+
+def test_preprocess_conventions():
+    img = np.random.default_rng(0).random((30, 45, 3)).astype(np.float32)
+    x, r = preprocess(img, "imagenet")
+    assert x.shape == (224, 336, 3) and r.shape == (224, 336, 3)  # shorter side 224, aspect kept
+    x, r = preprocess(img, "embedded")
+    assert x.shape == (64, 64, 3)
+    assert abs(float(x.mean())) < 3
+    with pytest.raises(ValueError, match="embedded"):
+        preprocess(img, "nope")
+
+
+def test_harness_on_synthetic_reports_failures_and_writes_a_table():
+    from xattr_jax.models import load_embedded
+
+    model, variables = load_embedded("small_vgg")
+    samples = synthetic_samples(4)
+    res = evaluate(model, variables, samples, ["grad_cam", "no_such_method"], batch_size=4,
+                   tolerance=SYNTHETIC_TOLERANCE, deletion_images=2, deletion_steps=4,
+                   progress=False, log=lambda s: None)  # fmt: skip
+    e = res["methods"]["grad_cam"]
+    assert 0 <= e["pointing_all"] <= 1 and 0 <= e["box_acc"] <= 1 and 0 <= e["max_box_acc"] <= 1
+    assert 0 <= e["deletion_auc"] <= 1 and 0 <= e["insertion_auc"] <= 1
+    assert "error" in res["methods"]["no_such_method"]
+    assert res["num_trials"] == sum(len(s.trials) for s in samples)
+    md = markdown_table(res)
+    assert "| grad_cam |" in md and "center (baseline)" in md
+
+
+def test_eval_synthetic_command(tmp_path):
+    out = tmp_path / "out"
+    rc = main(["eval", "--dataset", "synthetic", "--num-images", "4", "--checkpoint",
+               "embedded:small_resnet", "--out", str(out), *FAST])  # fmt: skip
+    assert rc == 0
+    res = json.loads((out / "eval.json").read_text())
+    assert res["arch"] == "small_resnet" and res["tolerance_px"] == pytest.approx(SYNTHETIC_TOLERANCE)
+    assert set(res["methods"]) == {"gradient", "grad_cam", "no_such_method"}
+    assert (out / "eval.md").read_text().startswith("### synthetic")
+
+
+def _image(h, w, box, colour=(0.9, 0.1, 0.1)):
+    img = np.full((h, w, 3), 0.5, np.float32)
+    x0, y0, x1, y1 = box
+    img[y0 : y1 + 1, x0 : x1 + 1] = colour
+    return img
+
+
+def _voc_tree(root):
+    base = root / "VOCdevkit" / "VOC2007"
+    for d in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (base / d).mkdir(parents=True)
+    specs = {  # id: (w, h, [(class, box 1-based, difficult)])
+        "000001": (48, 40, [("cat", (5, 6, 20, 22), 0), ("dog", (25, 10, 45, 38), 0)]),
+        "000002": (36, 50, [("car", (3, 3, 30, 20), 0), ("person", (10, 30, 20, 45), 1)]),
+        "000003": (40, 40, [("bird", (5, 5, 15, 15), 1)]),  # all difficult: no trial
+    }
+    for iid, (w, h, objs) in specs.items():
+        xml = [f"<annotation><filename>{iid}.png</filename>",
+               f"<size><width>{w}</width><height>{h}</height><depth>3</depth></size>"]  # fmt: skip
+        for name, (a, b, c, d), diff in objs:
+            xml.append(f"<object><name>{name}</name><difficult>{diff}</difficult><bndbox>"
+                       f"<xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax><ymax>{d}</ymax>"
+                       "</bndbox></object>")  # fmt: skip
+        xml.append("</annotation>")
+        (base / "Annotations" / f"{iid}.xml").write_text("".join(xml))
+        write_png(base / "JPEGImages" / f"{iid}.png", _image(h, w, (objs[0][1][0] - 1, objs[0][1][1] - 1,
+                                                                  objs[0][1][2] - 1, objs[0][1][3] - 1)))
+    (base / "ImageSets/Main/test.txt").write_text("\n".join(specs) + "\n")
+    flags = {"000001": {"cat"}, "000002": set(), "000003": {"bird"}}
+    lines = [iid + " " + " ".join("1" if c in flags[iid] else "0" for c in VOC_CLASSES) for iid in specs]
+    (root / "difficult.txt").write_text("\n".join(lines) + "\n")
+    return base
+
+
+def test_eval_voc07_fake_tree(tmp_path):
+    base = _voc_tree(tmp_path)
+    out = tmp_path / "out"
+    rc = main(["eval", "--dataset", "voc07", "--root", str(tmp_path / "VOCdevkit"), "--checkpoint",
+               "embedded:small_vgg", "--difficult", str(tmp_path / "difficult.txt"),
+               "--out", str(out), *FAST])  # fmt: skip
+    assert rc == 0
+    res = json.loads((out / "eval.json").read_text())
+    # 000001: cat, dog; 000002: car, person (not all its boxes... it has one difficult box: skipped)
+    assert res["num_images"] == 2 and res["num_trials"] == 3
+    assert res["num_difficult"] == 1 and res["difficult_flags"] is True
+    g = res["methods"]["grad_cam"]
+    assert g["pointing_difficult"] is not None and 0 <= g["pointing_all"] <= 1
+    assert res["tolerance_px"] == 15.0 and res["preprocess"] == "embedded"
+    assert base.is_dir()
+
+
+def _coco_tree(root):
+    (root / "annotations").mkdir(parents=True)
+    (root / "val2014").mkdir()
+    images = [
+        {"id": 1, "file_name": "COCO_val2014_000000000001.png", "width": 50, "height": 40},
+        {"id": 2, "file_name": "COCO_val2014_000000000002.png", "width": 40, "height": 60},
+        {"id": 3, "file_name": "COCO_val2014_000000000003.png", "width": 30, "height": 30},
+    ]
+    anns = [
+        {"id": 10, "image_id": 1, "category_id": 1, "iscrowd": 0, "bbox": [5, 5, 15, 12],
+         "segmentation": [[5, 5, 20, 5, 20, 17, 5, 17]]},
+        {"id": 11, "image_id": 1, "category_id": 3, "iscrowd": 0, "bbox": [28, 10, 16, 20],
+         "segmentation": [[28, 10, 44, 10, 36, 30]]},
+        {"id": 12, "image_id": 2, "category_id": 2, "iscrowd": 0, "bbox": [10, 20, 20, 30],
+         "segmentation": [[10, 20, 30, 20, 30, 50, 10, 50]]},
+    ]  # image 3 has no annotation: left out
+    cats = [{"id": 1, "name": "person"}, {"id": 2, "name": "bicycle"}, {"id": 3, "name": "car"}]
+    (root / "annotations" / "instances_val2014.json").write_text(
+        json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    for im in images:
+        write_png(root / "val2014" / im["file_name"], _image(im["height"], im["width"], (5, 5, 19, 16)))
+    (root / "coco_difficult.txt").write_text(
+        "COCO_val2014_000000000001 0 0 1\nCOCO_val2014_000000000002 0 0 0\n"
+        "COCO_val2014_000000000003 0 0 0\n")
+
+
+def test_eval_coco14_fake_tree_with_a_checkpoint_directory(tmp_path):
+    from xattr_jax.checkpoint import save_checkpoint
+    from xattr_jax.models import load_embedded
+
+    _coco_tree(tmp_path)
+    _, variables = load_embedded("small_resnet")
+    ckpt = save_checkpoint(tmp_path / "ckpt", "small_resnet", variables, num_classes=20)
+    out = tmp_path / "out"
+    rc = main(["eval", "--dataset", "coco14", "--root", str(tmp_path), "--checkpoint", str(ckpt),
+               "--preprocess", "imagenet", "--difficult", str(tmp_path / "coco_difficult.txt"),
+               "--out", str(out), *FAST])  # fmt: skip
+    assert rc == 0
+    res = json.loads((out / "eval.json").read_text())
+    assert res["num_images"] == 2 and res["num_trials"] == 3 and res["num_difficult"] == 1
+    assert res["preprocess"] == "imagenet"
+    assert 0 <= res["methods"]["gradient"]["pointing_all"] <= 1
+
+
+def test_eval_reports_bad_input(tmp_path, capsys):
+    assert main(["eval", "--dataset", "voc07", "--out", str(tmp_path)]) == 1
+    assert "--root" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 1
