@@ -295,6 +295,7 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, **o
         return jitted(variables, x, target)
 
     fn.trace_count = lambda: traces[0]
+    fn.jitted = jitted  # the jit-compiled core, unvalidated: for lowering/compiling in benchmarks
     fn.method = m.name
     fn.layer = layer
     return fn

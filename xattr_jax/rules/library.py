@@ -36,6 +36,7 @@ import numbers
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .core import Rule, Term, linear_rule, safe_divide, stabilize
 
@@ -206,14 +207,13 @@ def gamma(gamma: float = 0.25, stabilizer: float = 1e-6) -> Rule:
 
 
 def _bound(name, v):
+    """A zB bound as a float or a tuple of floats (numpy only: composites are built inside jit)."""
     if isinstance(v, numbers.Real) and not isinstance(v, bool):
         return _check_number(name, v)
-    arr = jnp.asarray(v)
-    if arr.ndim > 1 or not jnp.issubdtype(arr.dtype, jnp.floating) and not jnp.issubdtype(
-        arr.dtype, jnp.integer
-    ):
+    arr = np.asarray(jax.device_get(v))
+    if arr.ndim > 1 or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise ValueError(f"{name} must be a scalar or a per-channel vector, got shape {arr.shape}")
-    return tuple(float(a) for a in jax.device_get(arr).reshape(-1))
+    return tuple(_check_number(name, float(a)) for a in arr.reshape(-1))
 
 
 def zbox(low, high, stabilizer: float = 1e-6) -> Rule:
@@ -225,10 +225,10 @@ def zbox(low, high, stabilizer: float = 1e-6) -> Rule:
     (Montavon et al., Pattern Recognition 2017.)
     """
     lo, hi = _bound("low", low), _bound("high", high)
-    lo_a, hi_a = jnp.asarray(lo, jnp.float32), jnp.asarray(hi, jnp.float32)
+    lo_a, hi_a = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
     if lo_a.shape != hi_a.shape and lo_a.ndim and hi_a.ndim:
         raise ValueError(f"low and high must have the same length, got {lo_a.shape} and {hi_a.shape}")
-    if bool(jnp.any(lo_a > hi_a)):
+    if bool(np.any(lo_a > hi_a)):
         raise ValueError(f"low must be <= high, got low={lo}, high={hi}")
     stabilizer = _check_number("stabilizer", stabilizer, low=0.0)
     l_in = lambda x: jnp.broadcast_to(jnp.asarray(lo, x.dtype), x.shape)  # noqa: E731
