@@ -46,6 +46,11 @@ choice, documented).
 differs from the channel sum at their position; our reading of the paper) or ``"uniform_spread"``
 (replace each position's channels by their mean, as the multi-class seed does).
 
+Conservation: the total relevance is the seed's at every cut through the network (each layer of a
+VGG; block outputs of a ResNet, where branch + skip share it), except that the released conv rule
+drops the relevance of an output whose receptive field has no positive input (``conv(x⁺, G) = 0``;
+for 1×1 kernels there is no shift to spread it back). ``conservation=True`` reports the totals.
+
 All reductions (max normalisation, the shift's ``T`` and ``N``, the zB bounds, the surrogate
 kernels) are per sample, so a batch equals its samples run one at a time.
 

@@ -1,0 +1,355 @@
+"""Relative Sectional Propagation: the conv rule against a naive float64 reference, invariance to the
+layer's weights, conservation layer by layer, batch == per-sample, the multi-class "hostile" seed
+against steps 1-7 of METHODS.md §2.3a computed by hand, and a signed map.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import xattr_jax as xa
+from xattr_jax import nn as xnn
+from xattr_jax.interpret import interpret, trace_layers
+from xattr_jax.models import Bottleneck
+from xattr_jax.rules import library as R
+
+# ------------------------------------------------------------------------------------------------
+# the conv rule
+
+
+def _conv_fn(params, x, *, stride, pad):
+    y = lax.conv_general_dilated(x, params["kernel"], (stride, stride), [(pad, pad), (pad, pad)],
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if "bias" in params:
+        y = y + params["bias"].reshape(1, 1, 1, -1)
+    return y
+
+
+def _naive_rsp_conv(x, r, k, stride, pad):
+    """METHODS.md §2.3d with explicit loops, float64, one sample at a time."""
+    x, r = np.asarray(x, np.float64), np.asarray(r, np.float64)
+    n, H, W, cin = x.shape
+    _, h, w, cout = r.shape
+    out = np.zeros_like(x)
+    for s in range(n):
+        xp = np.maximum(x[s], 0)
+        xpad = np.zeros((H + 2 * pad, W + 2 * pad, cin))
+        xpad[pad:pad + H, pad:pad + W] = xp
+
+        def half(rh):
+            g = np.zeros((k, k, cin, cout))
+            for a in range(h):
+                for b in range(w):
+                    win = xpad[a * stride:a * stride + k, b * stride:b * stride + k]  # [k, k, cin]
+                    g += win[:, :, :, None] * rh[a, b][None, None, None, :]
+            z = np.zeros((h, w, cout))
+            for a in range(h):
+                for b in range(w):
+                    win = xpad[a * stride:a * stride + k, b * stride:b * stride + k]
+                    z[a, b] = np.einsum("uvi,uvio->o", win, g)
+            sdiv = np.where(z != 0, rh / np.where(z != 0, z, 1), 0)
+            cpad = np.zeros_like(xpad)
+            for a in range(h):
+                for b in range(w):
+                    cpad[a * stride:a * stride + k, b * stride:b * stride + k] += np.einsum("uvio,o->uvi", g, sdiv[a, b])
+            return xp * cpad[pad:pad + H, pad:pad + W]
+
+        c = half(np.maximum(r[s], 0)) - half(np.maximum(-r[s], 0))
+        if k > 1:
+            c = 2 * c
+            t = r[s].sum()
+            nz = c != 0
+            c = c - np.where(nz, t / max(nz.sum(), 1), 0)
+        out[s] = c
+    return out
+
+
+GEOMETRIES = [(3, 1, 1), (3, 2, 1), (1, 1, 0), (2, 2, 0)]  # (kernel, stride, padding)
+
+
+def _case(k, stride, pad, seed=0, dtype=jnp.float32):
+    rng = np.random.default_rng(seed)
+    x = np.maximum(rng.standard_normal((2, 7, 6, 3)), 0)
+    x[0, 0, :, :] = 0  # a row of zeros: some receptive fields see no input
+    fn = functools.partial(_conv_fn, stride=stride, pad=pad)
+    params = {"kernel": jnp.asarray(rng.standard_normal((k, k, 3, 4)), dtype),
+              "bias": jnp.asarray(rng.standard_normal(4), dtype)}
+    xj = jnp.asarray(x, dtype)
+    y = fn(params, xj)
+    r = jnp.asarray(rng.standard_normal(y.shape), dtype)
+    return fn, params, xj, y, r
+
+
+@pytest.mark.usefixtures("x64")
+@pytest.mark.parametrize("geom", GEOMETRIES)
+def test_conv_rule_equals_naive_float64_reference(geom):
+    k, stride, pad = geom
+    fn, params, x, y, r = _case(k, stride, pad, dtype=jnp.float64)
+    (got,) = R.rsp_conv().backward(fn, params, (x,), y, r)
+    ref = _naive_rsp_conv(x, r, k, stride, pad)
+    err = float(np.max(np.abs(np.asarray(got) - ref))) / float(np.max(np.abs(ref)))
+    assert err <= 1e-10, f"rsp_conv {geom} vs naive float64 loops: relative error {err:.3g} > 1e-10"
+    # conservation, where every output's receptive field sees some input (else that R is lost; the
+    # shift of k > 1 kernels then spreads the deficit, for 1x1 kernels it is simply gone)
+    seen = np.asarray(fn({"kernel": jnp.ones_like(params["kernel"])}, (x > 0).astype(x.dtype))) > 0
+    tot, ref_tot = np.asarray(got).sum(axis=(1, 2, 3)), np.asarray(r).sum(axis=(1, 2, 3))
+    for i in range(2):
+        if seen[i].all():
+            np.testing.assert_allclose(tot[i], ref_tot[i], rtol=1e-10,
+                                       err_msg=f"rsp_conv {geom} conserves ΣR of sample {i} (1e-10)")
+        elif k == 1:
+            kept = np.asarray(r)[i][seen[i]].sum()
+            np.testing.assert_allclose(tot[i], kept, rtol=1e-10, err_msg="1x1: R over empty fields is dropped")
+
+
+@pytest.mark.parametrize("geom", GEOMETRIES)
+def test_conv_rule_float32_close_and_ignores_the_weights(geom):
+    k, stride, pad = geom
+    fn, params, x, y, r = _case(k, stride, pad, seed=1)
+    rule = R.rsp_conv()
+    (a,) = rule.backward(fn, params, (x,), y, r)
+    other = {"kernel": -3.0 * params["kernel"] + 1.0, "bias": params["bias"] + 5.0}
+    (b,) = rule.backward(fn, other, (x,), y, r)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg="rsp_conv does not use W or b")
+    ref = _naive_rsp_conv(x, r, k, stride, pad)
+    err = float(np.max(np.abs(np.asarray(a, np.float64) - ref))) / float(np.max(np.abs(ref)))
+    assert err <= 1e-4, f"float32 rsp_conv {geom} vs float64 reference: {err:.3g} > 1e-4"
+    # batch == per sample: the surrogate kernels are built per sample
+    (one,) = rule.backward(fn, params, (x[1:],), y[1:], r[1:])
+    np.testing.assert_allclose(one[0], a[1], rtol=1e-5, atol=1e-6 * float(jnp.max(jnp.abs(a))),
+                               err_msg="rsp_conv on a batch equals it on each sample (1e-5)")
+
+
+def test_purge_options():
+    fn, params, x, y, r = _case(3, 1, 1, seed=2)
+    s = jnp.sum(r, axis=-1, keepdims=True)
+    keep = ((r > 0) & (s > 0)) | ((r < 0) & (s < 0))
+    (a,) = R.rsp_conv("sign_consistent").backward(fn, params, (x,), y, r)
+    (b,) = R.rsp_conv("none").backward(fn, params, (x,), y, jnp.where(keep, r, 0.0))
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7, err_msg="sign_consistent = rule on the purged R")
+    (c,) = R.rsp_conv("uniform_spread").backward(fn, params, (x,), y, r)
+    (d,) = R.rsp_conv("none").backward(fn, params, (x,), y, jnp.broadcast_to(s / r.shape[-1], r.shape))
+    np.testing.assert_allclose(c, d, rtol=1e-6, atol=1e-7, err_msg="uniform_spread = rule on the spread R")
+    np.testing.assert_allclose(c.sum((1, 2, 3)), r.sum((1, 2, 3)), rtol=1e-4,
+                               err_msg="uniform_spread conserves the total (1e-4)")
+    with pytest.raises(ValueError, match="purge"):
+        R.rsp_conv("bogus")
+    with pytest.raises(ValueError, match="factor"):
+        R.rsp_conv(factor=0)
+
+
+def test_zbox_global_and_add_rules():
+    rng = np.random.default_rng(3)
+    fn = functools.partial(_conv_fn, stride=1, pad=1)
+    x = jnp.asarray(rng.standard_normal((2, 5, 5, 3)), jnp.float32)
+    params = {"kernel": jnp.asarray(rng.standard_normal((3, 3, 3, 4)), jnp.float32), "bias": jnp.ones(4)}
+    y = fn(params, x)
+    r = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+    (got,) = R.zbox_global().backward(fn, params, (x,), y, r)
+    # by hand: per-sample global bounds, no bias
+    lo = jnp.min(x, axis=(1, 2, 3), keepdims=True) * jnp.ones_like(x)
+    hi = jnp.max(x, axis=(1, 2, 3), keepdims=True) * jnp.ones_like(x)
+    w = params["kernel"]
+    f = lambda k, a: fn({"kernel": k}, a)  # noqa: E731
+    za = f(w, x) - f(jnp.maximum(w, 0), lo) - f(jnp.minimum(w, 0), hi)
+    s = jnp.where(za != 0, r / za, 0)
+    g = lambda k, a: jax.vjp(lambda t: f(k, t), a)[1](s)[0]  # noqa: E731
+    ref = x * g(w, x) - lo * g(jnp.maximum(w, 0), lo) - hi * g(jnp.minimum(w, 0), hi)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(ref))),
+                               err_msg="zbox_global by hand (1e-5)")
+    a, b = x[:, :, :, :1], -x[:, :, :, 1:2]
+    (ra, rb) = R.rsp_add().backward(lambda p, u, v: u + v, {}, (a, b), a + b, r[..., :1])
+    ap, bp = jnp.maximum(a, 0) + 1e-9, jnp.maximum(b, 0) + 1e-9
+    np.testing.assert_allclose(ra, ap * r[..., :1] / (ap + bp), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(ra + rb, r[..., :1], rtol=1e-5, atol=1e-7, err_msg="rsp_add conserves")
+
+
+# ------------------------------------------------------------------------------------------------
+# the method on small VGG-like and ResNet-like networks
+
+
+class _VGGish(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        for i, f in enumerate((6, 8)):
+            x = nn.Conv(f, (3, 3), padding=((1, 1), (1, 1)), name=f"conv{i}a")(x)
+            x = xnn.ReLU(name=f"relu{i}a")(x)
+            x = nn.Conv(f, (3, 3), padding=((1, 1), (1, 1)), name=f"conv{i}b")(x)
+            x = xnn.ReLU(name=f"relu{i}b")(x)
+            x = xnn.MaxPool(2, 2, name=f"pool{i}")(x)
+        x = nn.Conv(8, (1, 1), name="conv_last")(x)
+        x = xnn.ReLU(name="relu_last")(x)
+        x = xnn.AdaptiveAvgPool(2, name="avgpool")(x)
+        x = xnn.Flatten(name="flatten")(x)
+        x = nn.Dense(16, name="fc0")(x)
+        x = xnn.ReLU(name="fc_relu")(x)
+        return nn.Dense(6, name="fc")(x)
+
+
+class _ResNetish(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(16, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="conv1")(x)
+        x = nn.BatchNorm(use_running_average=True, name="bn1")(x)
+        x = xnn.ReLU(name="relu")(x)
+        x = xnn.MaxPool(2, 2, name="maxpool")(x)
+        # wide enough that no position has all channels at 0 (RSP drops R over empty receptive fields)
+        x = Bottleneck(features=16, stride=1, downsample=True, name="layer1")(x)
+        x = Bottleneck(features=16, stride=1, downsample=False, name="layer2")(x)
+        x = Bottleneck(features=16, stride=2, downsample=True, name="layer3")(x)
+        x = xnn.AdaptiveAvgPool(1, name="avgpool")(x)
+        x = xnn.Flatten(name="flatten")(x)
+        return nn.Dense(6, name="fc")(x)
+
+
+def _init(model, x, seed=0):
+    """Seeded random variables (He-scaled kernels, non-trivial BN statistics) without compiling init."""
+    rng = np.random.default_rng(seed)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+
+    def fill(path, leaf):
+        key = getattr(path[-1], "key", None)
+        if key in ("var", "scale"):
+            a = rng.uniform(0.5, 1.5, leaf.shape)
+        elif key in ("mean", "bias"):
+            a = 0.1 * rng.standard_normal(leaf.shape)
+        else:
+            a = rng.standard_normal(leaf.shape) * np.sqrt(2.0 / np.prod(leaf.shape[:-1]))
+        return jnp.asarray(a, leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+@pytest.fixture(scope="module")
+def nets():
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 3))
+    out = {}
+    for name, m in (("vgg", _VGGish()), ("resnet", _ResNetish())):
+        out[name] = (m, _init(m, x), x)
+    return out
+
+
+def test_conservation_layer_by_layer_vgg(nets):
+    model, v, x = nets["vgg"]
+    res = xa.explain(model, v, x, jnp.array([1, 4]), method="rsp", conservation=True)
+    c = {k: np.asarray(a) for k, a in res.conservation.items()}
+    seed = c["relu_last"]
+    assert list(c)[0] == "relu_last" or "relu_last" in c
+    layers = [l.name for l in trace_layers(model, v, x) if l.kind is not None]
+    below = layers[: layers.index("relu_last") + 1]
+    assert set(below) <= set(c), "every layer below the seed is reported"
+    for name in below + ["input"]:
+        np.testing.assert_allclose(c[name], seed, rtol=1e-4,
+                                   err_msg=f"RSP total relevance at {name} equals the seed's (1e-4 relative)")
+    np.testing.assert_allclose(res.map.sum((1, 2)), seed, rtol=1e-4, err_msg="map total = seed total")
+
+
+def test_conservation_at_resnet_cuts(nets):
+    model, v, x = nets["resnet"]
+    res = xa.explain(model, v, x, jnp.array([0, 5]), method="rsp", conservation=True)
+    c = {k: np.asarray(a) for k, a in res.conservation.items()}
+    seed = c["layer3.relu"]
+    for name in ("layer3.add", "layer2.relu", "layer2.add", "layer1.relu", "layer1.add", "maxpool", "relu",
+                 "bn1", "conv1", "input"):
+        np.testing.assert_allclose(c[name], seed, rtol=1e-4,
+                                   err_msg=f"RSP (ResNet extension) total at the cut {name} (1e-4 relative)")
+    # inside a block with a projection, the branch and the skip share the total
+    for blk in ("layer1", "layer3"):
+        np.testing.assert_allclose(c[f"{blk}.bn3"] + c[f"{blk}.downsample.1"], seed, rtol=1e-4,
+                                   err_msg=f"{blk}: branch + skip = block total (1e-4)")
+
+
+@pytest.mark.parametrize("net", ["vgg", "resnet"])
+def test_batch_equals_per_sample_and_signed_map(nets, net):
+    model, v, x = nets[net]
+    t = jnp.array([2, 3])
+    res = xa.explain(model, v, x, t, method="rsp")
+    for i in range(2):
+        one = xa.explain(model, v, x[i:i + 1], t[i:i + 1], method="rsp")
+        scale = float(jnp.max(jnp.abs(res.map[i])))
+        np.testing.assert_allclose(one.map[0], res.map[i], atol=1e-5 * scale,
+                                   err_msg=f"{net}: RSP batch == per sample (1e-5 x max)")
+    m = np.asarray(res.map)
+    assert (m > 0).any() and (m < 0).any(), f"{net}: the RSP map is bipolar (both signs present)"
+    assert res.map.shape == (2, 16, 16) and res.relevance.shape == (2, 16, 16, 3)
+
+
+def _hand_seed(g, a, target, hostile):
+    """Steps 1-7 of METHODS.md §2.3a in float64 numpy for one sample."""
+    def cam(c):
+        m = a * g[c].mean(axis=(0, 1), keepdims=True)
+        return m / (m.max() + 1e-9)
+
+    def sdiv(p, q):
+        return p / q if q != 0 else np.zeros_like(p)
+
+    hostile = [h for h in hostile if h != target]
+    if not hostile:
+        return cam(target)
+    t = len(hostile) * cam(target) - sum(cam(h) for h in hostile)
+    p = np.maximum(t, 0)
+    p = sdiv(p, p.sum())
+    q = np.minimum(t, 0)
+    q = sdiv(q, q.min())
+    q = sdiv(q, q.sum()) * p.sum()
+    t2 = p - q
+    s = t2.sum(-1)
+    pos = np.where(s > 0, s, 0)
+    pos = sdiv(pos, pos.sum()) * 2
+    neg = np.where(s <= 0, s, 0)
+    neg = sdiv(neg, neg.sum())
+    r = pos - neg
+    return np.broadcast_to((r / a.shape[-1])[..., None], a.shape)
+
+
+def test_hostile_seed_matches_steps_1_to_7_by_hand(nets):
+    model, v, x = nets["vgg"]
+    seed_layer = "relu_last"
+    _, acts = interpret(model, v, x, capture=[seed_layer])
+    a = np.asarray(acts[seed_layer], np.float64)
+    grads = {c: np.asarray(xa.explain(model, v, x, jnp.array([c, c]), method="grad_cam",
+                                      layer=seed_layer).relevance, np.float64) for c in range(6)}
+    target = [1, 4]
+    hostile = ((2, 5, 1), (4,))  # sample 0: two hostile classes (the target 1 is skipped); sample 1: none
+    res = xa.explain(model, v, x, jnp.asarray(target), method="rsp", layer=seed_layer, hostile=hostile)
+    for i in range(2):
+        g = {c: grads[c][i] for c in range(6)}
+        ref = _hand_seed(g, a[i], target[i], hostile[i])
+        got = np.asarray(res.relevance[i], np.float64)
+        err = np.max(np.abs(got - ref)) / np.max(np.abs(ref))
+        assert err <= 1e-4, f"hostile seed of sample {i} vs steps 1-7 by hand: {err:.3g} > 1e-4"
+    np.testing.assert_allclose(np.asarray(res.relevance[0]).sum(), 1.0, rtol=1e-4, err_msg="the seed sums to 1")
+    # "predicted": the other classes with sigmoid >= 0.5 (at most max_hostile, highest first)
+    logits = np.asarray(model.apply(v, x))
+    res = xa.explain(model, v, x, jnp.asarray(target), method="rsp", layer=seed_layer, hostile="predicted",
+                     max_hostile=2)
+    for i in range(2):
+        order = [int(c) for c in np.argsort(-logits[i]) if c != target[i] and logits[i, c] >= 0]
+        g = {c: grads[c][i] for c in range(6)}
+        ref = _hand_seed(g, a[i], target[i], order[:2])
+        err = np.max(np.abs(np.asarray(res.relevance[i], np.float64) - ref)) / np.max(np.abs(ref))
+        assert err <= 1e-4, f"'predicted' hostile seed of sample {i} ({order[:2]}): {err:.3g} > 1e-4"
+    with pytest.raises(ValueError, match="one per sample"):
+        xa.explain(model, v, x, jnp.asarray(target), method="rsp", hostile=((1,),))
+    with pytest.raises(ValueError, match="hostile"):
+        xa.explain(model, v, x, jnp.asarray(target), method="rsp", hostile="everything")
+
+
+def test_plain_seed_is_the_max_normalised_channel_map(nets):
+    model, v, x = nets["resnet"]
+    seed_layer = "layer3.relu"
+    _, acts = interpret(model, v, x, capture=[seed_layer])
+    t = jnp.array([3, 0])
+    g = xa.explain(model, v, x, t, method="grad_cam", layer=seed_layer).relevance
+    cam = acts[seed_layer] * jnp.mean(g, axis=(1, 2), keepdims=True)
+    ref = cam / (jnp.max(cam, axis=(1, 2, 3), keepdims=True) + 1e-9)
+    res = xa.explain(model, v, x, t, method="rsp", layer=seed_layer)
+    np.testing.assert_allclose(res.relevance, ref, atol=1e-6, err_msg="R0 = A·α / (max + 1e-9), signed")
+    assert bool(jnp.any(ref < 0)), "the seed is signed"
