@@ -29,7 +29,8 @@ import numpy as np
 import torch
 import torchvision
 
-from xattr_jax.models import ARCHITECTURES, build
+from xattr_jax.models import TORCHVISION_ARCHITECTURES as ARCHITECTURES
+from xattr_jax.models import build
 
 __all__ = ["ARCHITECTURES", "convert", "convert_state_dict", "load_state_dict", "expected_shapes"]
 

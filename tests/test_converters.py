@@ -14,7 +14,7 @@ from converters.torchvision import (  # noqa: E402
     expected_shapes,
     load_state_dict,
 )
-from xattr_jax.models import ARCHITECTURES as ZOO  # noqa: E402
+from xattr_jax.models import TORCHVISION_ARCHITECTURES as ZOO  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ F = torch.nn.functional
 
 from converters.torchvision import convert  # noqa: E402
 from xattr_jax import nn as xnn  # noqa: E402
-from xattr_jax.models import ARCHITECTURES, build  # noqa: E402
+from xattr_jax.models import TORCHVISION_ARCHITECTURES as ARCHITECTURES  # noqa: E402
+from xattr_jax.models import build  # noqa: E402
 
 RTOL = 1e-4  # max |ours - torch| <= RTOL * max |torch|, float32 throughout
 SIZES = [(224, 224), (193, 257)]

@@ -52,7 +52,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _add_convert(subparsers) -> None:
-    from xattr_jax.models import ARCHITECTURES
+    from xattr_jax.models import TORCHVISION_ARCHITECTURES as ARCHITECTURES
 
     p = subparsers.add_parser(
         "convert",

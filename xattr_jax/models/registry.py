@@ -11,7 +11,7 @@ from xattr_jax.models.small import small_resnet, small_vgg
 from xattr_jax.models.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
 from xattr_jax.models.vgg import vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
 
-__all__ = ["ARCHITECTURES", "build"]
+__all__ = ["ARCHITECTURES", "TORCHVISION_ARCHITECTURES", "build"]
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "alexnet": alexnet,
@@ -33,6 +33,8 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
 }
 
 ARCHITECTURES: tuple[str, ...] = tuple(_BUILDERS)
+#: The architectures that mirror a torchvision model (the converter's; the small ones do not).
+TORCHVISION_ARCHITECTURES: tuple[str, ...] = tuple(a for a in _BUILDERS if not a.startswith("small_"))
 
 
 def build(arch: str, **kwargs) -> nn.Module:
