@@ -18,6 +18,7 @@ from xattr_jax.interpret import interpret, trace_layers
 from xattr_jax.models import BasicBlock, vgg11
 
 from test_viz import decode_png
+from _nets import random_variables  # noqa: E402
 
 
 class _VGGish(nn.Module):
@@ -50,27 +51,12 @@ class _ResNetish(nn.Module):
         return nn.Dense(6, name="fc")(x)
 
 
-def _init(model, x, seed=0):
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
-
-    def fill(path, leaf):
-        key = getattr(path[-1], "key", None)
-        if key in ("var", "scale"):
-            a = rng.uniform(0.5, 1.5, leaf.shape)
-        elif key in ("mean", "bias"):
-            a = 0.1 * rng.standard_normal(leaf.shape)
-        else:
-            a = rng.standard_normal(leaf.shape) * np.sqrt(2.0 / np.prod(leaf.shape[:-1]))
-        return jnp.asarray(a, leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
 @pytest.fixture(scope="module")
 def nets():
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 3))
-    return {name: (m, _init(m, x), x) for name, m in (("vgg", _VGGish()), ("resnet", _ResNetish()))}
+    return {name: (m, random_variables(m, x), x) for name, m in (("vgg", _VGGish()), ("resnet", _ResNetish()))}
 
 
 def _spatial_leaves(model, v, x, upto=None):
@@ -86,7 +72,7 @@ def _spatial_leaves(model, v, x, upto=None):
 def test_one_map_per_layer_in_network_order_on_vgg11():
     model = vgg11(num_classes=10)
     x = jax.random.normal(jax.random.PRNGKey(2), (1, 32, 32, 3))
-    v = _init(model, x)
+    v = random_variables(model, x)
     res = xa.explain(model, v, x, jnp.array([3]), method="attention_backprop")
     expect = _spatial_leaves(model, v, x, upto="features.19")  # the last conv ReLU seeds AB-II
     assert list(res.layer_maps) == expect, "AB-II: input, then every spatial layer up to the seed, in order"

@@ -19,6 +19,7 @@ from xattr_jax import nn as xnn
 from xattr_jax.interpret import interpret, trace_layers
 from xattr_jax.models import Bottleneck
 from xattr_jax.rules import library as R
+from _nets import random_variables  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------
 # the conv rule
@@ -209,22 +210,6 @@ class _ResNetish(nn.Module):
         return nn.Dense(6, name="fc")(x)
 
 
-def _init(model, x, seed=0):
-    """Seeded random variables (He-scaled kernels, non-trivial BN statistics) without compiling init."""
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
-
-    def fill(path, leaf):
-        key = getattr(path[-1], "key", None)
-        if key in ("var", "scale"):
-            a = rng.uniform(0.5, 1.5, leaf.shape)
-        elif key in ("mean", "bias"):
-            a = 0.1 * rng.standard_normal(leaf.shape)
-        else:
-            a = rng.standard_normal(leaf.shape) * np.sqrt(2.0 / np.prod(leaf.shape[:-1]))
-        return jnp.asarray(a, leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +217,7 @@ def nets():
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 3))
     out = {}
     for name, m in (("vgg", _VGGish()), ("resnet", _ResNetish())):
-        out[name] = (m, _init(m, x), x)
+        out[name] = (m, random_variables(m, x), x)
     return out
 
 
