@@ -51,7 +51,7 @@ _VGG_CFG = (16, "M", 32, "M", 64, 64, "M", 128, 128)
 
 
 class SmallVGG(nn.Module):
-    """A VGG-style network with batch norm, like torchvision's ``vgg*_bn`` (about 0.26 M parameters).
+    """A VGG-style network with batch norm, like torchvision's ``vgg*_bn`` (about 0.3 M parameters).
 
     Layer names (conv, BN, ReLU per stage as in ``vgg16_bn``):
 
