@@ -281,3 +281,34 @@ def test_fully_convolutional_resnet_and_alexnet_same_logits():
         assert big.shape[1:3] != (1, 1) and big.shape[-1] == 7, f"{make.__name__}: score map {big.shape}"
     with pytest.raises(TypeError, match="VGG, ResNet and AlexNet"):
         fully_convolutional(_ResNetish(), {"params": {}})
+
+
+def test_layer_input_reads_eb_at_the_image(small):
+    """``layer="input"``: EB's signal at the image, the EB conv rule applied once more below ``conv1``.
+
+    By hand: ``P_in = x ⊙ W⁺ᵀ(P_conv1 ⊘ W⁺x)`` (no bias, 0 where ``W⁺x = 0``), with ``P_conv1`` EB's
+    signal at conv1's output (batch-norm passes it unchanged).
+    """
+    model, v, x = small
+    t = jnp.array([2, 0])
+    p1 = xa.explain(model, v, x, t, method="excitation_backprop", layer="conv1").relevance
+    res = xa.explain(model, v, x, t, method="excitation_backprop", layer="input")
+    wp = jnp.maximum(v["params"]["conv1"]["kernel"], 0)
+
+    def conv(a):
+        return jax.lax.conv_general_dilated(a, wp, (1, 1), ((1, 1), (1, 1)),
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    z, vjp = jax.vjp(conv, x)
+    (g,) = vjp(jnp.where(z != 0, p1 / jnp.where(z != 0, z, 1), 0))
+    expect = x * g
+    assert res.relevance.shape == x.shape
+    np.testing.assert_allclose(res.relevance, expect, rtol=1e-5, atol=1e-6 * float(jnp.max(jnp.abs(expect))),
+                               err_msg="EB at the input = x * W+^T(P / W+x) (tolerance 1e-5 rel)")
+    np.testing.assert_allclose(res.map, jnp.sum(expect, -1), rtol=1e-5, atol=1e-6 * float(jnp.max(jnp.abs(expect))))
+    default = xa.explain(model, v, x, t, method="excitation_backprop")
+    assert default.relevance.shape != x.shape, "without layer=, EB keeps its hidden default layer"
+    g_in = xa.explain(model, v, x, t, method="gradient", layer="input").relevance
+    np.testing.assert_array_equal(g_in, xa.explain(model, v, x, t, method="gradient").relevance)
+    with pytest.raises(ValueError, match="grad_cam needs a hidden spatial layer.*not the input.*'relu1'"):
+        xa.explain(model, v, x, t, method="grad_cam", layer="input")

@@ -27,6 +27,7 @@ __all__ = [
 ]
 
 SIGNALS = ("logit", "prob", "log_prob", "pointing")
+INPUT = "input"  # the layer name that always means the network's input
 
 
 class Attribution(NamedTuple):
@@ -227,7 +228,9 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, **o
     Args:
       model: a ``flax.linen.Module`` (unmodified; rules attach while it is traced).
       method: a method name (``xattr_jax.methods.available()`` lists them).
-      layer: dotted layer name whose output is read (``None``: the input, or the method's default).
+      layer: dotted layer name whose output is read (``None``: the method's default — the input for
+        most methods; ``"input"``: the input, also for methods that default to a hidden layer, such
+        as Excitation Backprop).
       signal: the top signal (``"logit"`` default, ``"prob"``, ``"log_prob"``, ``"pointing"``, or a
         callable on the logits); some methods have their own default (integrated gradients: ``"prob"``).
       **options: method options (static); unknown ones raise ``ValueError`` listing the valid ones.
@@ -258,11 +261,12 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, **o
     def core(variables, x, target):
         traces[0] += 1
         layers = trace_layers(model, variables, x)
+        names = [l.name for l in layers]
         use_layer = layer if layer is not None else m.default_layer(layers)
-        if use_layer is not None:
-            names = [l.name for l in layers]
-            if use_layer not in names:
-                raise ValueError(f"unknown layer {use_layer!r}; valid layer names: {names}")
+        if use_layer == INPUT and INPUT not in names:
+            use_layer = None  # the input, also for methods whose default is a hidden layer
+        if use_layer is not None and use_layer not in names:
+            raise ValueError(f"unknown layer {use_layer!r}; valid layer names: {[INPUT] + names}")
         ctx = Context(model, variables, layers, use_layer, signal, dict(options))
         t2 = target if target.ndim == 2 else target[:, None]
         res = m.run(ctx, x, t2)

@@ -30,6 +30,9 @@ def last_conv_relu(layers):
 
 
 def _spatial(ctx, method):
+    if ctx.layer is None:
+        raise ValueError(f"{method} needs a hidden spatial layer [N, h, w, C] (default: the last ReLU after "
+                         f"the last conv), not the input; give layer= one of {[l.name for l in ctx.layers]}")
     info = ctx.info(ctx.layer)
     if len(info.shape) != 4:
         raise ValueError(
