@@ -104,8 +104,9 @@ def _add_eval(subparsers) -> None:
         "eval",
         help="pointing game, localisation and deletion/insertion for a list of methods",
         description="Evaluate attribution methods on the synthetic benchmark (with an embedded "
-        "model) or on VOC07 test / COCO14 val from a folder (with a converted checkpoint): "
-        "pointing game (all / difficult), box accuracy at 15%% and MaxBoxAcc, deletion/insertion. "
+        "model) or on VOC07 test / COCO14 val / ImageNet val from a folder (with a converted "
+        "checkpoint): pointing game (all / difficult), box accuracy at 15% and MaxBoxAcc, "
+        "deletion/insertion. "
         "Writes eval.json and eval.md to --out.",
     )
     evaluate.add_arguments(p)

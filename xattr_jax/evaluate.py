@@ -12,6 +12,11 @@ Datasets:
 * ``coco14`` — COCO ``val2014`` from ``--root`` (``annotations/instances_val2014.json`` and
   ``val2014/``, or ``--annotations FILE`` and ``--images DIR``); GT = union of the class's
   segmentation masks; ``--difficult`` reads ``pointing_game_ebp_coco_difficult.txt``.
+* ``imagenet`` — ILSVRC2012 validation from ``--root`` (``annotations/``: the extracted
+  ``ILSVRC2012_bbox_val_v3.tgz`` XML files; ``images/``: flat or one folder per synset; or
+  ``--annotations DIR`` and ``--images DIR``); class order from ``--synsets FILE`` (default
+  ``ROOT/synsets.txt``) or the 1000 sorted synset folders (:func:`xattr_jax.data.load_imagenet`);
+  GT = union of the class's boxes; no difficult list.
 
 Preprocessing (``--preprocess auto``): embedded checkpoints (``small_vgg``, ``small_resnet``) take the
 whole image resized to 64×64; any other checkpoint takes TorchRay's: shorter side resized to 224,
@@ -36,7 +41,8 @@ Protocols (METHODS.md §6, Decisions 6–7):
 * **Deletion / insertion** (RISE) — on the first ``deletion_images`` images, for the top-1
   predicted class; ``deletion_steps`` steps (``step = ceil(HW / deletion_steps)`` pixels; RISE
   uses 224 steps at 224²); the score is the class's sigmoid probability for multi-label models
-  (the default for these datasets) or the softmax probability (``score="softmax"``, as RISE).
+  (the default for synthetic, VOC and COCO) or the softmax probability (``score="softmax"``, as
+  RISE; the default for ImageNet).
   Deletion: lower is better; insertion: higher is better.
 
 Example:
@@ -72,6 +78,7 @@ __all__ = [
     "synthetic_samples",
     "voc_samples",
     "coco_samples",
+    "imagenet_samples",
     "evaluate",
     "markdown_table",
     "write_report",
@@ -311,6 +318,38 @@ def coco_samples(annotation_file, image_dir, mode: str, *, difficult_file=None,
     return out
 
 
+def imagenet_samples(root, mode: str, *, images=None, annotations=None, synsets=None,
+                     limit: Optional[int] = None) -> list[Sample]:  # fmt: skip
+    """ILSVRC2012 val images (:func:`xattr_jax.data.load_imagenet`), preprocessed with ``mode``.
+
+    One trial per class present (GT = union of its boxes), no difficult flags.
+
+    Raises:
+      ValueError: an image whose size differs from its XML, or no annotation with a box.
+    """
+    from xattr_jax.data import load_imagenet
+
+    recs = load_imagenet(root, images=images, annotations=annotations, synsets=synsets)
+    recs = recs[:limit] if limit else recs
+    out = []
+    for rec in recs:
+        if not rec.class_ids:
+            continue
+        img = _read(rec.path)
+        if img.shape[:2] != (rec.height, rec.width):
+            raise ValueError(f"{rec.path}: image is {img.shape[1]}x{img.shape[0]}, the XML says "
+                             f"{rec.width}x{rec.height}")  # fmt: skip
+        x, resized = preprocess(img, mode)
+        trials = []
+        for c in rec.class_ids:
+            boxes = np.array([o.box for o in rec.objects if o.class_id == c]).reshape(-1, 4)
+            trials.append(Trial(c, None, rec.class_mask(c), boxes))
+        out.append(Sample(rec.image_id, x, (rec.height, rec.width), tuple(trials), resized))
+    if not out:
+        raise ValueError(f"none of the {len(recs)} ImageNet annotations read has an <object> box")
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # the harness
 
@@ -398,7 +437,8 @@ def evaluate(
 
     Args:
       model, variables: the model.
-      samples: from :func:`synthetic_samples`, :func:`voc_samples` or :func:`coco_samples`.
+      samples: from :func:`synthetic_samples`, :func:`voc_samples`, :func:`coco_samples` or
+        :func:`imagenet_samples`.
       methods: method names (unknown or failing ones get an ``"error"`` entry).
       batch_size: trials per attribution call (the last batch is padded: one compilation per shape).
       tolerance: pointing-game radius in pixels.
@@ -608,11 +648,18 @@ DEFAULT_METHODS = (
 
 def add_arguments(p) -> None:
     """The ``xattr eval`` options."""
-    p.add_argument("--dataset", choices=("synthetic", "voc07", "coco14"), default="synthetic")
-    p.add_argument("--root", help="dataset folder (VOCdevkit / VOC2007, or the COCO folder)")
+    p.add_argument("--dataset", choices=("synthetic", "voc07", "coco14", "imagenet"),
+                   default="synthetic")  # fmt: skip
+    p.add_argument("--root", help="dataset folder (VOCdevkit / VOC2007, the COCO folder, or the "
+                   "ImageNet folder with annotations/ and images/)")  # fmt: skip
     p.add_argument("--annotations", help="COCO instances JSON (default ROOT/annotations/"
-                   "instances_val2014.json)")  # fmt: skip
-    p.add_argument("--images", help="COCO image folder (default ROOT/val2014)")
+                   "instances_val2014.json); ImageNet: folder of the val bbox XML files "
+                   "(default ROOT/annotations)")  # fmt: skip
+    p.add_argument("--images", help="COCO image folder (default ROOT/val2014); ImageNet: image "
+                   "folder, flat or one sub-folder per synset (default ROOT/images)")  # fmt: skip
+    p.add_argument("--synsets", help="ImageNet class order: one wnid per line, first token "
+                   "(default ROOT/synsets.txt or ROOT/LOC_synset_mapping.txt, else the 1000 "
+                   "sorted synset folders)")  # fmt: skip
     p.add_argument("--split", default="test", help="VOC image list (default: test)")
     p.add_argument("--checkpoint", default="embedded:small_vgg",
                    help="checkpoint directory or embedded:small_vgg / embedded:small_resnet")  # fmt: skip
@@ -627,7 +674,9 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--deletion-images", type=int, default=32)
     p.add_argument("--deletion-steps", type=int, default=64)
-    p.add_argument("--score", choices=("sigmoid", "softmax"), default="sigmoid")
+    p.add_argument("--score", choices=("sigmoid", "softmax"), default=None,
+                   help="deletion/insertion probability (default per dataset: softmax for the "
+                   "single-label imagenet, sigmoid for the multi-label others)")  # fmt: skip
     p.add_argument("--out", required=True, help="folder for eval.json and eval.md")
     p.add_argument("--no-progress", action="store_true")
 
@@ -655,6 +704,14 @@ def run(args) -> int:
         elif args.dataset == "voc07":
             samples = voc_samples(args.root, mode, split=args.split, difficult_file=args.difficult,
                                   limit=args.limit)  # fmt: skip
+        elif args.dataset == "imagenet":
+            if args.root is None and (args.images is None or args.annotations is None):
+                return fail("imagenet needs --root, or both --images and --annotations")
+            if args.difficult is not None:
+                return fail("imagenet has no difficult list; drop --difficult")
+            samples = imagenet_samples(args.root, mode, images=args.images,
+                                       annotations=args.annotations, synsets=args.synsets,
+                                       limit=args.limit)  # fmt: skip
         else:
             if args.annotations is None and args.root is None:
                 return fail("coco14 needs --root or --annotations")
@@ -666,6 +723,7 @@ def run(args) -> int:
         return fail(str(err))
     if not samples:
         return fail("no image with a pointing-game trial was found")
+    score = args.score or ("softmax" if args.dataset == "imagenet" else "sigmoid")
     tol = args.tolerance
     if tol is None:
         tol = SYNTHETIC_TOLERANCE if args.dataset == "synthetic" else 15.0
@@ -676,7 +734,7 @@ def run(args) -> int:
     result = evaluate(
         model, variables, samples, methods,
         batch_size=args.batch_size, tolerance=tol, deletion_images=args.deletion_images,
-        deletion_steps=args.deletion_steps, score=args.score, progress=not args.no_progress,
+        deletion_steps=args.deletion_steps, score=score, progress=not args.no_progress,
     )  # fmt: skip
     result.update(dataset=args.dataset, checkpoint=args.checkpoint, arch=arch, preprocess=mode)
     js, md = write_report(result, args.out, title=f"{args.dataset} · {arch}")

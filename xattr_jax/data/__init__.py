@@ -1,9 +1,10 @@
-"""Datasets: the synthetic localisation benchmark and readers for VOC07 / COCO14 annotations.
+"""Datasets: the synthetic localisation benchmark and readers for VOC07, COCO14 and ImageNet.
 
 * :mod:`xattr_jax.data.synthetic` — :func:`make_dataset`, :func:`iterate_batches`,
   :func:`normalize`, :data:`CLASS_NAMES`.
 * :mod:`xattr_jax.data.voc` — :func:`load_voc`, :func:`voc_pointing_trials`.
 * :mod:`xattr_jax.data.coco` — :func:`load_coco`, :func:`coco_pointing_trials`, mask decoding.
+* :mod:`xattr_jax.data.imagenet` — :func:`load_imagenet` (ILSVRC2012 val boxes), :func:`read_synsets`.
 """
 
 from ._common import load_image, read_difficult_list
@@ -17,6 +18,7 @@ from .coco import (
     polygon_mask,
     rle_decode,
 )
+from .imagenet import ImageNetImage, ImageNetObject, load_imagenet, read_synsets
 from .synthetic import (
     CLASS_NAMES,
     NUM_CLASSES,
@@ -49,6 +51,10 @@ __all__ = [
     "polygon_mask",
     "rle_decode",
     "annotation_mask",
+    "ImageNetObject",
+    "ImageNetImage",
+    "load_imagenet",
+    "read_synsets",
     "read_difficult_list",
     "load_image",
 ]
