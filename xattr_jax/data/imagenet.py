@@ -31,14 +31,13 @@ difficult list, so ``difficult_flags`` is always None.
 from __future__ import annotations
 
 import dataclasses
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from ._common import PathLike, box_union_mask, load_image
-from .voc import _text
+from .voc import read_box_xml
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -136,38 +135,13 @@ def _index_images(image_dir: Path) -> tuple[dict[str, Path], list[str]]:
 
 
 def _parse_xml(xml_path: Path, class_index: dict[str, int], image: Path) -> ImageNetImage:
-    where = str(xml_path)
-    try:
-        root = ET.parse(xml_path).getroot()
-    except ET.ParseError as e:
-        raise ValueError(f"{where}: not valid XML ({e})") from None
-    size = root.find("size")
-    if size is None:
-        raise ValueError(f"{where}: missing <size>")
-    width = int(float(_text(size, "width", where)))
-    height = int(float(_text(size, "height", where)))
-    if width <= 0 or height <= 0:
-        raise ValueError(f"{where}: image size must be positive, got {width}x{height}")
-    objects = []
-    for k, obj in enumerate(root.findall("object")):
-        wnid = _text(obj, "name", where)
-        if wnid not in class_index:
-            raise ValueError(f"{where}: object {k} has synset {wnid!r}, which is not in the class "
-                             "list (give the synsets file the model was trained with)")  # fmt: skip
-        bb = obj.find("bndbox")
-        if bb is None:
-            raise ValueError(f"{where}: object {k} has no <bndbox>")
-        xmin, ymin, xmax, ymax = (
-            int(round(float(_text(bb, t, where)))) for t in ("xmin", "ymin", "xmax", "ymax")
-        )
-        if xmax < xmin or ymax < ymin:
-            raise ValueError(f"{where}: object {k} has an inverted box {(xmin, ymin, xmax, ymax)}")
-        box = (max(xmin, 0), max(ymin, 0), min(xmax, width - 1), min(ymax, height - 1))
-        if box[2] < box[0] or box[3] < box[1]:
-            raise ValueError(f"{where}: object {k} box {(xmin, ymin, xmax, ymax)} lies outside the "
-                             f"{width}x{height} image")  # fmt: skip
-        objects.append(ImageNetObject(class_index[wnid], wnid, box))
-    return ImageNetImage(xml_path.stem, image, width, height, tuple(objects))
+    _, width, height, objs = read_box_xml(
+        xml_path, class_index, offset=0,
+        unknown="synset {name!r}, which is not in the class list (give the synsets file the model was "
+        "trained with)",
+    )  # fmt: skip
+    objects = tuple(ImageNetObject(c, wnid, box) for c, wnid, box, _ in objs)
+    return ImageNetImage(xml_path.stem, image, width, height, objects)
 
 
 def load_imagenet(

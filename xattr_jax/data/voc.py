@@ -137,18 +137,21 @@ def _text(node: ET.Element, tag: str, where: str) -> str:
     return child.text.strip()
 
 
-def parse_voc_annotation(xml_path: PathLike, image_dir: Optional[PathLike] = None) -> VOCImage:
-    """Parse one VOC annotation XML file.
+def read_box_xml(xml_path: PathLike, class_index: dict, *, offset: int, unknown: str):
+    """The one PASCAL-style XML reader (VOC and ILSVRC annotations).
 
     Args:
-      xml_path: ``Annotations/<id>.xml``.
-      image_dir: folder of the JPEGs (default: ``../JPEGImages`` next to ``Annotations``).
+      xml_path: the XML file.
+      class_index: ``{object name: class id}``.
+      offset: subtracted from the XML's box coordinates (1 for VOC's 1-based boxes, 0 for ILSVRC's).
+      unknown: the end of the error message for an object name not in ``class_index``.
 
     Returns:
-      :class:`VOCImage` (without difficult flags).
+      ``(root, width, height, [(class id, name, (x0, y0, x1, y1), difficult)])``: inclusive 0-based
+      boxes clipped to the image.
 
     Raises:
-      ValueError: malformed XML, unknown class name, box outside the image or inverted.
+      ValueError: malformed XML, missing size/name/box, unknown name, box inverted or outside the image.
     """
     xml_path = Path(xml_path)
     where = str(xml_path)
@@ -165,10 +168,8 @@ def parse_voc_annotation(xml_path: PathLike, image_dir: Optional[PathLike] = Non
     objects = []
     for k, obj in enumerate(root.findall("object")):
         name = _text(obj, "name", where)
-        if name not in _CLASS_INDEX:
-            raise ValueError(
-                f"{where}: object {k} has unknown class {name!r}; VOC classes are {VOC_CLASSES}"
-            )
+        if name not in class_index:
+            raise ValueError(f"{where}: object {k} has {unknown.format(name=name)}")
         diff_node = obj.find("difficult")
         difficult = (
             diff_node is not None and diff_node.text is not None and diff_node.text.strip() == "1"
@@ -181,16 +182,38 @@ def parse_voc_annotation(xml_path: PathLike, image_dir: Optional[PathLike] = Non
         )
         if xmax < xmin or ymax < ymin:
             raise ValueError(f"{where}: object {k} has an inverted box {(xmin, ymin, xmax, ymax)}")
-        box = (max(xmin - 1, 0), max(ymin - 1, 0), min(xmax - 1, width - 1), min(ymax - 1, height - 1))
+        box = (max(xmin - offset, 0), max(ymin - offset, 0), min(xmax - offset, width - 1),
+               min(ymax - offset, height - 1))  # fmt: skip
         if box[2] < box[0] or box[3] < box[1]:
             raise ValueError(
                 f"{where}: object {k} box {(xmin, ymin, xmax, ymax)} lies outside the {width}x{height} image"
             )
-        objects.append(VOCObject(_CLASS_INDEX[name], name, box, difficult))
+        objects.append((class_index[name], name, box, difficult))
+    return root, width, height, objects
+
+
+def parse_voc_annotation(xml_path: PathLike, image_dir: Optional[PathLike] = None) -> VOCImage:
+    """Parse one VOC annotation XML file (:func:`read_box_xml`, 1-based boxes).
+
+    Args:
+      xml_path: ``Annotations/<id>.xml``.
+      image_dir: folder of the JPEGs (default: ``../JPEGImages`` next to ``Annotations``).
+
+    Returns:
+      :class:`VOCImage` (without difficult flags).
+
+    Raises:
+      ValueError: malformed XML, unknown class name, box outside the image or inverted.
+    """
+    xml_path = Path(xml_path)
+    root, width, height, objs = read_box_xml(
+        xml_path, _CLASS_INDEX, offset=1, unknown="unknown class {name!r}; VOC classes are " + str(VOC_CLASSES)
+    )
+    objects = tuple(VOCObject(c, name, box, d) for c, name, box, d in objs)
     image_dir = Path(image_dir) if image_dir is not None else xml_path.parent.parent / "JPEGImages"
     fname = root.findtext("filename")
     fname = fname.strip() if fname and fname.strip() else xml_path.stem + ".jpg"
-    return VOCImage(xml_path.stem, image_dir / fname, width, height, tuple(objects))
+    return VOCImage(xml_path.stem, image_dir / fname, width, height, objects)
 
 
 def load_voc(
