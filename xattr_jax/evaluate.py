@@ -263,6 +263,15 @@ def _read(path) -> np.ndarray:
     return read_image(path)
 
 
+def _load(path, height: int, width: int, source: str, mode: str):
+    """Read an image, check its size against its annotation (``source``), preprocess it."""
+    img = _read(path)
+    if img.shape[:2] != (height, width):
+        raise ValueError(f"{path}: image is {img.shape[1]}x{img.shape[0]}, the {source} says "
+                         f"{width}x{height}")  # fmt: skip
+    return preprocess(img, mode)
+
+
 def voc_samples(root, mode: str, *, split: str = "test", difficult_file=None,
                 limit: Optional[int] = None) -> list[Sample]:  # fmt: skip
     """VOC07 images (annotations by :func:`xattr_jax.data.load_voc`), preprocessed with ``mode``."""
@@ -274,11 +283,7 @@ def voc_samples(root, mode: str, *, split: str = "test", difficult_file=None,
         cls = rec.pointing_class_ids()
         if not cls:
             continue
-        img = _read(rec.path)
-        if img.shape[:2] != (rec.height, rec.width):
-            raise ValueError(f"{rec.path}: image is {img.shape[1]}x{img.shape[0]}, the XML says "
-                             f"{rec.width}x{rec.height}")  # fmt: skip
-        x, resized = preprocess(img, mode)
+        x, resized = _load(rec.path, rec.height, rec.width, "XML", mode)
         trials = []
         for c in cls:
             boxes = np.array([o.box for o in rec.objects if o.class_id == c]).reshape(-1, 4)
@@ -296,12 +301,8 @@ def coco_samples(annotation_file, image_dir, mode: str, *, difficult_file=None,
     ds = load_coco(annotation_file, image_dir, difficult_file=difficult_file)
     out = []
     for rec in ds.images[:limit] if limit else ds.images:
-        img = _read(rec.path)
         h, w = rec.height, rec.width
-        if img.shape[:2] != (h, w):
-            raise ValueError(f"{rec.path}: image is {img.shape[1]}x{img.shape[0]}, the JSON says "
-                             f"{w}x{h}")  # fmt: skip
-        x, resized = preprocess(img, mode)
+        x, resized = _load(rec.path, h, w, "JSON", mode)
         trials = []
         for c in rec.class_ids:
             boxes = []
@@ -335,11 +336,7 @@ def imagenet_samples(root, mode: str, *, images=None, annotations=None, synsets=
     for rec in recs:
         if not rec.class_ids:
             continue
-        img = _read(rec.path)
-        if img.shape[:2] != (rec.height, rec.width):
-            raise ValueError(f"{rec.path}: image is {img.shape[1]}x{img.shape[0]}, the XML says "
-                             f"{rec.width}x{rec.height}")  # fmt: skip
-        x, resized = preprocess(img, mode)
+        x, resized = _load(rec.path, rec.height, rec.width, "XML", mode)
         trials = []
         for c in rec.class_ids:
             boxes = np.array([o.box for o in rec.objects if o.class_id == c]).reshape(-1, 4)
