@@ -27,6 +27,8 @@ class Method(NamedTuple):
       defaults: option name -> default value (the valid options).
       default_signal: top signal when the caller gives none.
       default_layer: ``(layers) -> name | None`` when the caller gives no layer.
+      path: the method sums gradients over points with :func:`~xattr_jax.methods.path.accumulate`
+        (the attributor may then drive it chunk by chunk).
     """
 
     name: str
@@ -34,6 +36,7 @@ class Method(NamedTuple):
     defaults: Mapping[str, Any]
     default_signal: Any = "logit"
     default_layer: Callable = _no_layer
+    path: bool = False
 
     def check_options(self, opts: Mapping[str, Any]) -> None:
         bad = sorted(set(opts) - set(self.defaults))

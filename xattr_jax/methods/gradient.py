@@ -98,5 +98,6 @@ SMOOTHGRAD = register(
         "smoothgrad",
         _smoothgrad,
         {"noise": 0.15, "samples": 25, "key": 0, "variant": "plain", "chunk": 8, "draws": None},
+        path=True,
     )
 )

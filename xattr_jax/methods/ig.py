@@ -96,10 +96,10 @@ def _path(method, rules_fn):
 _IG_DEFAULTS = {"baseline": "black", "steps": 50, "rule": "right", "chunk": 8,
                 "normalization": (IMAGENET_MEAN, IMAGENET_STD)}
 
-INTEGRATED_GRADIENTS = Method("integrated_gradients", None, _IG_DEFAULTS, default_signal="prob")
+INTEGRATED_GRADIENTS = Method("integrated_gradients", None, _IG_DEFAULTS, default_signal="prob", path=True)
 INTEGRATED_GRADIENTS = register(INTEGRATED_GRADIENTS._replace(run=_path(INTEGRATED_GRADIENTS, lambda ctx: None)))
 
-GNL_INTEGRATED_GRADIENTS = Method("gnl_integrated_gradients", None, _IG_DEFAULTS, default_signal="prob")
+GNL_INTEGRATED_GRADIENTS = Method("gnl_integrated_gradients", None, _IG_DEFAULTS, default_signal="prob", path=True)
 GNL_INTEGRATED_GRADIENTS = register(GNL_INTEGRATED_GRADIENTS._replace(
     run=_path(GNL_INTEGRATED_GRADIENTS, lambda ctx: resolve_layers(gnl_composite(), ctx.layers))))
 
