@@ -3,7 +3,8 @@
 Pointing game (all / difficult), box accuracy at 15 % and MaxBoxAcc, deletion / insertion AUC, by
 the harness of ``xattr eval`` (:mod:`xattr_jax.evaluate`; protocols in its docstring). Writes
 ``benchmarks/results/quality.json`` and ``quality.md`` and checks the Excitation-Backprop paper's
-ordering of pointing accuracy (c-EB ≥ EB ≥ gradient ≥ deconvnet; Grad-CAM strong).
+ordering of pointing accuracy (c-EB ≥ EB ≥ gradient ≥ deconvnet; Grad-CAM strong). Rows named
+``method@layer`` read a method at another layer (:data:`VARIANTS`).
 
 Usage::
 
@@ -30,6 +31,13 @@ OPTIONS = {
     "smoothgrad": {"samples": 10},
     "integrated_gradients": {"steps": 16},
     "gnl_integrated_gradients": {"steps": 16},
+}
+# Extra rows: the same method read at another layer. ``"eb"`` = Excitation Backprop's default layer
+# (TorchRay's benchmark choice; small_vgg ``features.7``, small_resnet ``layer3``), ``"input"`` = the image.
+VARIANTS = {
+    "attention_backprop@eb_layer": ("attention_backprop", "eb"),
+    "lrp@eb_layer": ("lrp", "eb"),
+    "excitation_backprop@input": ("excitation_backprop", "input"),
 }
 ORDER = ("contrastive_excitation_backprop", "excitation_backprop", "gradient", "deconvnet")
 SHORT = {
@@ -68,6 +76,8 @@ def main(argv=None) -> int:
 
     import xattr_jax as xa
     from xattr_jax.evaluate import SYNTHETIC_TOLERANCE, evaluate, markdown_table, synthetic_samples
+    from xattr_jax.interpret import trace_layers
+    from xattr_jax.methods.excitation import default_saliency_layer
     from xattr_jax.models import EMBEDDED, load_embedded
     from xattr_jax.models.small import embedded_info
 
@@ -81,7 +91,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
-    methods = (list(xa.methods_available()) if args.methods == "all"
+    methods = (list(xa.methods_available()) + list(VARIANTS) if args.methods == "all"
                else [m for m in args.methods.split(",") if m])  # fmt: skip
     t0 = time.perf_counter()
     samples = synthetic_samples(args.num_images)
@@ -100,11 +110,17 @@ def main(argv=None) -> int:
           "the top-1 class's sigmoid probability. Produced by `python benchmarks/quality.py`.", ""]  # fmt: skip
     for arch in [a for a in args.archs.split(",") if a]:
         model, variables = load_embedded(arch)
-        res = evaluate(
-            model, variables, samples, methods,
-            batch_size=32, tolerance=SYNTHETIC_TOLERANCE, deletion_images=args.deletion_images,
-            deletion_steps=args.deletion_steps, options=OPTIONS, progress=not args.no_progress,
-        )  # fmt: skip
+        kw = dict(batch_size=32, tolerance=SYNTHETIC_TOLERANCE, deletion_images=args.deletion_images,
+                  deletion_steps=args.deletion_steps, progress=not args.no_progress)
+        base = [m for m in methods if m not in VARIANTS]
+        res = evaluate(model, variables, samples, base, options=OPTIONS, **kw)
+        eb_layer = default_saliency_layer(trace_layers(model, variables, samples[0].x[None]))
+        for label in [m for m in methods if m in VARIANTS]:
+            method, where = VARIANTS[label]
+            layer = eb_layer if where == "eb" else where
+            opts = {method: {**OPTIONS.get(method, {}), "layer": layer}}
+            extra = evaluate(model, variables, samples, [method], options=opts, **kw)["methods"][method]
+            res["methods"][label] = dict(extra, layer=layer)
         res["held_out_map"] = embedded_info(arch)["held_out_map"]
         res["ordering_all"] = ordering(res["methods"], "pointing_all")
         res["ordering_difficult"] = ordering(res["methods"], "pointing_difficult")

@@ -7,8 +7,20 @@ model measured in the same run, the same for K targets per image, and the peer l
 the same method on the same weights when it is installed. Writes JSON and a markdown table to
 ``benchmarks/results/``.
 
-    python benchmarks/speed.py                       # everything (long on 2 CPU cores)
+    python benchmarks/speed.py                       # everything (~45 min on 2 CPU cores)
     python benchmarks/speed.py --models vgg16 --batches 1 --methods gradient lrp --repeats 3
+
+Path methods (integrated gradients, GNL-IG, SmoothGrad) run with 8 points in chunks of 4 here (their
+cost is linear in the points); the table also gives their cost per point. ``excitation_backprop@input``
+is EB read at the image (``layer="input"``), the same backward as Attention Backpropagation's
+``seed="logit"`` pass, for comparing the cost of a pass down to the pixels.
+
+Path methods are timed as eager calls (the attributor's chunk-by-chunk driver; "compile s" is then
+the first call's extra time and there is no separate trace time). The second table compares the
+forms of the chunked path loop (``--ig-steps`` points, ``--ig-chunk`` at a time) on the plain
+gradient: ``lax.scan`` (one program: the library's form for traced calls), ``lax.scan`` fully
+unrolled, a Python loop over one jitted per-chunk function (the library's form for eager calls),
+and all points vmapped at once, each with XLA's temporary-buffer size (``memory_analysis``).
 """
 
 from __future__ import annotations
@@ -29,13 +41,17 @@ import numpy as np
 import xattr_jax as xa
 
 ROOT = Path(__file__).resolve().parent
-OPTIONS = {  # options per method for the benchmark (the paper defaults where they are cheap enough)
-    "smoothgrad": {"samples": 16, "chunk": 8},
-    "integrated_gradients": {"steps": 32, "chunk": 8},
-    "gnl_integrated_gradients": {"steps": 32, "chunk": 8},
+OPTIONS = {  # options per method for the benchmark (path methods: 8 points, cost is linear in them)
+    "smoothgrad": {"samples": 8, "chunk": 4},
+    "integrated_gradients": {"steps": 8, "chunk": 4},
+    "gnl_integrated_gradients": {"steps": 8, "chunk": 4},
     "lrp": {"composite": "epsilon_plus_flat"},
 }
+POINTS = {"smoothgrad": "samples", "integrated_gradients": "steps", "gnl_integrated_gradients": "steps"}
 SIGNALS = {"integrated_gradients": "logit", "gnl_integrated_gradients": "logit"}
+VARIANTS = {  # extra rows: label -> (method, layer)
+    "excitation_backprop@input": ("excitation_backprop", "input"),
+}
 
 
 def _median_time(f, repeats):
@@ -56,6 +72,15 @@ def time_jax(fn_jitted, args, repeats):
     compile_ = time.perf_counter() - t0
     jax.block_until_ready(compiled(*args))  # warm-up
     return trace, compile_, _median_time(lambda: compiled(*args), repeats)
+
+
+def time_eager(fn, args, repeats):
+    """``(None, first call − steady, steady)`` for a function that compiles on its first call."""
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    first = time.perf_counter() - t0
+    steady = _median_time(lambda: fn(*args), repeats)
+    return None, max(first - steady, 0.0), steady
 
 
 def plain_grad(model):
@@ -144,15 +169,82 @@ def peer_runner(method, arch, tm, xt, targets, options):
     return None, None
 
 
+def ig_forms(model, v, x, t, steps, chunk, repeats):
+    """Time the forms of a chunked path loop over the plain gradient (``steps`` points, ``chunk`` at once).
+
+    Every form computes ``Σ_s ∇_x y_t(α_s x)`` for ``α_s = s/steps``. Returns ``{form: {steady_s,
+    temp_bytes, compile_s}}``; for the Python loop ``temp_bytes`` is that of the per-chunk program.
+    """
+    alphas = jnp.linspace(1.0 / steps, 1.0, steps, dtype=x.dtype).reshape(-1, chunk)
+    n = x.shape[0]
+
+    def grad_at(a, v, x, t):
+        return jax.grad(lambda x: jnp.sum(model.apply(v, x)[jnp.arange(n), t]))(a * x)
+
+    def chunk_sum(v, x, t, ac):
+        return jnp.sum(jax.vmap(grad_at, in_axes=(0, None, None, None))(ac, v, x, t), axis=0)
+
+    def scanned(unroll):
+        def f(v, x, t):
+            body = lambda acc, ac: (acc + chunk_sum(v, x, t, ac), None)  # noqa: E731
+            return jax.lax.scan(body, jnp.zeros_like(x), alphas, unroll=unroll)[0]
+        return jax.jit(f)
+
+    def all_at_once(v, x, t):
+        return chunk_sum(v, x, t, alphas.reshape(-1))
+
+    out = {}
+    forms = {
+        "lax.scan over chunks (library, traced calls)": scanned(1),
+        "lax.scan fully unrolled": scanned(alphas.shape[0]),
+        "vmap of all points at once": jax.jit(all_at_once),
+    }
+    for name, f in forms.items():
+        lowered = f.lower(v, x, t)
+        t0 = time.perf_counter()
+        comp = lowered.compile()
+        c = time.perf_counter() - t0
+        jax.block_until_ready(comp(v, x, t))
+        out[name] = dict(steady_s=_median_time(lambda: comp(v, x, t), repeats), compile_s=c,
+                         temp_bytes=_temp_bytes(comp))
+    step = jax.jit(chunk_sum)
+    comp = step.lower(v, x, t, alphas[0]).compile()
+
+    def loop():
+        acc = jnp.zeros_like(x)
+        for ac in alphas:
+            acc = acc + comp(v, x, t, ac)
+        return acc
+
+    jax.block_until_ready(loop())
+    out["Python loop over a jitted chunk (library, eager calls)"] = dict(steady_s=_median_time(loop, repeats), compile_s=None,
+                                                  temp_bytes=_temp_bytes(comp))
+    return out
+
+
+def _temp_bytes(compiled):
+    try:
+        return int(compiled.memory_analysis().temp_size_in_bytes)
+    except Exception:  # not every backend reports it
+        return None
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["vgg16", "resnet50"])
     p.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    p.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--k", type=int, default=20, help="targets per image for the multi-target row")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help=f"default: every registered method and {list(VARIANTS)}")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--k", type=int, default=20, help="targets per image for the multi-target column")
+    p.add_argument("--k-batches", nargs="+", type=int, default=[1], help="batches that get the K column")
+    p.add_argument("--ig-steps", type=int, default=32)
+    p.add_argument("--ig-chunk", type=int, default=8)
+    p.add_argument("--ig-batches", nargs="+", type=int, default=[1], help="batches for the path-loop forms")
     p.add_argument("--no-peers", action="store_true")
     p.add_argument("--out", default=str(ROOT / "results" / "speed"))
+    p.add_argument("--update", action="store_true",
+                   help="replace only the rows this run measures in an existing --out JSON (rerunning a few methods)")
     a = p.parse_args(argv)
 
     import torch
@@ -161,8 +253,9 @@ def main(argv=None):
     from converters.torchvision import convert
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    methods = a.methods or list(xa.methods_available())
-    rows = []
+    methods = a.methods or (list(xa.methods_available()) + list(VARIANTS))
+    rows, forms = [], []
+    t_start = time.perf_counter()
     for arch in a.models:
         torch.manual_seed(0)
         tm = getattr(torchvision.models, arch)(weights=None).eval()
@@ -189,53 +282,105 @@ def main(argv=None):
                 torch_time = _median_time(torch_grad, a.repeats)
             print(f"{arch} batch {n}: jax.grad {g_time:.3f}s (compile {g_comp:.1f}s), torch grad {torch_time:.3f}s", flush=True)
             base = dict(model=arch, batch=n, jax_grad_s=g_time, torch_grad_s=torch_time)
-            for method in methods:
+            for label in methods:
+                method, layer = VARIANTS.get(label, (label, None))
                 opts = dict(OPTIONS.get(method, {}))
                 try:
-                    fn = xa.attributor(model, method, signal=SIGNALS.get(method), **opts)
-                    tr, comp, st = time_jax(fn.jitted, (v, x, t), a.repeats)
+                    fn = xa.attributor(model, method, layer, signal=SIGNALS.get(method), **opts)
+                    if method in POINTS:  # eager calls: the chunk-by-chunk driver (see xa.attributor)
+                        tr, comp, st = time_eager(fn, (v, x, t), a.repeats)
+                    else:
+                        tr, comp, st = time_jax(fn.jitted, (v, x, t), a.repeats)
                 except Exception as e:  # a method that cannot run on this model is reported, not fatal
-                    rows.append(dict(base, method=method, error=f"{type(e).__name__}: {e}"[:300]))
-                    print(f"  {method}: error {e}", flush=True)
+                    rows.append(dict(base, method=label, error=f"{type(e).__name__}: {e}"[:300]))
+                    print(f"  {label}: error {e}", flush=True)
                     continue
-                row = dict(base, method=method, options={k: str(v_) for k, v_ in opts.items()},
+                row = dict(base, method=label, options={k: str(v_) for k, v_ in opts.items()},
                            trace_s=tr, compile_s=comp, steady_s=st, ratio_to_jax_grad=st / g_time)
-                if method not in ("smoothgrad", "integrated_gradients", "gnl_integrated_gradients") and a.k > 1:
+                if method in POINTS:
+                    row.update(points=opts[POINTS[method]], ratio_per_point=st / g_time / opts[POINTS[method]])
+                if method not in POINTS and a.k > 1 and n in a.k_batches:
                     tk = jnp.asarray(np.stack([(np.arange(a.k) + i) % 1000 for i in range(n)]))
-                    _, _, stk = time_jax(fn.jitted, (v, x, tk), max(1, a.repeats // 2))
+                    _, _, stk = time_jax(fn.jitted, (v, x, tk), a.repeats)
                     row.update(k=a.k, steady_k_s=stk, ratio_k_to_one=stk / st)
-                if not a.no_peers:
+                if not a.no_peers and label == method:
                     name, run = peer_runner(method, arch, tm, xt, targets, opts)
                     if run is not None:
                         try:
                             with torch.enable_grad():
+                                jax.block_until_ready(run())  # warm-up, as for ours
                                 pt = _median_time(run, a.repeats)
                             row.update(peer=name, peer_s=pt, ratio_to_peer=st / pt)
                         except Exception as e:
                             row.update(peer=name, peer_error=f"{type(e).__name__}: {e}"[:300])
                 rows.append(row)
-                print(f"  {method}: {st:.3f}s = {st / g_time:.2f}x jax.grad"
+                print(f"  {label}: {st:.3f}s = {st / g_time:.2f}x jax.grad"
                       + (f", K={a.k}: {row['ratio_k_to_one']:.2f}x one target" if "ratio_k_to_one" in row else "")
                       + (f", peer {row['peer']} {row['peer_s']:.3f}s" if "peer_s" in row else ""), flush=True)
+            if n in a.ig_batches and a.ig_steps % a.ig_chunk == 0:
+                res = ig_forms(model, v, x, t, a.ig_steps, a.ig_chunk, a.repeats)
+                for form, r in res.items():
+                    forms.append(dict(model=arch, batch=n, steps=a.ig_steps, chunk=a.ig_chunk, form=form,
+                                      jax_grad_s=g_time, ratio_per_point=r["steady_s"] / g_time / a.ig_steps, **r))
+                    print(f"  path loop, {form}: {r['steady_s']:.3f}s, temp {r['temp_bytes']}", flush=True)
     meta = dict(jax=jax.__version__, device=str(jax.devices()[0]), platform=platform.platform(),
                 python=sys.version.split()[0], cpu_count=os.cpu_count(), torch=torch.__version__,
-                date=time.strftime("%Y-%m-%d %H:%M:%S"))
+                repeats=a.repeats, date=time.strftime("%Y-%m-%d %H:%M:%S"),
+                seconds=round(time.perf_counter() - t_start, 1))
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
-    lines = [f"# Speed ({meta['device']}, jax {meta['jax']}, torch {meta['torch']}, {meta['cpu_count']} cores, {meta['date']})",
-             "", "| model | batch | method | trace s | compile s | steady s | × jax.grad | K targets × one | peer | peer s | × peer |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    if a.update and out.with_suffix(".json").exists():
+        old = json.loads(out.with_suffix(".json").read_text())
+        key = lambda r: (r["model"], r["batch"], r["method"])  # noqa: E731
+        new = {key(r): r for r in rows}
+        rows = [new.pop(key(r), r) for r in old["rows"]] + list(new.values())
+        forms = forms or old.get("path_loop_forms", [])
+        meta = dict(old["meta"], updated=old["meta"].get("updated", []) + [
+            dict(date=meta["date"], methods=sorted(methods), models=a.models, batches=a.batches,
+                 seconds=meta["seconds"])])
+    out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows, path_loop_forms=forms), indent=1))
+    out.with_suffix(".md").write_text(markdown(meta, rows, forms))
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+
+
+def _f(v, fmt):
+    return "–" if v is None else format(v, fmt)
+
+
+def markdown(meta, rows, forms) -> str:
+    """The results as markdown tables."""
+    lines = [f"# Speed ({meta['device']}, jax {meta['jax']}, torch {meta['torch']}, {meta['cpu_count']} cores, "
+             f"{meta['date']}, median of {meta['repeats']})", "",
+             "Seconds per call at 224², random weights. `× jax.grad`: steady time over a jitted `jax.grad` of "
+             "the same model, batch and targets, measured in the same run; path methods also per point. "
+             "`K × one`: K targets per image in one call over one target. `× peer`: ours over the peer "
+             "library's time on the same weights (< 1: we are faster).", "",
+             "| model | batch | method | trace s | compile s | steady s | × jax.grad | × jax.grad per point | "
+             "K × one | peer | peer s | × peer |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['batch']} | {r['method']} | error: {r['error'][:80]} |||||||")
+            lines.append(f"| {r['model']} | {r['batch']} | {r['method']} | error: {r['error'][:80]} ||||||||")
             continue
-        lines.append("| {model} | {batch} | {method} | {trace_s:.2f} | {compile_s:.1f} | {steady_s:.3f} | {ratio_to_jax_grad:.2f} | {k} | {peer} | {peer_s} | {rp} |".format(
-            **{k_: v_ for k_, v_ in r.items() if k_ not in ("k", "peer", "peer_s")}, k=f"{r['ratio_k_to_one']:.2f} (K={r['k']})" if "ratio_k_to_one" in r else "–",
-            peer=r.get("peer", "–"), peer_s=f"{r['peer_s']:.3f}" if "peer_s" in r else "–",
-            rp=f"{r['ratio_to_peer']:.2f}" if "ratio_to_peer" in r else "–"))
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+        k = f"{r['ratio_k_to_one']:.2f} (K={r['k']})" if "ratio_k_to_one" in r else "–"
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {r['method']} | {_f(r['trace_s'], '.2f')} | {r['compile_s']:.1f} | "
+            f"{r['steady_s']:.3f} | {r['ratio_to_jax_grad']:.2f} | {_f(r.get('ratio_per_point'), '.2f')} | {k} | "
+            f"{r.get('peer', '–')} | {_f(r.get('peer_s'), '.3f')} | {_f(r.get('ratio_to_peer'), '.2f')} |")
+    if forms:
+        lines += ["", "## Path-loop forms (plain gradient, Σ over the points)", "",
+                  "| model | batch | points / chunk | form | steady s | × jax.grad per point | temp MB | compile s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in forms:
+            mb = None if r["temp_bytes"] is None else r["temp_bytes"] / 2**20
+            lines.append(f"| {r['model']} | {r['batch']} | {r['steps']} / {r['chunk']} | {r['form']} | "
+                         f"{r['steady_s']:.3f} | {r['ratio_per_point']:.2f} | {_f(mb, '.0f')} | "
+                         f"{_f(r['compile_s'], '.1f')} |")
+    lines += ["", f"Total benchmark time {meta['seconds']:.0f} s."]
+    for u in meta.get("updated", []):
+        lines.append(f"Rows of {', '.join(u['methods'])} ({', '.join(u['models'])}, batches "
+                     f"{', '.join(map(str, u['batches']))}) re-measured on {u['date']}.")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

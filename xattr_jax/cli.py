@@ -68,49 +68,42 @@ def _add_convert(subparsers) -> None:
     p.set_defaults(func=_cmd_convert)
 
 
-def _add_demo(subparsers) -> None:
-    from xattr_jax import demo
-
-    p = subparsers.add_parser(
+# name -> (module with add_arguments(parser) and run(args), help, description)
+_COMMANDS = {
+    "demo": (
         "demo",
-        help="explain synthetic images with a shipped model using every method (PNGs + table)",
-        description="Explain held-out synthetic images with an embedded model (no torch needed): "
-        "one PNG overlay per method, the Attention Backpropagation per-layer figure and a "
-        "pointing-game table (pointing.md / pointing.json).",
-    )
-    demo.add_arguments(p)
-    p.set_defaults(func=demo.run)
+        "explain synthetic images with a shipped model using every method (PNGs + table)",
+        "Explain held-out synthetic images with an embedded model (no torch needed): one PNG overlay "
+        "per method, the Attention Backpropagation per-layer figure and a pointing-game table "
+        "(pointing.md / pointing.json).",
+    ),
+    "explain": (
+        "explain_image",
+        "explain one image file with a checkpoint and write a PNG overlay",
+        "Explain IMAGE with a checkpoint (a directory from `xattr convert`, or embedded:small_vgg / "
+        "embedded:small_resnet). Embedded models take the image resized to 64x64; other checkpoints "
+        "take the shorter side resized to 224 (aspect kept). PNG/PPM are read natively; JPEG needs "
+        "Pillow. The target defaults to the predicted class.",
+    ),
+    "eval": (
+        "evaluate",
+        "pointing game, localisation and deletion/insertion for a list of methods",
+        "Evaluate attribution methods on the synthetic benchmark (with an embedded model) or on VOC07 "
+        "test / COCO14 val / ImageNet val from a folder (with a converted checkpoint): pointing game "
+        "(all / difficult), box accuracy at 15% and MaxBoxAcc, deletion/insertion. Writes eval.json "
+        "and eval.md to --out.",
+    ),
+}
 
 
-def _add_explain(subparsers) -> None:
-    from xattr_jax import explain_image
+def _add_command(subparsers, name: str) -> None:
+    import importlib
 
-    p = subparsers.add_parser(
-        "explain",
-        help="explain one image file with a checkpoint and write a PNG overlay",
-        description="Explain IMAGE with a checkpoint (a directory from `xattr convert`, or "
-        "embedded:small_vgg / embedded:small_resnet). Embedded models take the image resized to "
-        "64x64; other checkpoints take the shorter side resized to 224 (aspect kept). PNG/PPM "
-        "are read natively; JPEG needs Pillow. The target defaults to the predicted class.",
-    )
-    explain_image.add_arguments(p)
-    p.set_defaults(func=explain_image.run)
-
-
-def _add_eval(subparsers) -> None:
-    from xattr_jax import evaluate
-
-    p = subparsers.add_parser(
-        "eval",
-        help="pointing game, localisation and deletion/insertion for a list of methods",
-        description="Evaluate attribution methods on the synthetic benchmark (with an embedded "
-        "model) or on VOC07 test / COCO14 val / ImageNet val from a folder (with a converted "
-        "checkpoint): pointing game (all / difficult), box accuracy at 15% and MaxBoxAcc, "
-        "deletion/insertion. "
-        "Writes eval.json and eval.md to --out.",
-    )
-    evaluate.add_arguments(p)
-    p.set_defaults(func=evaluate.run)
+    module, help_, description = _COMMANDS[name]
+    mod = importlib.import_module(f"xattr_jax.{module}")
+    p = subparsers.add_parser(name, help=help_, description=description)
+    mod.add_arguments(p)
+    p.set_defaults(func=mod.run)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -119,9 +112,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_convert(subparsers)
-    _add_demo(subparsers)
-    _add_explain(subparsers)
-    _add_eval(subparsers)
+    for name in _COMMANDS:
+        _add_command(subparsers, name)
     return parser
 
 

@@ -114,7 +114,7 @@ def single_pass(ctx: Context, x, target, *, composite: Composite | None = None, 
 
 
 def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, rules=None,
-                   at=(), input: bool = True, overrides=None):
+                   at=(), input: bool = True, overrides=None, vmap_targets: bool = True):
     """Seed at ``seed_layer`` from ordinary gradients, then propagate down with ``rules``; one forward.
 
     One forward pass with ``rules`` attached (give rules only to layers *below* ``seed_layer``, so the
@@ -137,6 +137,9 @@ def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, 
         holds ``R0``).
       input: also return the relevance at the input.
       overrides: rule-side parameters (canonizers).
+      vmap_targets: pull the K seeds back in one vmapped pass (default) or one pass per column,
+        stacked (for rules whose backward builds per-sample kernels: batching those over K turns
+        them into grouped convolutions, which XLA:CPU runs far slower).
 
     Returns:
       a ``Pass`` (``logits``, ``input [K, N, ...]``, ``at {name: [K, N, ...]}``, ``acts`` with
@@ -168,6 +171,13 @@ def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, 
     def grad(cts):
         return jax.vmap(lambda c: vjp((c.astype(logits.dtype), zero_a))[1][seed_layer])(cts)
 
-    r0 = seed(grad, jax.lax.stop_gradient(a), jax.lax.stop_gradient(logits), target)
-    x_ct, p_ct = jax.vmap(lambda r: vjp((zero_l, r.astype(a.dtype))))(r0)
+    r0 = seed(grad, a, logits, target)  # not stop-gradiented: maps stay differentiable through the seed
+    def pull(r):
+        return vjp((zero_l, r.astype(a.dtype)))
+
+    if vmap_targets:
+        x_ct, p_ct = jax.vmap(pull)(r0)
+    else:
+        cols = [pull(r0[k]) for k in range(r0.shape[0])]
+        x_ct, p_ct = jax.tree_util.tree_map(lambda *c: jnp.stack(c), *cols)
     return Pass(logits, x_ct if input else None, p_ct, acts)

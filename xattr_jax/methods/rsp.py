@@ -229,7 +229,7 @@ def _rsp(ctx, x, target):
         at += [l.name for l in under if l.kind is not None and l.calls == 1 and l.name not in at]
     rules = rsp_rules(ctx.layers, seed_layer, o["purge"])
     p = two_phase_pass(ctx, x, target, seed_layer=seed_layer, seed=seed, rules=rules, at=at,
-                       input=ctx.layer is None or o["conservation"])
+                       input=ctx.layer is None or o["conservation"], vmap_targets=False)
     rel = _t(p.input if ctx.layer is None else p.at[ctx.layer])
     cons = None
     if o["conservation"]:

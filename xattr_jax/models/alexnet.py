@@ -10,6 +10,18 @@ from xattr_jax.models._layers import Sequential, check_image_batch, conv, spec
 __all__ = ["AlexNet", "alexnet"]
 
 
+def alexnet_features() -> tuple:
+    """The layer specs of AlexNet's ``features`` (shared with the fully-convolutional AlexNet)."""
+    pool = spec(xnn.MaxPool, kernel_size=3, stride=2)
+    return (
+        conv(64, 11, stride=4, padding=2), spec(xnn.ReLU), pool,
+        conv(192, 5, padding=2), spec(xnn.ReLU), pool,
+        conv(384, 3, padding=1), spec(xnn.ReLU),
+        conv(256, 3, padding=1), spec(xnn.ReLU),
+        conv(256, 3, padding=1), spec(xnn.ReLU), pool,
+    )  # fmt: skip
+
+
 class AlexNet(nn.Module):
     """AlexNet (Krizhevsky et al., 2012; torchvision's variant) on NHWC float32 ``[N, H, W, 3]``.
 
@@ -32,14 +44,7 @@ class AlexNet(nn.Module):
     @nn.compact
     def __call__(self, x):
         check_image_batch(x)
-        pool = spec(xnn.MaxPool, kernel_size=3, stride=2)
-        features = (
-            conv(64, 11, stride=4, padding=2), spec(xnn.ReLU), pool,
-            conv(192, 5, padding=2), spec(xnn.ReLU), pool,
-            conv(384, 3, padding=1), spec(xnn.ReLU),
-            conv(256, 3, padding=1), spec(xnn.ReLU),
-            conv(256, 3, padding=1), spec(xnn.ReLU), pool,
-        )  # fmt: skip
+        features = alexnet_features()
         classifier = (
             spec(xnn.Dropout, rate=0.5), spec(nn.Dense, features=4096), spec(xnn.ReLU),
             spec(xnn.Dropout, rate=0.5), spec(nn.Dense, features=4096), spec(xnn.ReLU),

@@ -30,49 +30,12 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from xattr_jax import nn as xnn
-from xattr_jax.models._layers import Sequential, batch_norm, check_image_batch, conv, make, spec
-from xattr_jax.models.alexnet import AlexNet
-from xattr_jax.models.resnet import BasicBlock, Bottleneck, ResNet
-from xattr_jax.models.vgg import VGG
+from xattr_jax.models._layers import Sequential, check_image_batch, conv, make, spec
+from xattr_jax.models.alexnet import AlexNet, alexnet_features
+from xattr_jax.models.resnet import ResNet, resnet_trunk
+from xattr_jax.models.vgg import VGG, vgg_features, vgg_features_out
 
 __all__ = ["fully_convolutional", "FullyConvVGG", "FullyConvResNet", "FullyConvAlexNet"]
-
-
-# The backbones, as the zoo builds them (torchvision's configurations; kept here so the rewrite
-# depends only on the zoo's public building blocks).
-_VGG_CFGS = {
-    11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
-    13: (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
-    16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
-    19: (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
-         512, 512, 512, 512, "M"),
-}
-_RESNET_DEPTHS = {
-    18: (BasicBlock, (2, 2, 2, 2)),
-    34: (BasicBlock, (3, 4, 6, 3)),
-    50: (Bottleneck, (3, 4, 6, 3)),
-    101: (Bottleneck, (3, 4, 23, 3)),
-    152: (Bottleneck, (3, 8, 36, 3)),
-}
-
-
-def _vgg_features(depth: int, bn: bool) -> tuple:
-    layers = []
-    for v in _VGG_CFGS[depth]:
-        if v == "M":
-            layers.append(spec(xnn.MaxPool, kernel_size=2, stride=2))
-        else:
-            layers.append(conv(v, 3, padding=1))
-            if bn:
-                layers.append(batch_norm())
-            layers.append(spec(xnn.ReLU))
-    return tuple(layers)
-
-
-def _resnet_stage(block, in_features: int, features: int, blocks: int, stride: int) -> tuple:
-    down = stride != 1 or in_features != features * block.expansion
-    first = spec(block, features=features, stride=stride, downsample=down)
-    return (first,) + (spec(block, features=features),) * (blocks - 1)
 
 
 def _conv_head(specs):
@@ -102,7 +65,7 @@ class FullyConvVGG(nn.Module):
     @nn.compact
     def __call__(self, x):
         check_image_batch(x)
-        x = Sequential(_vgg_features(self.depth, self.batch_norm), name="features")(x)
+        x = Sequential(vgg_features(self.depth, self.batch_norm), name="features")(x)
         head = (("conv", 4096, 7), ("relu",), ("drop",), ("conv", 4096, 1), ("relu",), ("drop",),
                 ("conv", self.num_classes, 1))
         return Sequential(_conv_head(head), name="classifier")(x)
@@ -116,15 +79,7 @@ class FullyConvAlexNet(nn.Module):
     @nn.compact
     def __call__(self, x):
         check_image_batch(x)
-        pool = spec(xnn.MaxPool, kernel_size=3, stride=2)
-        features = (
-            conv(64, 11, stride=4, padding=2), spec(xnn.ReLU), pool,
-            conv(192, 5, padding=2), spec(xnn.ReLU), pool,
-            conv(384, 3, padding=1), spec(xnn.ReLU),
-            conv(256, 3, padding=1), spec(xnn.ReLU),
-            conv(256, 3, padding=1), spec(xnn.ReLU), pool,
-        )  # fmt: skip (as AlexNet's)
-        x = Sequential(features, name="features")(x)
+        x = Sequential(alexnet_features(), name="features")(x)
         head = (("drop",), ("conv", 4096, 6), ("relu",), ("drop",), ("conv", 4096, 1), ("relu",),
                 ("conv", self.num_classes, 1))
         return Sequential(_conv_head(head), name="classifier")(x)
@@ -143,17 +98,7 @@ class FullyConvResNet(nn.Module):
     @nn.compact
     def __call__(self, x):
         check_image_batch(x)
-        block, counts = _RESNET_DEPTHS[self.depth]
-        x = make(conv(64, 7, stride=2, padding=3, bias=False), "conv1")(x)
-        x = make(batch_norm(), "bn1")(x)
-        x = xnn.ReLU(name="relu")(x)
-        x = xnn.MaxPool(3, 2, 1, name="maxpool")(x)
-        in_features = 64
-        for i, (features, blocks) in enumerate(zip((64, 128, 256, 512), counts)):
-            stride = 1 if i == 0 else 2
-            stage = _resnet_stage(block, in_features, features, blocks, stride)
-            x = Sequential(stage, name=f"layer{i + 1}")(x)
-            in_features = features * block.expansion
+        x = resnet_trunk(x, self.depth)
         x = xnn.AvgPool(7, 1, name="avgpool")(x)
         return make(conv(self.num_classes, 1), "fc")(x)
 
@@ -218,4 +163,4 @@ def fully_convolutional(model, variables):
 
 
 def _features_out(model) -> int:
-    return [v for v in _VGG_CFGS[model.depth] if v != "M"][-1]
+    return vgg_features_out(model.depth)

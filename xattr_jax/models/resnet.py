@@ -112,6 +112,25 @@ def _stage(block: type, in_features: int, features: int, blocks: int, stride: in
     return (first,) + (spec(block, features=features),) * (blocks - 1)
 
 
+def resnet_trunk(x, depth: int):
+    """Stem and ``layer1``–``layer4`` of ResNet-``depth``, called inside a compact module's ``__call__``
+    (the submodules are named as torchvision's; shared with the fully-convolutional ResNet)."""
+    if depth not in _DEPTHS:
+        raise ValueError(f"ResNet depth must be one of {sorted(_DEPTHS)}, got {depth}")
+    block, counts = _DEPTHS[depth]
+    x = make(conv(64, 7, stride=2, padding=3, bias=False), "conv1")(x)
+    x = _block_bn("bn1")(x)
+    x = xnn.ReLU(name="relu")(x)
+    x = xnn.MaxPool(3, 2, 1, name="maxpool")(x)
+    in_features = 64
+    for i, (features, blocks) in enumerate(zip((64, 128, 256, 512), counts, strict=True)):
+        stride = 1 if i == 0 else 2
+        layers = _stage(block, in_features, features, blocks, stride)
+        x = Sequential(layers, name=f"layer{i + 1}")(x)
+        in_features = features * block.expansion
+    return x
+
+
 class ResNet(nn.Module):
     """ResNet (He et al., 2016; torchvision's v1.5) on NHWC float32 input ``[N, H, W, 3]``.
 
@@ -132,20 +151,7 @@ class ResNet(nn.Module):
     @nn.compact
     def __call__(self, x):
         check_image_batch(x)
-        if self.depth not in _DEPTHS:
-            raise ValueError(f"ResNet depth must be one of {sorted(_DEPTHS)}, got {self.depth}")
-        block, counts = _DEPTHS[self.depth]
-
-        x = make(conv(64, 7, stride=2, padding=3, bias=False), "conv1")(x)
-        x = _block_bn("bn1")(x)
-        x = xnn.ReLU(name="relu")(x)
-        x = xnn.MaxPool(3, 2, 1, name="maxpool")(x)
-        in_features = 64
-        for i, (features, blocks) in enumerate(zip((64, 128, 256, 512), counts, strict=True)):
-            stride = 1 if i == 0 else 2
-            layers = _stage(block, in_features, features, blocks, stride)
-            x = Sequential(layers, name=f"layer{i + 1}")(x)
-            in_features = features * block.expansion
+        x = resnet_trunk(x, self.depth)
         x = xnn.AdaptiveAvgPool(1, name="avgpool")(x)
         x = xnn.Flatten(name="flatten")(x)
         return nn.Dense(self.num_classes, name="fc")(x)

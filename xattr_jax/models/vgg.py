@@ -63,6 +63,18 @@ def _features(cfg: tuple, batch_norm_: bool) -> tuple:
     return tuple(layers)
 
 
+def vgg_features(depth: int, batch_norm_: bool) -> tuple:
+    """The layer specs of VGG-``depth``'s ``features`` (shared with the fully-convolutional VGG)."""
+    if depth not in _CFGS:
+        raise ValueError(f"VGG depth must be one of {sorted(_CFGS)}, got {depth}")
+    return _features(_CFGS[depth], batch_norm_)
+
+
+def vgg_features_out(depth: int) -> int:
+    """Channels of VGG-``depth``'s last conv."""
+    return [v for v in _CFGS[depth] if v != "M"][-1]
+
+
 def _classifier(num_classes: int) -> tuple:
     return (
         spec(nn.Dense, features=4096),
@@ -101,9 +113,7 @@ class VGG(nn.Module):
     @nn.compact
     def __call__(self, x):
         check_image_batch(x)
-        if self.depth not in _CFGS:
-            raise ValueError(f"VGG depth must be one of {sorted(_CFGS)}, got {self.depth}")
-        x = Sequential(_features(_CFGS[self.depth], self.batch_norm), name="features")(x)
+        x = Sequential(vgg_features(self.depth, self.batch_norm), name="features")(x)
         x = xnn.AdaptiveAvgPool(7, name="avgpool")(x)
         x = xnn.Flatten(name="flatten")(x)
         return Sequential(_classifier(self.num_classes), name="classifier")(x)
