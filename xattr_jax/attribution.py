@@ -60,7 +60,8 @@ def seed_fn(signal) -> Callable:
     ``onehot`` has the shape of the logits (one-hot on the class axis, broadcast over any spatial
     axes). ``"logit"``: the one-hot itself; ``"prob"`` / ``"log_prob"``: the one-hot pulled back
     through ``softmax`` / ``log_softmax``; ``"pointing"``: the one-hot weighted by the class score's
-    softmax over spatial positions (``exp(s_c(u)) / Σ_u exp(s_c(u))``; 1 for non-spatial outputs);
+    softmax over spatial positions (``exp(s_c(u)) / Σ_u exp(s_c(u))``; 1 for non-spatial outputs;
+    the weights are constants for gradients *of* maps);
     a callable ``f(logits) -> scores`` (same shape): the one-hot pulled back through ``f``.
     """
     if callable(signal):
