@@ -172,6 +172,7 @@ def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, 
         return jax.vmap(lambda c: vjp((c.astype(logits.dtype), zero_a))[1][seed_layer])(cts)
 
     r0 = seed(grad, a, logits, target)  # not stop-gradiented: maps stay differentiable through the seed
+
     def pull(r):
         return vjp((zero_l, r.astype(a.dtype)))
 

@@ -61,7 +61,6 @@ def accumulate(ctx, x, point, params, weights, target, *, stat=lambda g: (g,), n
     def grad_at(p):
         return modified_pass(ctx, point(p), target, rules=rules, signal=signal).input
 
-    logits, _ = interpret(ctx.model, ctx.variables, x)
     zero = jnp.zeros((target.shape[1],) + x.shape, x.dtype)
 
     def body(acc, inp):
@@ -75,5 +74,6 @@ def accumulate(ctx, x, point, params, weights, target, *, stat=lambda g: (g,), n
         pick = lambda a: jax.lax.dynamic_index_in_dim(a, drive.index, keepdims=False)  # noqa: E731
         acc, _ = body((zero,) * n_stats, (pick(params), pick(weights)))
         raise ChunkDone(acc)
+    logits, _ = interpret(ctx.model, ctx.variables, x)  # after the chunk mode, which needs none
     acc, _ = jax.lax.scan(body, (zero,) * n_stats, (params, weights))
     return logits, acc
