@@ -9,6 +9,8 @@ the same method on the same weights when it is installed. Writes JSON and a mark
 
     python benchmarks/speed.py                       # everything (~45 min on 2 CPU cores)
     python benchmarks/speed.py --models vgg16 --batches 1 --methods gradient lrp --repeats 3
+    python benchmarks/speed.py --methods lrp rsp --update   # re-measure some rows in the results
+    python benchmarks/speed.py --flops                      # add XLA's FLOP counts (compile only)
 
 Path methods (integrated gradients, GNL-IG, SmoothGrad) run with 8 points in chunks of 4 here (their
 cost is linear in the points); the table also gives their cost per point. ``excitation_backprop@input``
@@ -88,6 +90,49 @@ def plain_grad(model):
         return jax.grad(lambda x: jnp.sum(model.apply(v, x)[jnp.arange(x.shape[0]), t]))(x)
 
     return jax.jit(f)
+
+
+def _flops(fn_jitted, args):
+    """XLA's FLOP count of the compiled program (``cost_analysis``), or None where not reported."""
+    try:
+        cost = fn_jitted.lower(*args).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        return float(cost["flops"])
+    except Exception:
+        return None
+
+
+def add_flops(path, models, batches, methods):
+    """Add each row's FLOP count and its ratio to ``jax.grad``'s to an existing results JSON.
+
+    Compiles only (no timing, a few minutes): the count says what a method must compute, which the
+    time ratio then shows how close it comes to. Path methods (a loop of programs) are left out.
+    """
+    from converters.torchvision import convert
+
+    import torchvision
+
+    data = json.loads(path.with_suffix(".json").read_text())
+    rows = {(r["model"], r["batch"], r["method"]): r for r in data["rows"]}
+    for arch in models:
+        model, v = convert(arch, getattr(torchvision.models, arch)(weights=None).eval())
+        for n in batches:
+            x = jnp.zeros((n, 224, 224, 3), jnp.float32)
+            t = jnp.arange(n) % 1000
+            g = _flops(plain_grad(model), (v, x, t))
+            print(f"{arch} batch {n}: jax.grad {g:.3g} FLOPs", flush=True)
+            for label in methods:
+                method, layer = VARIANTS.get(label, (label, None))
+                row = rows.get((arch, n, label))
+                if row is None or "error" in row or method in POINTS:
+                    continue
+                fn = xa.attributor(model, method, layer, signal=SIGNALS.get(method), **OPTIONS.get(method, {}))
+                f = _flops(fn.jitted, (v, x, t))
+                if f is not None and g:
+                    row.update(flops=f, jax_grad_flops=g, flops_ratio_to_jax_grad=f / g)
+                    print(f"  {label}: {f:.3g} FLOPs = {f / g:.2f}x jax.grad", flush=True)
+    path.with_suffix(".json").write_text(json.dumps(data, indent=1))
+    path.with_suffix(".md").write_text(markdown(data["meta"], data["rows"], data.get("path_loop_forms", [])))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +290,12 @@ def main(argv=None):
     p.add_argument("--out", default=str(ROOT / "results" / "speed"))
     p.add_argument("--update", action="store_true",
                    help="replace only the rows this run measures in an existing --out JSON (rerunning a few methods)")
+    p.add_argument("--flops", action="store_true",
+                   help="only add XLA's FLOP counts (and their ratio to jax.grad's) to the rows of an existing --out JSON")
     a = p.parse_args(argv)
+    if a.flops:
+        add_flops(Path(a.out), a.models, a.batches, a.methods or (list(xa.methods_available()) + list(VARIANTS)))
+        return
 
     import torch
     import torchvision
@@ -354,18 +404,21 @@ def markdown(meta, rows, forms) -> str:
              "Seconds per call at 224², random weights. `× jax.grad`: steady time over a jitted `jax.grad` of "
              "the same model, batch and targets, measured in the same run; path methods also per point. "
              "`K × one`: K targets per image in one call over one target. `× peer`: ours over the peer "
-             "library's time on the same weights (< 1: we are faster).", "",
+             "library's time on the same weights (< 1: we are faster). `FLOPs × jax.grad`: XLA's FLOP count "
+             "of the compiled program (`cost_analysis`, `--flops`) over the plain gradient's: what the method "
+             "must compute, against which `× jax.grad` shows how close the time comes.", "",
              "| model | batch | method | trace s | compile s | steady s | × jax.grad | × jax.grad per point | "
-             "K × one | peer | peer s | × peer |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "FLOPs × jax.grad | K × one | peer | peer s | × peer |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['batch']} | {r['method']} | error: {r['error'][:80]} ||||||||")
+            lines.append(f"| {r['model']} | {r['batch']} | {r['method']} | error: {r['error'][:80]} |||||||||")
             continue
         k = f"{r['ratio_k_to_one']:.2f} (K={r['k']})" if "ratio_k_to_one" in r else "–"
         lines.append(
             f"| {r['model']} | {r['batch']} | {r['method']} | {_f(r['trace_s'], '.2f')} | {r['compile_s']:.1f} | "
-            f"{r['steady_s']:.3f} | {r['ratio_to_jax_grad']:.2f} | {_f(r.get('ratio_per_point'), '.2f')} | {k} | "
+            f"{r['steady_s']:.3f} | {r['ratio_to_jax_grad']:.2f} | {_f(r.get('ratio_per_point'), '.2f')} | "
+            f"{_f(r.get('flops_ratio_to_jax_grad'), '.2f')} | {k} | "
             f"{r.get('peer', '–')} | {_f(r.get('peer_s'), '.3f')} | {_f(r.get('ratio_to_peer'), '.2f')} |")
     if forms:
         lines += ["", "## Path-loop forms (plain gradient, Σ over the points)", "",

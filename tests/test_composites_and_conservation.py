@@ -114,3 +114,30 @@ def test_conservation_at_every_layer(bias_free, rule):
         err = np.max(np.abs(s - total) / np.abs(total))
         assert err <= 1e-5, f"{rule}: total relevance at {name} = {s} vs seeded {total} (1e-5 relative)"
     np.testing.assert_allclose(np.asarray(res.map).sum(axis=(1, 2)), total, rtol=1e-5)
+
+
+def test_interpreter_drops_the_negative_input_terms_after_relus(tiny_net):
+    """z⁺ after a ReLU (conv2 via the max-pool, fc via the average pool) runs without its x⁻ term.
+
+    The compiled program has two convolutions fewer (conv2's x⁻W⁻ forward and its transpose) and two
+    matrix products fewer (fc's), and the map equals the one with both terms kept (float64).
+    """
+    model, v, x = tiny_net
+    with jax.enable_x64(True):
+        v64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), v)
+        x64 = jnp.asarray(x, jnp.float64)
+        t = jnp.array([0, 2, 4])
+        zp = R.zplus()
+        full = zp._replace(nonnegative=None)
+        counts, maps = {}, {}
+        for label, rule in (("skip", zp), ("full", full)):
+            comp = composite((kind("conv", "dense"), rule), (kind("relu"), R.pass_rule()),
+                             (kind("add", "avgpool"), R.norm(1e-9)))
+            fn = xa.attributor(model, "lrp", composite=comp, canonize=False)
+            text = fn.jitted.lower(v64, x64, t).as_text()
+            counts[label] = (text.count("stablehlo.convolution"), text.count("stablehlo.dot_general"))
+            maps[label] = np.asarray(fn(v64, x64, t).relevance)
+    assert counts["full"][0] - counts["skip"][0] == 2, counts
+    assert counts["full"][1] - counts["skip"][1] == 2, counts
+    err = np.max(np.abs(maps["skip"] - maps["full"]))
+    assert err <= 1e-12 * np.max(np.abs(maps["full"])), f"max abs error {err:.3g} (1e-12 x max)"

@@ -283,3 +283,27 @@ def test_rules_are_twice_differentiable_with_explicit_parameters():
             assert abs(float(g[idx]) - float(fd)) <= 1e-5 * max(1.0, abs(float(fd))), (
                 f"second-order gradient at {idx}: {float(g[idx])} vs finite difference {float(fd)} (rel 1e-5)"
             )
+
+
+NONNEGATIVE = ["zplus", "alpha2_beta1", "alpha1_beta0", "gamma"]
+
+
+def test_rules_with_a_nonnegative_backward_are_those_with_negative_input_terms():
+    have = {name for name, (make, _) in CASES.items() if make().nonnegative is not None}
+    assert have == set(NONNEGATIVE)
+
+
+@pytest.mark.parametrize("layer,rule,seed", list(itertools.product(LAYERS, NONNEGATIVE, [0, 1])))
+def test_nonnegative_backward_equals_dense_reference_on_relu_outputs(layer, rule, seed):
+    """The cheaper backward the interpreter uses after a ReLU (x⁻ terms left out) is the same rule."""
+    with jax.enable_x64(True):
+        mod, params, x, M, b, out_shape, ones = make_layer(layer, seed)
+        x = np.maximum(x, 0)  # a ReLU's output: about half the entries exactly 0
+        r = np.random.default_rng(200 + seed).normal(size=(2,) + tuple(out_shape))
+        make, ref = CASES[rule]
+        rule_ = make()
+        got = run_rule(rule_._replace(backward=rule_.nonnegative), mod, params, x, r)
+        for n in range(2):
+            want = ref(x[n].reshape(-1), M, b, r[n].reshape(-1), ones=ones)
+            err = np.max(np.abs(got[n].reshape(-1) - want))
+            assert err <= ATOL, f"{rule} (nonnegative) on {layer}: max abs error {err:.3g} > atol {ATOL}"

@@ -50,6 +50,12 @@ class _State:
     active: set = dataclasses.field(default_factory=set)
     calls: dict = dataclasses.field(default_factory=dict)
     captured: dict = dataclasses.field(default_factory=dict)
+    nonneg: dict = dataclasses.field(default_factory=dict)  # id -> array known to be >= 0
+
+
+# Layer kinds whose output is >= 0 (a ReLU), and those that keep every input's sign when all are >= 0.
+_MAKES_NONNEG = frozenset({"relu"})
+_KEEPS_NONNEG = frozenset({"maxpool", "avgpool", "flatten", "dropout", "add"})
 
 
 def _interceptor(state: _State):
@@ -63,7 +69,8 @@ def _interceptor(state: _State):
         state.active.add(name)
         try:
             rule = state.rules.get(name)
-            spec = describe(module) if (rule is not None or state.record is not None) else None
+            spec = describe(module) if (state.rules or state.record is not None) else None
+            nonneg_in = bool(args) and all(id(a) in state.nonneg for a in args)
             if rule is not None:
                 if kwargs:
                     raise TypeError(f"layer {name!r}: rules need positional inputs, got {sorted(kwargs)}")
@@ -72,6 +79,8 @@ def _interceptor(state: _State):
                         f"rule {rule.name} applies to {sorted(rule.kinds)} layers, but layer "
                         f"{name!r} is a {spec.kind} layer"
                     )
+                if nonneg_in and rule.nonnegative is not None:
+                    rule = rule._replace(backward=rule.nonnegative)
                 out = apply_rule(
                     rule, spec.fn, spec.params, *args, rule_params=state.overrides.get(name)
                 )
@@ -92,6 +101,10 @@ def _interceptor(state: _State):
                     out = out + probe
                 if name in state.capture:
                     state.captured[name] = out
+            if spec is not None and (
+                spec.kind in _MAKES_NONNEG or (spec.kind in _KEEPS_NONNEG and nonneg_in)
+            ):
+                state.nonneg[id(out)] = out  # the reference keeps the id unique for the trace
             if state.record is not None:
                 state.record.append((name, spec, type(module).__name__, out, tuple(map(id, args))))
             return out

@@ -143,7 +143,7 @@ def zplus(stabilizer: float = 1e-6) -> Rule:
     stabilizer = _check_number("stabilizer", stabilizer, low=0.0)
     return linear_rule(
         f"zplus({stabilizer:g})",
-        [Term(_pos, _mod(_pos, _pos)), Term(_neg, _mod(_neg, _zero))],
+        [Term(_pos, _mod(_pos, _pos)), Term(_neg, _mod(_neg, _zero), negative=True)],
         lambda r, zs: [r / stabilize(zs[0] + zs[1], stabilizer)] * 2,
         _sum_of_products,
     )
@@ -162,9 +162,9 @@ def alpha_beta(alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1e-6) 
     stabilizer = _check_number("stabilizer", stabilizer, low=0.0)
     terms = [
         Term(_pos, _mod(_pos, _pos)),
-        Term(_neg, _mod(_neg, _zero)),
+        Term(_neg, _mod(_neg, _zero), negative=True),
         Term(_pos, _mod(_neg, _neg)),
-        Term(_neg, _mod(_pos, _zero)),
+        Term(_neg, _mod(_pos, _zero), negative=True),
     ]
 
     def mapper(r, zs):
@@ -190,9 +190,9 @@ def gamma(gamma: float = 0.25, stabilizer: float = 1e-6) -> Rule:
     down = lambda w: w + g * jnp.minimum(w, 0)  # noqa: E731
     terms = [
         Term(_pos, _mod(up, up)),
-        Term(_neg, _mod(down, _zero)),
+        Term(_neg, _mod(down, _zero), negative=True),
         Term(_pos, _mod(down, down)),
-        Term(_neg, _mod(up, _zero)),
+        Term(_neg, _mod(up, _zero), negative=True),
         Term(),
     ]
 
