@@ -97,6 +97,11 @@ _zero = jnp.zeros_like
 _ones = jnp.ones_like
 
 
+def _negative_term(weight):
+    """The term ``x⁻ · weight(W)`` with no bias: exactly zero after a ReLU, where it is skipped."""
+    return Term(_neg, _mod(weight, _zero), negative=True)
+
+
 def _sum_of_products(ins, grads):
     return sum(x * g for x, g in zip(ins, grads))
 
@@ -143,7 +148,7 @@ def zplus(stabilizer: float = 1e-6) -> Rule:
     stabilizer = _check_number("stabilizer", stabilizer, low=0.0)
     return linear_rule(
         f"zplus({stabilizer:g})",
-        [Term(_pos, _mod(_pos, _pos)), Term(_neg, _mod(_neg, _zero), negative=True)],
+        [Term(_pos, _mod(_pos, _pos)), _negative_term(_neg)],
         lambda r, zs: [r / stabilize(zs[0] + zs[1], stabilizer)] * 2,
         _sum_of_products,
     )
@@ -162,9 +167,9 @@ def alpha_beta(alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1e-6) 
     stabilizer = _check_number("stabilizer", stabilizer, low=0.0)
     terms = [
         Term(_pos, _mod(_pos, _pos)),
-        Term(_neg, _mod(_neg, _zero), negative=True),
+        _negative_term(_neg),
         Term(_pos, _mod(_neg, _neg)),
-        Term(_neg, _mod(_pos, _zero), negative=True),
+        _negative_term(_pos),
     ]
 
     def mapper(r, zs):
@@ -190,9 +195,9 @@ def gamma(gamma: float = 0.25, stabilizer: float = 1e-6) -> Rule:
     down = lambda w: w + g * jnp.minimum(w, 0)  # noqa: E731
     terms = [
         Term(_pos, _mod(up, up)),
-        Term(_neg, _mod(down, _zero), negative=True),
+        _negative_term(down),
         Term(_pos, _mod(down, down)),
-        Term(_neg, _mod(up, _zero), negative=True),
+        _negative_term(up),
         Term(),
     ]
 
