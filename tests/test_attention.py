@@ -14,7 +14,7 @@ import pytest
 import xattr_jax as xa
 from xattr_jax import nn as xnn
 from xattr_jax import viz
-from xattr_jax.interpret import interpret, trace_layers
+from xattr_jax.program import interpret
 from xattr_jax.models import BasicBlock, vgg11
 
 from test_viz import decode_png
@@ -61,7 +61,7 @@ def nets():
 
 def _spatial_leaves(model, v, x, upto=None):
     names = []
-    for l in trace_layers(model, v, x):
+    for l in xa.layers(model, v, x):
         if l.kind is not None and l.calls == 1 and len(l.shape) == 4:
             names.append(l.name)
             if l.name == upto:

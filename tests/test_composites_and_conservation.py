@@ -11,10 +11,8 @@ import pytest
 import xattr_jax as xa
 from xattr_jax import nn as xnn
 from xattr_jax import rules as R
-from xattr_jax.canonizers import fold_batchnorm
 from xattr_jax.composites import composite, first_linear, kind, path, resolve
-from xattr_jax.interpret import interpret, trace_layers
-from xattr_jax.interpret.layers import describe
+from xattr_jax.program import folded_batchnorms, interpret, layer_call, trace
 
 
 def test_first_match_wins_and_globs_select_by_path(tiny_net):
@@ -30,35 +28,22 @@ def test_first_match_wins_and_globs_select_by_path(tiny_net):
 
 def test_layers_are_traced_in_network_order(tiny_net):
     model, v, x = tiny_net
-    names = [l.name for l in trace_layers(model, v, x)]
-    assert names == ["conv1", "bn1", "relu1", "pool1", "conv2", "relu2", "add", "relu3", "avgpool",
-                     "flatten", "dropout", "fc"]
+    names = [l.name for l in xa.layers(model, v, x)]
+    # flatten and the inference-mode dropout are shape operations / no operations: not layers
+    assert names == ["conv1", "bn1", "relu1", "pool1", "conv2", "relu2", "add", "relu3", "avgpool", "fc"]
 
 
 def test_fold_batchnorm_preserves_the_output(tiny_net):
     model, v, x = tiny_net
-    layers = trace_layers(model, v, x)
-    folded = fold_batchnorm(layers, v)
-    assert folded.batchnorms == ("bn1",) and set(folded.params) == {"conv1"}
+    prog = trace(model, v, x)
+    assert folded_batchnorms(prog) == ("bn1",)
     _, caps = interpret(model, v, x, capture=["bn1"])
-    spec = next(describe(m) for m in _bound_modules(model, v, x) if ".".join(m.path) == "conv1")
-    merged = spec.fn(folded.params["conv1"], x)
+    conv = layer_call(prog, v, x, "conv1", fold=True)
+    assert set(conv.rule_params) == {"kernel", "bias"}
+    merged = conv.fn(conv.rule_params, x)
     ref = np.asarray(caps["bn1"])
     err = float(np.max(np.abs(np.asarray(merged) - ref)))
     assert err <= 1e-5 * float(np.max(np.abs(ref))), f"BN(conv(x)) vs folded conv: {err:.3g} (1e-5 relative)"
-
-
-def _bound_modules(model, v, x):
-    found = []
-
-    def grab(next_fun, args, kwargs, context):
-        if context.method_name == "__call__":
-            found.append(context.module)
-        return next_fun(*args, **kwargs)
-
-    with nn.intercept_methods(grab):
-        model.apply(v, x)
-    return found
 
 
 def test_lrp_with_folding_keeps_the_logits_exactly(tiny_net):

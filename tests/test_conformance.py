@@ -13,7 +13,7 @@ import pytest
 
 import xattr_jax as xa
 from xattr_jax.composites import kind, resolve
-from xattr_jax.interpret import interpret
+from xattr_jax.program import interpret
 from xattr_jax.methods import available, get_method
 
 # Options that make each method cheap and deterministic on the tiny net.
@@ -150,7 +150,7 @@ def test_relevance_at_a_layer_is_the_signal_at_its_output(tiny_net):
     t = jnp.array([2, 0, 4])
     res = xa.explain(model, v, x, t, method="gradient", layer="relu2")
     # d logit / d relu2-output, through a zero perturbation added to that output
-    from xattr_jax.interpret import interpret as run
+    from xattr_jax.program import interpret as run
 
     def f(p):
         out, _ = run(model, v, x, probes={"relu2": p})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -125,3 +127,93 @@ def test_method_option_values_are_checked(tiny_net):
         xa.explain(model, v, x, t, method="cam", layer="avgpool")  # nothing pools globally after it
     with pytest.raises(ValueError, match="needs a spatial layer"):
         xa.explain(model, v, x, t, method="grad_cam", layer="fc")
+
+
+# ----------------------------------------------------------------------------------------------
+# the engine on users' programs
+
+
+class _GeluNet(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.gelu(nn.Conv(4, (3, 3))(x))
+        return nn.Dense(3)(jnp.mean(x, axis=(1, 2)))
+
+
+@pytest.mark.parametrize("method", ["gradient", "excitation_backprop", "lrp", "integrated_gradients"])
+def test_strict_names_each_primitive_without_a_rule_with_its_source_line(method):
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+    v = _GeluNet().init(jax.random.PRNGKey(1), x)
+    with pytest.raises(ValueError) as e:
+        xa.explain(_GeluNet(), v, x, jnp.array([0, 1]), method=method, strict=True)
+    msg = str(e.value)
+    assert msg.startswith("strict mode:") and "no rule" in msg, msg
+    assert "tanh" in msg, msg
+    assert "test_errors.py:" in msg and "_GeluNet.__call__" in msg, f"the user's source line: {msg}"
+    others = [l for l in xa.layers(_GeluNet(), v, x) if l.kind == "other"]
+    assert others and all(l.name in msg and l.type_name in msg for l in others), msg
+    # without strict, the same model runs (gelu keeps its ordinary gradient)
+    res = xa.explain(_GeluNet(), v, x, jnp.array([0, 1]), method=method)
+    assert np.all(np.isfinite(np.asarray(res.map)))
+
+
+def test_a_model_in_training_mode_is_refused():
+    class TrainBN(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.BatchNorm(use_running_average=False)(nn.Conv(4, (3, 3))(x))
+            return nn.Dense(3)(jnp.mean(nn.relu(x), axis=(1, 2)))
+
+    class TrainDropout(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.Dropout(0.5, deterministic=False)(nn.relu(nn.Conv(4, (3, 3))(x)))
+            return nn.Dense(3)(jnp.mean(x, axis=(1, 2)))
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+    t = jnp.array([0, 1])
+    v = TrainBN().init(jax.random.PRNGKey(1), x)
+    with pytest.raises(ValueError, match="inference mode"):
+        xa.explain(TrainBN(), v, x, t, method="gradient")
+    v = TrainDropout().init({"params": jax.random.PRNGKey(1), "dropout": jax.random.PRNGKey(2)}, x)
+    with pytest.raises(ValueError, match="inference mode"):
+        xa.explain(TrainDropout(), v, x, t, method="gradient")
+
+    # statistics or noise computed inside the program (as NNX does in training mode)
+    from flax import nnx
+
+    class NNXNet(nnx.Module):
+        def __init__(self, rngs):
+            self.conv = nnx.Conv(3, 4, (3, 3), rngs=rngs)
+            self.bn = nnx.BatchNorm(4, rngs=rngs)
+            self.drop = nnx.Dropout(0.5, rngs=rngs)
+            self.fc = nnx.Linear(4, 3, rngs=rngs)
+
+        def __call__(self, x):
+            return self.fc(self.drop(nnx.relu(self.bn(self.conv(x)))).mean(axis=(1, 2)))
+
+    net = NNXNet(nnx.Rngs(0))
+    net.train()
+    graphdef, state = nnx.split(net)
+    with pytest.raises(ValueError, match="inference mode"):
+        xa.explain(lambda s, x: nnx.merge(graphdef, s)(x), state, x, t, method="gradient")
+    net.eval()
+    graphdef, state = nnx.split(net)
+    res = xa.explain(lambda s, x: nnx.merge(graphdef, s)(x), state, x, t, method="lrp")
+    assert np.all(np.isfinite(np.asarray(res.map)))
+
+
+def test_an_output_that_does_not_depend_on_x_is_refused():
+    params = {"w": jnp.ones((3,))}
+    with pytest.raises(ValueError, match="output does not depend on x"):
+        xa.explain(lambda p, x: jnp.broadcast_to(p["w"], (x.shape[0], 3)), params,
+                   jnp.ones((2, 4, 4, 3)), jnp.array([0, 1]), method="gradient")
+
+
+def test_unknown_layer_of_a_users_model_lists_the_table():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+    v = _GeluNet().init(jax.random.PRNGKey(1), x)
+    names = [l.name for l in xa.layers(_GeluNet(), v, x)]
+    assert names[0] == "Conv_0" and names[-1] == "Dense_0", names
+    with pytest.raises(ValueError, match=r"unknown layer 'conv9'; valid layer names: \['input', 'Conv_0', .*'Dense_0'\]"):
+        xa.explain(_GeluNet(), v, x, jnp.array([0, 1]), method="grad_cam", layer="conv9")

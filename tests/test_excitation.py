@@ -26,7 +26,7 @@ import pytest
 
 import xattr_jax as xa
 from xattr_jax import nn as xnn
-from xattr_jax.interpret import interpret, trace_layers
+from xattr_jax.program import interpret
 from xattr_jax.methods.excitation import default_contrast_layer, default_saliency_layer
 from xattr_jax.models.fully_conv import fully_convolutional
 
@@ -93,7 +93,7 @@ def test_eb_and_contrastive_eb_equal_torchray(torch_pair, image_batch, torchray_
     _, model, v = torch_pair(arch)
     _, xj = image_batch
     refs = torchray_refs(arch)
-    layers = trace_layers(model, v, xj)
+    layers = xa.layers(model, v, xj)
     assert default_saliency_layer(layers) == LAYERS[arch][0], "TorchRay's benchmark saliency layer"
     assert default_contrast_layer(layers) == CONTRAST[arch], "TorchRay's benchmark contrast layer"
     t = jnp.asarray(TARGETS)
@@ -176,10 +176,11 @@ def test_residual_options_split_the_sum_as_documented(small):
 def test_contrast_layer_must_sit_directly_below_the_classifier(small):
     model, v, x = small
     t = jnp.array([0, 1])
-    layers = trace_layers(model, v, x)
-    assert default_contrast_layer(layers) == "avgpool", "dropout and flatten are skipped"
-    for ok in ("avgpool", "flatten", "drop"):
-        xa.explain(model, v, x, t, method="contrastive_excitation_backprop", layer="relu1", contrast_layer=ok)
+    layers = xa.layers(model, v, x)
+    assert default_contrast_layer(layers) == "avgpool", "the flatten (a shape operation) is looked through"
+    # the flatten is a shape operation and the inference dropout no operation at all: not layers
+    assert not {"flatten", "drop"} & {l.name for l in layers}
+    xa.explain(model, v, x, t, method="contrastive_excitation_backprop", layer="relu1", contrast_layer="avgpool")
     with pytest.raises(ValueError, match="directly below the classifier 'fc'.*valid contrast layers"):
         xa.explain(model, v, x, t, method="contrastive_excitation_backprop", layer="relu1", contrast_layer="pool")
     with pytest.raises(ValueError, match="below the contrast layer"):
@@ -231,7 +232,7 @@ def test_fully_convolutional_vgg_same_logits_and_score_maps():
     assert out.shape == ref.shape[:1] + (1, 1) + ref.shape[1:]
     err = float(jnp.max(jnp.abs(out[:, 0, 0] - ref))) / float(jnp.max(jnp.abs(ref)))
     assert err <= 1e-4, f"fully-convolutional VGG logits at 224: relative error {err:.3g} > 1e-4"
-    names = {l.name for l in trace_layers(fm, fv, xj)}
+    names = {l.name for l in xa.layers(fm, fv, xj)}
     assert {"features.15", "classifier.0", "classifier.4", "classifier.6"} <= names, "layer names kept"
     # a larger input gives a score map; each position is the dense head on a 7x7 window of pool5
     xl = jnp.concatenate([xj, xj[:, :64]], axis=1)  # [1, 288, 224, 3]

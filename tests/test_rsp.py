@@ -16,7 +16,7 @@ from jax import lax
 
 import xattr_jax as xa
 from xattr_jax import nn as xnn
-from xattr_jax.interpret import interpret, trace_layers
+from xattr_jax.program import interpret
 from xattr_jax.models import Bottleneck
 from xattr_jax.rules import library as R
 from _nets import random_variables  # noqa: E402
@@ -227,7 +227,7 @@ def test_conservation_layer_by_layer_vgg(nets):
     c = {k: np.asarray(a) for k, a in res.conservation.items()}
     seed = c["relu_last"]
     assert list(c)[0] == "relu_last" or "relu_last" in c
-    layers = [l.name for l in trace_layers(model, v, x) if l.kind is not None]
+    layers = [l.name for l in xa.layers(model, v, x) if l.kind is not None]
     below = layers[: layers.index("relu_last") + 1]
     assert set(below) <= set(c), "every layer below the seed is reported"
     for name in below + ["input"]:

@@ -17,7 +17,7 @@ import pytest
 
 from xattr_jax import nn as xnn
 from xattr_jax import rules as R
-from xattr_jax.interpret.layers import describe
+from xattr_jax.program import layer_call, trace
 
 ATOL = 1e-8
 
@@ -88,11 +88,20 @@ def make_layer(name, seed):
     return mod, params, x, matrix, bias_flat, out_shape, ones_matrix
 
 
+def describe(mod, variables, *xs):
+    """``(fn, params)`` of the one layer the engine finds in a single-module model."""
+    model = lambda v, x: mod.apply(v, *x)  # noqa: E731
+    xs = tuple(jnp.asarray(a) for a in xs)
+    prog = trace(model, variables, xs)
+    (leaf,) = [l for l in prog.layers if l.kind is not None]
+    call = layer_call(prog, variables, xs, leaf.name)
+    return call.fn, call.params
+
+
 def run_rule(rule, mod, params, x, r):
-    bound = mod.bind({"params": jax.tree_util.tree_map(jnp.asarray, params)})
-    spec = describe(bound)
+    fn, p = describe(mod, {"params": jax.tree_util.tree_map(jnp.asarray, params)}, x)
     xj = jnp.asarray(x)
-    _, vjp = jax.vjp(lambda a: R.apply_rule(rule, spec.fn, spec.params, a), xj)
+    _, vjp = jax.vjp(lambda a: R.apply_rule(rule, fn, p, a), xj)
     return np.asarray(vjp(jnp.asarray(r))[0])
 
 
@@ -215,9 +224,8 @@ def test_norm_rule_on_average_pool_equals_dense_reference(seed):
             return out
 
         M = layer_matrix(naive_pool, (6, 6, 2))
-        bound = xnn.AvgPool(2).bind({})
-        spec = describe(bound)
-        _, vjp = jax.vjp(lambda a: R.apply_rule(R.norm(), spec.fn, {}, a), jnp.asarray(x))
+        fn, p = describe(xnn.AvgPool(2), {}, x)
+        _, vjp = jax.vjp(lambda a: R.apply_rule(R.norm(), fn, p, a), jnp.asarray(x))
         got = np.asarray(vjp(jnp.asarray(r))[0]).reshape(-1)
         want = ref_epsilon(x.reshape(-1), M, np.zeros(M.shape[1]), r.reshape(-1))
         err = np.max(np.abs(got - want))
@@ -229,8 +237,8 @@ def test_norm_rule_on_residual_sum_splits_proportionally():
         rng = np.random.default_rng(3)
         a, b = np.abs(rng.normal(size=(1, 3, 3, 2))), rng.normal(size=(1, 3, 3, 2))
         r = rng.normal(size=(1, 3, 3, 2))
-        spec = describe(xnn.Add().bind({}))
-        _, vjp = jax.vjp(lambda p, q: R.apply_rule(R.norm(), spec.fn, {}, p, q), jnp.asarray(a), jnp.asarray(b))
+        fn, params = describe(xnn.Add(), {}, a, b)
+        _, vjp = jax.vjp(lambda p, q: R.apply_rule(R.norm(), fn, params, p, q), jnp.asarray(a), jnp.asarray(b))
         ra, rb = (np.asarray(t) for t in vjp(jnp.asarray(r)))
         s = r / stab(a + b)
         assert np.max(np.abs(ra - a * s)) <= ATOL, "residual split (branch) must be a·R/(a+b), atol 1e-8"
@@ -241,10 +249,10 @@ def test_elementwise_rules_follow_their_definitions():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 4, 4, 3)).astype(np.float32)
     g = rng.normal(size=(2, 4, 4, 3)).astype(np.float32)
-    spec = describe(xnn.ReLU().bind({}))
+    fn, p = describe(xnn.ReLU(), {}, x)
 
     def back(rule):
-        _, vjp = jax.vjp(lambda a: R.apply_rule(rule, spec.fn, {}, a), jnp.asarray(x))
+        _, vjp = jax.vjp(lambda a: R.apply_rule(rule, fn, p, a), jnp.asarray(x))
         return np.asarray(vjp(jnp.asarray(g))[0])
 
     np.testing.assert_array_equal(back(R.guided_relu()), g * (x > 0) * (g > 0))
@@ -254,9 +262,9 @@ def test_elementwise_rules_follow_their_definitions():
 
 def test_positive_maxpool_routes_only_positive_gradients_to_the_argmax():
     x = jnp.asarray([[[[1.0], [3.0]], [[2.0], [0.0]]]])  # one 2x2 window, max 3 at (0, 1)
-    spec = describe(xnn.MaxPool(2).bind({}))
+    fn, p = describe(xnn.MaxPool(2), {}, x)
     for g, want in [(2.5, 2.5), (-1.5, 0.0)]:
-        _, vjp = jax.vjp(lambda a: R.apply_rule(R.positive_maxpool(), spec.fn, {}, a), x)
+        _, vjp = jax.vjp(lambda a: R.apply_rule(R.positive_maxpool(), fn, p, a), x)
         got = np.asarray(vjp(jnp.full((1, 1, 1, 1), g))[0])[0, :, :, 0]
         np.testing.assert_array_equal(got, [[0.0, want], [0.0, 0.0]])
 
@@ -265,12 +273,11 @@ def test_rules_are_twice_differentiable_with_explicit_parameters():
     """Gradient of an LRP map w.r.t. the input: second order through the custom_vjp."""
     with jax.enable_x64(True):
         mod, params, x, M, b, out_shape, _ = make_layer("conv3x3_pad", 0)
-        bound = mod.bind({"params": jax.tree_util.tree_map(jnp.asarray, params)})
-        spec = describe(bound)
+        fn, p = describe(mod, {"params": jax.tree_util.tree_map(jnp.asarray, params)}, x[:1])
         r = jnp.ones((1,) + tuple(out_shape))
 
         def relevance_sum_sq(xx):
-            _, vjp = jax.vjp(lambda a: R.apply_rule(R.epsilon(0.1), spec.fn, spec.params, a), xx)
+            _, vjp = jax.vjp(lambda a: R.apply_rule(R.epsilon(0.1), fn, p, a), xx)
             return jnp.sum(vjp(r)[0] ** 2)
 
         x0 = jnp.asarray(x[:1])

@@ -4,8 +4,8 @@
 >>> res = xa.explain(model, variables, x, target, method="excitation_backprop", layer="features.23")
 """
 
-from . import canonizers, composites, interpret, nn, rules
-from .attribution import SIGNALS, Attribution, attributor, explain
+from . import composites, nn, program, rules
+from .attribution import SIGNALS, Attribution, attributor, explain, layers
 from .checkpoint import load_checkpoint, save_checkpoint
 from .methods import available as methods_available
 from .methods.ig import IMAGENET_MEAN, IMAGENET_STD
@@ -22,9 +22,9 @@ __all__ = [
     "load_checkpoint",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "canonizers",
+    "layers",
     "composites",
-    "interpret",
+    "program",
     "nn",
     "rules",
 ]

@@ -14,12 +14,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .interpret.interceptor import LayerInfo, interpret, trace_layers
+from .program import LayerInfo, call_model, check_strict, run, trace
 
 __all__ = [
     "Attribution",
     "explain",
     "attributor",
+    "layers",
     "SIGNALS",
     "Context",
     "modified_pass",
@@ -102,15 +103,17 @@ def _onehots(target, logits_shape, dtype):
 
 
 class Context(NamedTuple):
-    """What a method's ``run`` needs: the model, its traced layers and the static options."""
+    """What a method's ``run`` needs: the model, its traced program and layers, the static options."""
 
     model: Any
     variables: Any
+    program: Any
     layers: tuple[LayerInfo, ...]
     layer: str | None
     signal: Any
     options: Mapping[str, Any]
     path: Any = None  # a PathDrive when a path method runs chunk by chunk (see attributor)
+    strict: bool = False
 
     def info(self, name: str) -> LayerInfo:
         for l in self.layers:
@@ -142,6 +145,8 @@ class ChunkDone(Exception):
 
 
 class Pass(NamedTuple):
+    """A modified pass's results; layer read-outs have their channels last (``LayerInfo.shape``)."""
+
     logits: jax.Array
     input: jax.Array | None  # [K, N, ...] cotangent at the input
     at: Mapping[str, jax.Array]  # [K, ...] cotangents at layer outputs
@@ -159,7 +164,7 @@ def modified_pass(
     capture: Sequence[str] = (),
     signal=None,
     seeds: Callable | None = None,
-    overrides: Mapping | None = None,
+    fold: bool = False,
 ) -> Pass:
     """Forward with rules, seed the top, one backward per target column (sharing the forward).
 
@@ -173,15 +178,13 @@ def modified_pass(
       capture: layers whose forward outputs are returned (``Pass.acts``).
       signal: overrides ``ctx.signal``.
       seeds: overrides the seed: ``(logits, target) -> [K, *logits.shape]``.
-      overrides: ``{layer: params}`` the rules see instead of the layer's own (canonizers).
+      fold: hand each conv/dense rule its parameters with the batch-norm after it folded in.
     """
     infos = {l.name: l for l in ctx.layers}
-    probes = {n: jnp.zeros(infos[n].shape, infos[n].dtype) for n in at}
+    probes = {n: jnp.zeros(infos[n].native_shape, infos[n].dtype) for n in at}
 
     def fwd(x, probes):
-        return interpret(
-            ctx.model, ctx.variables, x, rules=rules, probes=probes, capture=capture, overrides=overrides
-        )
+        return run(ctx.program, ctx.variables, x, rules=rules, probes=probes, capture=capture, fold=fold)
 
     if input:
         logits, vjp, acts = jax.vjp(fwd, x, probes, has_aux=True)
@@ -198,6 +201,8 @@ def modified_pass(
         x_ct, p_ct = jax.tree_util.tree_map(lambda a: a[None], vjp(cts[0]))
     else:
         x_ct, p_ct = jax.vmap(vjp)(cts)
+    p_ct = {n: infos[n].to_channels_last(a, lead=1) for n, a in p_ct.items()}
+    acts = {n: infos[n].to_channels_last(a) for n, a in acts.items()}
     return Pass(logits, x_ct if input else None, p_ct, acts)
 
 
@@ -246,17 +251,26 @@ def _check_target(target, n, num_classes):
 # public API
 
 
-def attributor(model, method: str, layer: str | None = None, *, signal=None, **options) -> Callable:
+def attributor(model, method: str, layer: str | None = None, *, signal=None, strict: bool = False,
+               **options) -> Callable:
     """A jit-compiled ``fn(variables, x, target) -> Attribution`` for ``method`` at ``layer``.
 
     Args:
-      model: a ``flax.linen.Module`` (unmodified; rules attach while it is traced).
+      model: a ``flax.linen.Module`` (called as ``model.apply(variables, x)``) or any callable
+        ``model(variables, x) -> logits`` (Flax NNX via ``nnx.merge``, Equinox via ``eqx.combine``
+        and ``jax.vmap``, Haiku's ``apply``, a plain function); unmodified: its program is traced and
+        rules attach to the operations found in it (:mod:`xattr_jax.program`).
       method: a method name (``xattr_jax.methods.available()`` lists them).
       layer: dotted layer name whose output is read (``None``: the method's default — the input for
         most methods; ``"input"``: the input, also for methods that default to a hidden layer, such
         as Excitation Backprop).
       signal: the top signal (``"logit"`` default, ``"prob"``, ``"log_prob"``, ``"pointing"``, or a
         callable on the logits); some methods have their own default (integrated gradients: ``"prob"``).
+      strict: refuse a model with operations between x and the output that no rule understands
+        (``kind == "other"`` in :func:`xattr_jax.layers`: gelu, softmax, products of two x-dependent
+        values, unknown custom ops); the error names each with its layer name and source line.
+        Without it such operations keep their ordinary gradient. For ``lrp`` it also refuses
+        conv/dense/ReLU/pool layers that the composite leaves without a rule.
       **options: method options (static); unknown ones raise ``ValueError`` listing the valid ones.
 
     Returns:
@@ -293,14 +307,17 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, **o
     path_info: dict = {}
 
     def build(variables, x, target, drive=None):
-        layers = trace_layers(model, variables, x)
+        program = trace(model, variables, x)
+        layers = program.layers
         names = [l.name for l in layers]
         use_layer = layer if layer is not None else m.default_layer(layers)
         if use_layer == INPUT and INPUT not in names:
             use_layer = None  # the input, also for methods whose default is a hidden layer
         if use_layer is not None and use_layer not in names:
             raise ValueError(f"unknown layer {use_layer!r}; valid layer names: {[INPUT] + names}")
-        ctx = Context(model, variables, layers, use_layer, signal, dict(options), drive)
+        if strict:
+            check_strict(layers)
+        ctx = Context(model, variables, program, layers, use_layer, signal, dict(options), drive, strict)
         t2 = target if target.ndim == 2 else target[:, None]
         res = m.run(ctx, x, t2)
         if target.ndim == 1:
@@ -346,7 +363,7 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, **o
     def num_classes(variables, x):
         key = (tuple(x.shape), str(x.dtype))
         if key not in out_cache:
-            out = jax.eval_shape(model.apply, variables, jax.ShapeDtypeStruct(x.shape, x.dtype))
+            out = jax.eval_shape(call_model(model), variables, jax.ShapeDtypeStruct(x.shape, x.dtype))
             out_cache[key] = out.shape[-1]
         return out_cache[key]
 
@@ -399,3 +416,18 @@ def explain(model, variables, x, target, method: str = "gradient", layer: str | 
     else:
         fn = attributor(model, method, layer, signal=signal, **options)
     return fn(variables, x, target)
+
+
+def layers(model, variables, x) -> tuple:
+    """The layer table of ``model`` on inputs shaped like ``x``: one :class:`~xattr_jax.program.LayerInfo`
+    per layer in program order (``name``, ``kind``, ``shape``, ``source``, ...), containers included.
+
+    The names are what ``layer=``, composites' ``path()`` globs and every method's default layer
+    refer to (naming scheme: :mod:`xattr_jax.program`). Layers of kind ``"other"`` have no rule:
+    they keep their ordinary gradient, and ``strict=True`` refuses them.
+
+    Example:
+      >>> for l in xa.layers(model, variables, x):
+      ...     print(l.name, l.kind, l.shape, l.source)
+    """
+    return trace(model, variables, x).layers

@@ -11,8 +11,7 @@ import fnmatch
 from types import MappingProxyType
 from typing import Callable, Mapping, NamedTuple, Sequence
 
-from ..interpret.interceptor import LayerInfo, trace_layers
-from ..interpret.layers import KINDS
+from ..program import KINDS, LayerInfo, trace
 from ..rules.core import Rule
 
 __all__ = [
@@ -71,7 +70,7 @@ def composite(*pairs, name: str = "composite") -> Composite:
 
 def kind(*kinds: str) -> Matcher:
     """Match layers of the given kinds (``conv``, ``dense``, ``batchnorm``, ``relu``, ``maxpool``,
-    ``avgpool``, ``add``, ``flatten``, ``dropout``)."""
+    ``avgpool``, ``add``, ``other``; see :mod:`xattr_jax.program`)."""
     bad = [k for k in kinds if k not in KINDS]
     if bad or not kinds:
         raise ValueError(f"unknown layer kind(s) {bad}; valid kinds: {list(KINDS)}")
@@ -136,4 +135,4 @@ def resolve(comp: Composite, model, variables, x, *, strict: bool = False) -> Ma
       ValueError: a rule is matched to a layer kind it does not support, or (``strict=True``) a
         conv/dense/activation/pool layer is left without a rule — all such layers are listed.
     """
-    return resolve_layers(comp, trace_layers(model, variables, x), strict=strict)
+    return resolve_layers(comp, trace(model, variables, x).layers, strict=strict)

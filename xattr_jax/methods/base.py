@@ -82,7 +82,7 @@ REDUCTIONS = {
 
 
 def single_pass(ctx: Context, x, target, *, composite: Composite | None = None, rules=None,
-                reduce: str = "sum", times_input: bool = False, overrides=None,
+                reduce: str = "sum", times_input: bool = False, fold: bool = False,
                 conservation: bool = False) -> Attribution:
     """One modified backward pass, read at ``ctx.layer`` (or the input); the common method body.
 
@@ -90,7 +90,7 @@ def single_pass(ctx: Context, x, target, *, composite: Composite | None = None, 
       composite: rules to resolve against the traced layers (or ``rules``, already resolved).
       reduce: the 2-D map's channel reduction (``"sum"``, ``"max_abs"``, ``"sum_abs"``).
       times_input: relevance = signal ⊙ (input or layer output), as gradient×input.
-      overrides: rule-side parameters (canonizers).
+      fold: fold batch-norms into the conv/dense before them for the rules (canonizer).
       conservation: also return the total relevance at the output of every layer called once.
     """
     if rules is None:
@@ -100,7 +100,7 @@ def single_pass(ctx: Context, x, target, *, composite: Composite | None = None, 
         at += [l.name for l in ctx.layers if l.calls == 1 and l.name not in at and l.dtype is not None]
     cap = [ctx.layer] if (times_input and ctx.layer is not None) else []
     p = modified_pass(ctx, x, target, rules=rules, at=at, input=ctx.layer is None or conservation,
-                      capture=cap, overrides=overrides)
+                      capture=cap, fold=fold)
     if ctx.layer is None:
         sig, base = p.input, x
     else:
@@ -114,7 +114,7 @@ def single_pass(ctx: Context, x, target, *, composite: Composite | None = None, 
 
 
 def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, rules=None,
-                   at=(), input: bool = True, overrides=None, vmap_targets: bool = True):
+                   at=(), input: bool = True, fold: bool = False, vmap_targets: bool = True):
     """Seed at ``seed_layer`` from ordinary gradients, then propagate down with ``rules``; one forward.
 
     One forward pass with ``rules`` attached (give rules only to layers *below* ``seed_layer``, so the
@@ -136,7 +136,7 @@ def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, 
       at: layers whose output relevance is returned (``Pass.at``; ``seed_layer`` is always there and
         holds ``R0``).
       input: also return the relevance at the input.
-      overrides: rule-side parameters (canonizers).
+      fold: fold batch-norms into the conv/dense before them for the rules (canonizer).
       vmap_targets: pull the K seeds back in one vmapped pass (default) or one pass per column,
         stacked (for rules whose backward builds per-sample kernels: batching those over K turns
         them into grouped convolutions, which XLA:CPU runs far slower).
@@ -145,18 +145,19 @@ def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, 
       a ``Pass`` (``logits``, ``input [K, N, ...]``, ``at {name: [K, N, ...]}``, ``acts`` with
       ``seed_layer``'s output).
     """
-    from ..attribution import Pass
-    from ..interpret.interceptor import interpret
-
     import jax
+
+    from ..attribution import Pass
+    from ..program import run
 
     infos = {l.name: l for l in ctx.layers}
     names = [seed_layer] + [n for n in at if n != seed_layer]
-    probes = {n: jnp.zeros(infos[n].shape, infos[n].dtype) for n in names}
+    probes = {n: jnp.zeros(infos[n].native_shape, infos[n].dtype) for n in names}
+    seed_info = infos[seed_layer]
 
     def fwd(x, probes):
-        out, acts = interpret(ctx.model, ctx.variables, x, rules=rules, probes=probes,
-                              capture=[seed_layer], overrides=overrides)
+        out, acts = run(ctx.program, ctx.variables, x, rules=rules, probes=probes,
+                        capture=[seed_layer], fold=fold)
         return (out, acts[seed_layer]), acts
 
     if input:
@@ -169,9 +170,12 @@ def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, 
     zero_l = jnp.zeros_like(logits)
 
     def grad(cts):
-        return jax.vmap(lambda c: vjp((c.astype(logits.dtype), zero_a))[1][seed_layer])(cts)
+        g = jax.vmap(lambda c: vjp((c.astype(logits.dtype), zero_a))[1][seed_layer])(cts)
+        return seed_info.to_channels_last(g, lead=1)
 
-    r0 = seed(grad, a, logits, target)  # not stop-gradiented: maps stay differentiable through the seed
+    # not stop-gradiented: maps stay differentiable through the seed
+    r0 = seed(grad, seed_info.to_channels_last(a), logits, target)
+    r0 = seed_info.from_channels_last(r0, lead=1)
 
     def pull(r):
         return vjp((zero_l, r.astype(a.dtype)))
@@ -181,4 +185,6 @@ def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, 
     else:
         cols = [pull(r0[k]) for k in range(r0.shape[0])]
         x_ct, p_ct = jax.tree_util.tree_map(lambda *c: jnp.stack(c), *cols)
+    p_ct = {n: infos[n].to_channels_last(v, lead=1) for n, v in p_ct.items()}
+    acts = {n: infos[n].to_channels_last(v) for n, v in acts.items()}
     return Pass(logits, x_ct if input else None, p_ct, acts)

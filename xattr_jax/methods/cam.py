@@ -50,8 +50,13 @@ def _grad_cam(ctx, x, target):
     return Attribution(_t(cam), _t(g), p.logits)
 
 
+def _is_global_pool(l):
+    """An average pool to one value per channel: ``[N, C]`` or ``[N, 1, 1, C]``."""
+    return l.kind == "avgpool" and (len(l.shape) == 2 or (len(l.shape) == 4 and l.shape[1:3] == (1, 1)))
+
+
 def _cam_layer(layers):
-    gaps = [i for i, l in enumerate(layers) if l.kind == "avgpool" and len(l.shape) == 4 and l.shape[1:3] == (1, 1)]
+    gaps = [i for i, l in enumerate(layers) if _is_global_pool(l)]
     if not gaps:
         return last_conv_relu(layers)
     before = [l.name for l in layers[: gaps[-1]] if l.kind == "relu" and len(l.shape) == 4]
@@ -63,7 +68,7 @@ def _cam(ctx, x, target):
     names = [l.name for l in ctx.layers]
     i = names.index(ctx.layer)
     info = ctx.info(ctx.layer)
-    gap = [l for l in ctx.layers[i + 1:] if l.kind == "avgpool" and len(l.shape) == 4 and l.shape[1:3] == (1, 1)]
+    gap = [l for l in ctx.layers[i + 1:] if _is_global_pool(l)]
     if not gap:
         raise ValueError(
             f"cam needs conv -> global average pool -> dense after {ctx.layer!r}; this network has no "

@@ -12,7 +12,7 @@ average pools  proportional, ``p_in = x ⊙ f*(p ⊘ f(x))`` (adaptive pools inc
 batch-norm     identity
 residual add   ``residual="proportional"`` (default): ``p_k = x_k/(Σ x) · p``;
                ``"skip_ignored"``: all of ``p`` to the residual branch, none to the skip input
-dropout, flat. identity
+shape ops      the signal follows the values (flatten, reshape; dropout is not in an inference program)
 ============== ===============================================================================
 
 * ``excitation_backprop``: map ``Σ_c p`` at ``layer`` (not clamped); ``relevance`` is ``p``.
@@ -27,7 +27,7 @@ Default layers (TorchRay's benchmark): VGG ``features.23`` (pool4) / contrast ``
 ResNet ``layer3`` / contrast ``avgpool``. Other networks: the saliency layer is ``layer3`` if the
 network has ``layer3`` and ``layer4`` stages, else the output of the second-to-last max-pool, else
 the last ReLU after the last conv (Grad-CAM's layer); the contrast layer is the layer directly
-below the classifier (the last conv/dense layer), skipping dropout and flatten layers.
+below the classifier (the last conv/dense layer), through shape operations (flatten).
 
 The top signal is ``signal=`` (one-hot logit by default; ``"pointing"`` weights a
 fully-convolutional class score map by its spatial softmax, as TorchRay/Caffe's pointing game;
@@ -60,7 +60,6 @@ __all__ = [
 ]
 
 RESIDUAL = ("proportional", "skip_ignored")
-_IDENTITY_KINDS = ("dropout", "flatten")
 
 
 def excitation_rules(layers, residual: str = "proportional", linear=None) -> dict:
@@ -84,9 +83,10 @@ def excitation_rules(layers, residual: str = "proportional", linear=None) -> dic
 def default_saliency_layer(layers):
     """TorchRay's benchmark layers: ``layer3`` (ResNet), pool4 = ``features.23`` (VGG16).
 
-    Generic rule: ``layer3`` when the network has ``layer3`` and ``layer4``; else the output of the
-    second-to-last max-pool (VGG's pool4, whatever the depth); else the last ReLU after the last
-    conv layer.
+    For any network: ``layer3`` when it has ``layer3`` and ``layer4``; else the output of the
+    second-to-last max-pool (VGG's pool4, whatever the depth); else the last layer at the
+    second-coarsest spatial resolution (a ResNet's third stage, however its layers are named);
+    else the last ReLU after the last conv layer.
     """
     names = {l.name for l in layers}
     if {"layer3", "layer4"} <= names:
@@ -94,6 +94,10 @@ def default_saliency_layer(layers):
     pools = [l.name for l in layers if l.kind == "maxpool" and l.calls == 1]
     if len(pools) >= 2:
         return pools[-2]
+    spatial = [l for l in layers if l.kind is not None and l.calls == 1 and len(l.shape) == 4]
+    sizes = sorted({l.shape[1] * l.shape[2] for l in spatial})
+    if len(sizes) >= 2:
+        return [l.name for l in spatial if l.shape[1] * l.shape[2] == sizes[1]][-1]
     return last_conv_relu(layers)
 
 
@@ -106,48 +110,30 @@ def classifier_layer(layers):
 
 
 def _producer(layers, info):
-    """The leaf layer called before ``info`` whose output is ``info``'s (first) input, or None."""
+    """The leaf layer whose output is ``info``'s (first) input (through shape operations), or None."""
     if not info.inputs:
         return None
-    i = [l.name for l in layers].index(info.name)
-    for l in reversed(layers[:i]):
-        if l.kind is not None and l.output == info.inputs[0]:
-            return l
-    return None
-
-
-def _chain_below(layers, cls):
-    """Layers below the classifier through identity layers: [direct producer, ..., first non-identity]."""
-    chain, cur = [], cls
-    while True:
-        prev = _producer(layers, cur)
-        if prev is None:
-            return chain
-        chain.append(prev)
-        if prev.kind not in _IDENTITY_KINDS:
-            return chain
-        cur = prev
+    return next((l for l in layers if l.kind is not None and l.output == info.inputs[0]), None)
 
 
 def default_contrast_layer(layers):
-    """The layer directly below the classifier, skipping dropout/flatten (VGG ``classifier.4``,
+    """The layer directly below the classifier, through shape operations (VGG ``classifier.4``,
     ResNet ``avgpool``)."""
-    chain = _chain_below(layers, classifier_layer(layers))
-    if not chain:
+    below = _producer(layers, classifier_layer(layers))
+    if below is None:
         raise ValueError("could not find the layer below the classifier; pass contrast_layer=")
-    return chain[-1].name
+    return below.name
 
 
 def _check_contrast(layers, cls, contrast):
-    chain = _chain_below(layers, cls)
-    valid = [l.name for l in chain]
-    # containers whose output is the same tensor as a chain member are the same place
-    same = {l.name for l in layers if any(l.output == c.output for c in chain)}
+    below = _producer(layers, cls)
+    # containers whose output is the same value are the same place
+    same = {l.name for l in layers if below is not None and l.output == below.output}
     if contrast not in same:
         raise ValueError(
             f"contrast_layer {contrast!r} is not directly below the classifier {cls.name!r}: the "
-            "contrast is injected by the classifier's rule, so only identity layers (dropout, "
-            f"flatten) may lie between them; valid contrast layers: {valid}"
+            "contrast is injected by the classifier's rule, so only shape operations (flatten, "
+            f"reshape) may lie between them; valid contrast layers: {sorted(same)}"
         )
 
 

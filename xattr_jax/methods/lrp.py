@@ -4,15 +4,15 @@
 (``epsilon_plus``, ``epsilon_plus_flat`` (default), ``epsilon_gamma_box``, ``epsilon_alpha2_beta1``,
 ``epsilon_alpha2_beta1_flat``; same meaning as Zennit's composites of those names). With
 ``canonize=True`` (default) every batch-norm is folded into the conv/dense before it for the rules
-(:func:`xattr_jax.canonizers.fold_batchnorm`). ``low``/``high`` are zB's bounds for
+(:func:`xattr_jax.program.fold_params`) and passes the relevance through; the forward is unchanged. ``low``/``high`` are zB's bounds for
 ``epsilon_gamma_box`` (default: the ImageNet-normalised pixel box). The map is ``Σ_c R``.
 """
 
 from __future__ import annotations
 
-from ..canonizers import fold_batchnorm
 from ..composites.core import Composite, resolve_layers
 from ..composites.presets import PRESETS
+from ..program import folded_batchnorms
 from ..rules import library as R
 from .base import Method, options, register, single_pass
 from .ig import IMAGENET_MEAN, IMAGENET_STD
@@ -37,16 +37,13 @@ def lrp_composite(o) -> Composite:
 def _lrp(ctx, x, target):
     o = options(ctx, LRP)
     comp = lrp_composite(o)
-    rules = dict(resolve_layers(comp, ctx.layers, strict=o["strict"]))
-    overrides = None
+    rules = dict(resolve_layers(comp, ctx.layers, strict=ctx.strict))
     if o["canonize"]:
-        folded = fold_batchnorm(ctx.layers, ctx.variables)
-        overrides = folded.params
-        for bn in folded.batchnorms:
+        for bn in folded_batchnorms(ctx.program):
             rules[bn] = R.pass_rule()
-    return single_pass(ctx, x, target, rules=rules, reduce="sum", overrides=overrides,
+    return single_pass(ctx, x, target, rules=rules, reduce="sum", fold=o["canonize"],
                        conservation=o["conservation"])
 
 
 LRP = register(Method("lrp", _lrp, {"composite": "epsilon_plus_flat", "canonize": True, "conservation": False,
-                                    "strict": False, "low": None, "high": None}))
+                                    "low": None, "high": None}))

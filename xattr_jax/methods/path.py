@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from ..attribution import ChunkDone, modified_pass
-from ..interpret.interceptor import interpret
+from ..program import run
 
 __all__ = ["accumulate"]
 
@@ -47,7 +47,7 @@ def accumulate(ctx, x, point, params, weights, target, *, stat=lambda g: (g,), n
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     drive = ctx.path
     if drive is not None and drive.mode == "finish":
-        logits, _ = interpret(ctx.model, ctx.variables, x)
+        logits, _ = run(ctx.program, ctx.variables, x)
         return logits, tuple(drive.sums)
     s = weights.shape[0]
     c = min(chunk, s)
@@ -74,6 +74,6 @@ def accumulate(ctx, x, point, params, weights, target, *, stat=lambda g: (g,), n
         pick = lambda a: jax.lax.dynamic_index_in_dim(a, drive.index, keepdims=False)  # noqa: E731
         acc, _ = body((zero,) * n_stats, (pick(params), pick(weights)))
         raise ChunkDone(acc)
-    logits, _ = interpret(ctx.model, ctx.variables, x)  # after the chunk mode, which needs none
+    logits, _ = run(ctx.program, ctx.variables, x)  # after the chunk mode, which needs none
     acc, _ = jax.lax.scan(body, (zero,) * n_stats, (params, weights))
     return logits, acc

@@ -41,9 +41,7 @@ __all__ = [
 
 LINEAR_KINDS = frozenset({"conv", "dense", "avgpool", "add"})
 ACTIVATION_KINDS = frozenset({"relu"})
-ALL_KINDS = frozenset(
-    {"conv", "dense", "batchnorm", "relu", "maxpool", "avgpool", "add", "flatten", "dropout"}
-)
+ALL_KINDS = frozenset({"conv", "dense", "batchnorm", "relu", "maxpool", "avgpool", "add"})
 
 
 class Rule(NamedTuple):

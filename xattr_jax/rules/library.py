@@ -297,9 +297,9 @@ def _elementwise(name, backward_fn, kinds) -> Rule:
 
 
 def pass_rule() -> Rule:
-    """Identity: the signal passes unchanged (activations, batch-norm, dropout)."""
+    """Identity: the signal passes unchanged (activations, batch-norm: element-wise layers)."""
     return _elementwise(
-        "pass", lambda x, y, g: g, {"relu", "batchnorm", "dropout", "maxpool", "avgpool"}
+        "pass", lambda x, y, g: g, {"relu", "batchnorm"}
     )
 
 
@@ -436,9 +436,8 @@ def rsp_batchnorm() -> Rule:
 
     def backward(fn, params, xs, y, ct):
         x = xs[0]
-        # the effective per-channel scale of fn, read off its slope: fn(1) − fn(0)
-        ones = jnp.ones((1,) * (x.ndim - 1) + (x.shape[-1],), x.dtype)
-        w = fn(params, ones) - fn(params, jnp.zeros_like(ones))
+        # the effective scale of the affine fn, read off its slope at every element
+        _, w = jax.jvp(lambda a: fn(params, a), (x,), (jnp.ones_like(x),))
         return (jnp.where(x * w != 0, ct, 0.0),)
 
     return Rule("rsp_batchnorm", backward, frozenset({"batchnorm"}))
@@ -504,7 +503,8 @@ def rsp_conv(purge: str = "none", factor: float = 2.0) -> Rule:
     def backward(fn, params, xs, y, ct):
         (x,) = xs
         kernel = jnp.zeros_like(params["kernel"])  # only its shape: G± do not depend on W
-        one_by_one = all(k == 1 for k in kernel.shape[:-2])
+        window = getattr(fn, "kernel_window", kernel.shape[:-2])  # HWIO unless the layer says
+        one_by_one = all(k == 1 for k in window)
         r = _purge(ct, purge)
 
         def half(xp, rh):
