@@ -11,6 +11,8 @@ the same method on the same weights when it is installed. Writes JSON and a mark
     python benchmarks/speed.py --models vgg16 --batches 1 --methods gradient lrp --repeats 3
     python benchmarks/speed.py --methods lrp rsp --update   # re-measure some rows in the results
     python benchmarks/speed.py --flops                      # add XLA's FLOP counts (compile only)
+    python benchmarks/speed.py --batches 1 --no-peers --k 1 --baseline before.json --update
+                          # trace + compile and × jax.grad against an earlier version's run (same flags)
 
 Path methods (integrated gradients, GNL-IG, SmoothGrad) run with 8 points in chunks of 4 here (their
 cost is linear in the points); the table also gives their cost per point. ``excitation_backprop@input``
@@ -290,6 +292,9 @@ def main(argv=None):
     p.add_argument("--out", default=str(ROOT / "results" / "speed"))
     p.add_argument("--update", action="store_true",
                    help="replace only the rows this run measures in an existing --out JSON (rerunning a few methods)")
+    p.add_argument("--baseline", default=None,
+                   help="a JSON written by an earlier version with the same flags: adds its trace + compile time and "
+                        "its × jax.grad per row, and our trace + compile over its")
     p.add_argument("--flops", action="store_true",
                    help="only add XLA's FLOP counts (and their ratio to jax.grad's) to the rows of an existing --out JSON")
     a = p.parse_args(argv)
@@ -373,6 +378,8 @@ def main(argv=None):
                     forms.append(dict(model=arch, batch=n, steps=a.ig_steps, chunk=a.ig_chunk, form=form,
                                       jax_grad_s=g_time, ratio_per_point=r["steady_s"] / g_time / a.ig_steps, **r))
                     print(f"  path loop, {form}: {r['steady_s']:.3f}s, temp {r['temp_bytes']}", flush=True)
+    if a.baseline:
+        add_baseline(rows, json.loads(Path(a.baseline).read_text()))
     meta = dict(jax=jax.__version__, device=str(jax.devices()[0]), platform=platform.platform(),
                 python=sys.version.split()[0], cpu_count=os.cpu_count(), torch=torch.__version__,
                 repeats=a.repeats, date=time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -391,6 +398,21 @@ def main(argv=None):
     out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows, path_loop_forms=forms), indent=1))
     out.with_suffix(".md").write_text(markdown(meta, rows, forms))
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+
+
+def _trace_compile(r):
+    return (r.get("trace_s") or 0.0) + r["compile_s"]
+
+
+def add_baseline(rows, baseline) -> None:
+    """Put a baseline run's trace + compile time and × jax.grad beside each row of this run."""
+    old = {(r["model"], r["batch"], r["method"]): r for r in baseline["rows"] if "error" not in r}
+    for r in rows:
+        b = old.get((r["model"], r["batch"], r["method"]))
+        if b is None or "error" in r:
+            continue
+        r.update(baseline_trace_compile_s=_trace_compile(b), baseline_ratio_to_jax_grad=b["ratio_to_jax_grad"],
+                 trace_compile_to_baseline=_trace_compile(r) / _trace_compile(b))
 
 
 def _f(v, fmt):
@@ -420,6 +442,17 @@ def markdown(meta, rows, forms) -> str:
             f"{r['steady_s']:.3f} | {r['ratio_to_jax_grad']:.2f} | {_f(r.get('ratio_per_point'), '.2f')} | "
             f"{_f(r.get('flops_ratio_to_jax_grad'), '.2f')} | {k} | "
             f"{r.get('peer', '–')} | {_f(r.get('peer_s'), '.3f')} | {_f(r.get('ratio_to_peer'), '.2f')} |")
+    based = [r for r in rows if "trace_compile_to_baseline" in r]
+    if based:
+        lines += ["", "## Trace + compile against a baseline version (same flags, same machine)", "",
+                  "`trace + compile` of the attributor (path methods: the first eager call's extra time), "
+                  "this version and the baseline's; `× jax.grad` of both, each measured in its own run.", "",
+                  "| model | batch | method | trace + compile s | baseline s | × baseline | × jax.grad | "
+                  "× jax.grad baseline |", "|---|---|---|---|---|---|---|---|"]
+        for r in based:
+            lines.append(f"| {r['model']} | {r['batch']} | {r['method']} | {_trace_compile(r):.2f} | "
+                         f"{r['baseline_trace_compile_s']:.2f} | {r['trace_compile_to_baseline']:.2f} | "
+                         f"{r['ratio_to_jax_grad']:.2f} | {r['baseline_ratio_to_jax_grad']:.2f} |")
     if forms:
         lines += ["", "## Path-loop forms (plain gradient, Σ over the points)", "",
                   "| model | batch | points / chunk | form | steady s | × jax.grad per point | temp MB | compile s |",

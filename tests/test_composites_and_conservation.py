@@ -126,3 +126,47 @@ def test_interpreter_drops_the_negative_input_terms_after_relus(tiny_net):
     assert counts["full"][1] - counts["skip"][1] == 2, counts
     err = np.max(np.abs(maps["skip"] - maps["full"]))
     assert err <= 1e-12 * np.max(np.abs(maps["full"])), f"max abs error {err:.3g} (1e-12 x max)"
+
+
+def test_equal_composites_compile_once(tiny_net):
+    """Rules, matchers and composites are values: ``explain(..., composite=c)`` with a composite
+    built anew each call reuses the compiled program (counted with JAX's compile events)."""
+    import jax.monitoring
+
+    model, v, x = tiny_net
+    t = jnp.array([0, 1, 2])
+
+    def make():
+        return composite((first_linear() & kind("conv"), R.flat()), (path("conv*") | kind("dense"), R.epsilon(0.01)),
+                         (~kind("conv", "dense", "add", "avgpool", "maxpool"), R.pass_rule()), name="mine")
+
+    assert make() == make() and hash(make()) == hash(make())
+    assert make() != composite(*make().entries[:2], name="mine")
+    assert R.epsilon(0.01) != R.epsilon(0.02) and R.flat() != R.flat(1e-3)
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, *a, **k: compiles.append(event) if event == "/jax/core/compile/backend_compile_duration" else None
+    )
+    first = xa.explain(model, v, x, t, method="lrp", composite=make())
+    after_first = len(compiles)
+    for _ in range(3):
+        again = xa.explain(model, v, x, t, method="lrp", composite=make())
+    assert after_first >= 1, "the first call compiles"
+    assert len(compiles) == after_first, f"equal composites recompiled: {len(compiles) - after_first} more compiles"
+    np.testing.assert_array_equal(np.asarray(first.map), np.asarray(again.map))
+
+
+def test_matchers_combine_and_select_by_place(tiny_net):
+    from xattr_jax.composites import above, below
+
+    model, v, x = tiny_net
+    layers = xa.layers(model, v, x)
+    pick = lambda m: [l.name for l in layers if l.kind is not None and m.test(l, layers)]  # noqa: E731
+    assert pick(below("pool1")) == ["conv1", "bn1", "relu1", "pool1"]
+    assert pick(above("pool1")) == ["conv2", "relu2", "add", "relu3", "avgpool", "fc"]
+    assert pick(below("add") & kind("relu")) == ["relu1", "relu2"]
+    assert pick(kind("conv") | path("fc")) == ["conv1", "conv2", "fc"]
+    assert pick(~kind("relu", "conv") & below("relu2")) == ["bn1", "pool1"]
+    assert pick(first_linear() & above("pool1")) == []
+    with pytest.raises(ValueError, match="unknown layer 'nope'"):
+        pick(below("nope"))

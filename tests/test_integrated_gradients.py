@@ -11,6 +11,7 @@ import pytest
 import xattr_jax as xa
 from xattr_jax import nn as xnn
 from xattr_jax.methods.ig import quadrature
+from _nets import random_variables
 
 
 def test_quadrature_rules():
@@ -69,6 +70,110 @@ def test_gnl_gradient_is_the_guided_gradient_with_positive_pool_routing(tiny_net
     gb = xa.explain(model, v, x, t, method="guided_backprop").relevance
     # every max-pool in TinyNet feeds a ReLU's backward, so the pool clamp is redundant (METHODS §4.4)
     np.testing.assert_allclose(np.asarray(g), np.asarray(gb), rtol=0, atol=1e-6)
+
+
+_POOL_A = dict(window_shape=(2, 2), strides=(2, 2))  # non-overlapping, fed by a conv (no ReLU)
+_POOL_B = dict(window_shape=(3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # overlapping, after a ReLU
+
+
+def _pool_net_forward(params, x, relu, pool_a, pool_b):
+    """conv → max-pool → conv → ReLU → overlapping max-pool → dense, with pluggable relu / pools."""
+    def conv(p, h):
+        y = jax.lax.conv_general_dilated(h, p["kernel"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y + p["bias"].reshape(1, 1, 1, -1)
+
+    h = conv(params["c1"], x)
+    h = pool_a(h)  # its gradient goes straight to a conv, not through a ReLU
+    h = relu(conv(params["c2"], h))
+    h = pool_b(h)
+    h = h.reshape(h.shape[0], -1)
+    return h @ params["fc"]["kernel"] + params["fc"]["bias"].reshape(1, -1)
+
+
+class _PoolNet(nn.Module):
+    """The same network as a Flax user writes it (``nn.max_pool``, ``nn.relu``)."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(5, (3, 3), padding="SAME", name="c1")(x)
+        x = nn.max_pool(x, **_POOL_A)
+        x = nn.relu(nn.Conv(6, (3, 3), padding="SAME", name="c2")(x))
+        x = nn.max_pool(x, **_POOL_B)
+        x = x.reshape(x.shape[0], -1)
+        return nn.Dense(4, name="fc")(x)
+
+
+@jax.custom_vjp
+def _guided_relu(z):
+    return jnp.maximum(z, 0)
+
+
+def _guided_relu_fwd(z):
+    return jnp.maximum(z, 0), z
+
+
+def _guided_relu_bwd(z, g):
+    return (g * (z > 0) * (g > 0),)  # forward mask AND positive-gradient mask (METHODS.md §4.2)
+
+
+_guided_relu.defvjp(_guided_relu_fwd, _guided_relu_bwd)
+
+
+def _positive_pool(kw):
+    """A max-pool whose backward routes only max(g, 0) to the argmax (jax.vjp of the pool)."""
+    pool = lambda h: nn.max_pool(h, **kw)  # noqa: E731
+
+    @jax.custom_vjp
+    def f(h):
+        return pool(h)
+
+    def fwd(h):
+        return pool(h), h
+
+    def bwd(h, g):
+        return jax.vjp(pool, h)[1](jnp.maximum(g, 0))
+
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def test_gnl_gradient_clamps_max_pool_gradients_that_no_relu_clamps():
+    """gnl_gradient = jax.grad of a reference built from a custom_vjp guided ReLU and positive max-pool.
+
+    On TinyNet every max-pool's gradient next passes a guided ReLU, which clamps it anyway. Here one
+    pool is fed by a conv (its gradient reaches no ReLU) and one overlaps (3x3/2 after a ReLU: an
+    input that is the argmax of two windows sums their gradients before the ReLU clamps), so the
+    positive-only routing changes the result and a missing max-pool rule would be seen.
+    """
+    model = _PoolNet()
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+    v = random_variables(model, x, seed=4)
+    t = jnp.array([1, 3])
+    p = v["params"]
+    plain_a = lambda h: nn.max_pool(h, **_POOL_A)  # noqa: E731
+    plain_b = lambda h: nn.max_pool(h, **_POOL_B)  # noqa: E731
+    pos_a, pos_b = _positive_pool(_POOL_A), _positive_pool(_POOL_B)
+
+    def ref_grad(relu, pool_a, pool_b):
+        def f(xx):
+            out = _pool_net_forward(p, xx, relu, pool_a, pool_b)
+            return jnp.sum(out[jnp.arange(2), t])
+        return jax.grad(f)(x)
+
+    logits = _pool_net_forward(p, x, jax.nn.relu, plain_a, plain_b)
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(model.apply(v, x)), rtol=1e-5, atol=1e-5,
+                               err_msg="the reference network is the Flax model (1e-5)")
+    ref = ref_grad(_guided_relu, pos_a, pos_b)
+    scale = float(jnp.max(jnp.abs(ref)))
+    assert scale > 1e-3, f"reference GNL gradient is (near) zero: {scale:.3g}"
+    # the max-pool rule matters here, on each pool: leaving it off either one changes the gradient
+    for what, a, b in (("guided-ReLU only", plain_a, plain_b), ("no clamp on the conv-fed pool", plain_a, pos_b),
+                       ("no clamp on the overlapping pool", pos_a, plain_b)):
+        gap = float(jnp.max(jnp.abs(ref - ref_grad(_guided_relu, a, b))))
+        assert gap > 0.1 * scale, f"test set-up: {what} differs from GNL by {gap:.3g} <= 0.1 x max {scale:.3g}"
+    g = xa.explain(model, v, x, t, method="gnl_gradient", signal="logit").relevance
+    err = float(jnp.max(jnp.abs(g - ref)))
+    assert err <= 1e-5 * scale, f"gnl_gradient vs custom_vjp reference: {err:.3g} > 1e-5 x max|ref| ({scale:.3g})"
 
 
 class Smooth(nn.Module):

@@ -5,7 +5,9 @@
 """
 
 from . import composites, nn, program, rules
-from .attribution import SIGNALS, Attribution, attributor, explain, layers
+from .api import attributor, explain, layers
+from .passes import SIGNALS
+from .types import Attribution
 from .checkpoint import load_checkpoint, save_checkpoint
 from .methods import available as methods_available
 from .methods.ig import IMAGENET_MEAN, IMAGENET_STD

@@ -1,8 +1,9 @@
-"""Modules that make functional operations addressable, so a rule can attach to each.
+"""The zoo's building blocks: named modules for PyTorch-semantics operations.
 
 Every module here is a thin ``flax.linen.Module`` whose ``__call__`` is exactly one of the pure
-functions below; the interpreter calls the same pure function inside a rule, so a forward pass
-under interception is bit-identical to the plain one. All tensors are NHWC.
+functions below. The zoo uses them so that its layers carry torchvision's names (``features.1``,
+``layer1.0.relu``); rules do not need them: the engine finds ReLUs, pools and sums in any program
+(:mod:`xattr_jax.program`). All tensors are NHWC.
 
 Padding is always explicit and follows PyTorch's arithmetic (``ceil_mode``, adaptive bins), so the
 zoo's models reproduce torchvision's for every input size torchvision accepts.

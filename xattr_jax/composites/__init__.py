@@ -1,6 +1,7 @@
 """Composites: which rule goes on which layer."""
 
-from .core import STRICT_KINDS, Composite, Matcher, composite, first_linear, kind, path, resolve, resolve_layers
+from .core import (STRICT_KINDS, Composite, Matcher, above, below, composite, custom, first_linear, kind, path,
+                   resolve, resolve_layers)
 from .presets import (
     PRESETS,
     epsilon_alpha2_beta1,
@@ -17,6 +18,9 @@ __all__ = [
     "kind",
     "path",
     "first_linear",
+    "below",
+    "above",
+    "custom",
     "resolve",
     "resolve_layers",
     "STRICT_KINDS",

@@ -1,7 +1,9 @@
 """Composites: ordered ``(matcher, rule)`` pairs, first match wins, resolved to ``{layer: rule}``.
 
 A matcher selects layers by kind (``kind("conv", "dense")``), by dotted-path glob
-(``path("features.*")``) or as the first linear layer of the network (``first_linear()``).
+(``path("features.*")``), as the first linear layer of the network (``first_linear()``), by place
+(``below("features.29")``, ``above(...)``), and matchers combine: ``below(s) & kind("conv")``,
+``m1 | m2``, ``~m``. Matchers, rules and composites are values: equal ones compare equal.
 ``resolve`` turns a composite into a frozen map before tracing, from one ``jax.eval_shape`` pass.
 """
 
@@ -21,6 +23,9 @@ __all__ = [
     "kind",
     "path",
     "first_linear",
+    "below",
+    "above",
+    "custom",
     "resolve",
     "resolve_layers",
     "STRICT_KINDS",
@@ -31,17 +36,84 @@ STRICT_KINDS = frozenset({"conv", "dense", "relu", "maxpool", "avgpool"})
 
 
 class Matcher(NamedTuple):
-    """Selects layers: ``test(info, layers) -> bool`` with ``layers`` every layer in call order."""
+    """Selects layers; a value (equal matchers compare equal, so equal composites share programs).
+
+    ``op`` names the test and ``args`` holds its (hashable) arguments; ``m1 & m2``, ``m1 | m2``
+    and ``~m`` combine matchers. ``test(info, layers)`` decides for one layer, ``layers`` being
+    every layer in program order.
+    """
 
     name: str
-    test: Callable[[LayerInfo, Sequence[LayerInfo]], bool]
+    op: str
+    args: tuple = ()
 
     def __repr__(self) -> str:
         return self.name
 
+    def __and__(self, other: "Matcher") -> "Matcher":
+        return Matcher(f"({self.name} & {_matcher(other).name})", "and", (self, _matcher(other)))
+
+    def __or__(self, other: "Matcher") -> "Matcher":
+        return Matcher(f"({self.name} | {_matcher(other).name})", "or", (self, _matcher(other)))
+
+    def __invert__(self) -> "Matcher":
+        return Matcher(f"~{self.name}", "not", (self,))
+
+    def test(self, info: LayerInfo, layers: Sequence[LayerInfo]) -> bool:
+        return _TESTS[self.op](self.args, info, layers)
+
+
+def _matcher(m) -> Matcher:
+    if isinstance(m, str):
+        return path(m)
+    if not isinstance(m, Matcher):
+        raise TypeError(f"{m!r} is not a Matcher (use kind(), path(), first_linear(), below(), above())")
+    return m
+
+
+def _first_linear(args, info, layers):
+    first = next((l for l in layers if l.kind in ("conv", "dense")), None)
+    return first is not None and info.name == first.name and info.kind in args
+
+
+def _position(layers, name):
+    names = [l.name for l in layers]
+    if name not in names:
+        raise ValueError(f"below()/above(): unknown layer {name!r}; valid layer names: {names}")
+    return names.index(name)
+
+
+def _below(args, info, layers):
+    """``name`` itself, the layers before it in program order, and its own sub-layers."""
+    (name,) = args
+    i = _position(layers, name)
+    j = [l.name for l in layers].index(info.name)
+    return j <= i or info.name.startswith(name + ".")
+
+
+def _above(args, info, layers):
+    return not _below(args, info, layers)
+
+
+_TESTS = {
+    "kind": lambda args, info, layers: info.kind in args,
+    "path": lambda args, info, layers: any(fnmatch.fnmatchcase(info.name, p) for p in args),
+    "first_linear": _first_linear,
+    "below": _below,
+    "above": _above,
+    "and": lambda args, info, layers: all(m.test(info, layers) for m in args),
+    "or": lambda args, info, layers: any(m.test(info, layers) for m in args),
+    "not": lambda args, info, layers: not args[0].test(info, layers),
+    "custom": lambda args, info, layers: bool(args[0](info, layers)),
+}
+
 
 class Composite(NamedTuple):
-    """Ordered ``(matcher, rule)`` pairs; the first matcher that selects a layer gives its rule."""
+    """Ordered ``(matcher, rule)`` pairs; the first matcher that selects a layer gives its rule.
+
+    A value: composites built the same way compare equal (matchers and rules compare by value),
+    so ``explain(..., composite=c)`` compiles once for equal composites.
+    """
 
     entries: tuple
     name: str = "composite"
@@ -49,6 +121,15 @@ class Composite(NamedTuple):
     def __repr__(self) -> str:
         inner = ", ".join(f"{m!r} -> {r.name}" for m, r in self.entries)
         return f"Composite({self.name}: {inner})"
+
+    def where(self, matcher: Matcher) -> "Composite":
+        """The same rules, only on the layers ``matcher`` also selects (``comp.where(below(s))``)."""
+        m = _matcher(matcher)
+        return Composite(tuple((mm & m, r) for mm, r in self.entries), self.name)
+
+    def __add__(self, other: "Composite") -> "Composite":
+        """``a + b``: ``a``'s entries first, then ``b``'s (``a`` wins where both match)."""
+        return Composite(self.entries + other.entries, f"{self.name}+{other.name}")
 
 
 def composite(*pairs, name: str = "composite") -> Composite:
@@ -58,13 +139,11 @@ def composite(*pairs, name: str = "composite") -> Composite:
         if not (isinstance(pair, tuple) and len(pair) == 2):
             raise TypeError(f"composite entry {i} must be a (matcher, rule) pair, got {pair!r}")
         m, r = pair
-        if isinstance(m, str):
-            m = path(m)
-        if not isinstance(m, Matcher):
+        if not isinstance(m, (str, Matcher)):
             raise TypeError(f"composite entry {i}: {m!r} is not a Matcher (use kind(), path(), first_linear())")
         if not isinstance(r, Rule):
             raise TypeError(f"composite entry {i}: {r!r} is not a Rule")
-        entries.append((m, r))
+        entries.append((_matcher(m), r))
     return Composite(tuple(entries), name)
 
 
@@ -74,28 +153,44 @@ def kind(*kinds: str) -> Matcher:
     bad = [k for k in kinds if k not in KINDS]
     if bad or not kinds:
         raise ValueError(f"unknown layer kind(s) {bad}; valid kinds: {list(KINDS)}")
-    ks = frozenset(kinds)
-    return Matcher(f"kind{tuple(sorted(ks))}", lambda info, layers: info.kind in ks)
+    ks = tuple(sorted(set(kinds)))
+    return Matcher(f"kind{ks}", "kind", ks)
 
 
 def path(*patterns: str) -> Matcher:
     """Match layers whose dotted name matches any glob pattern (``fnmatch``: ``features.*``)."""
     if not patterns or not all(isinstance(p, str) for p in patterns):
         raise ValueError(f"path() takes glob strings, got {patterns!r}")
-    return Matcher(
-        f"path{patterns}", lambda info, layers: any(fnmatch.fnmatchcase(info.name, p) for p in patterns)
-    )
+    return Matcher(f"path{patterns}", "path", tuple(patterns))
 
 
 def first_linear(*kinds: str) -> Matcher:
-    """Match the first conv/dense layer in call order (optionally only if it is of ``kinds``)."""
-    allowed = frozenset(kinds) if kinds else frozenset({"conv", "dense"})
+    """Match the first conv/dense layer in program order (optionally only if it is of ``kinds``)."""
+    allowed = tuple(sorted(set(kinds))) if kinds else ("conv", "dense")
+    return Matcher("first_linear", "first_linear", allowed)
 
-    def test(info, layers):
-        first = next((l for l in layers if l.kind in ("conv", "dense")), None)
-        return first is not None and info.name == first.name and info.kind in allowed
 
-    return Matcher("first_linear", test)
+def below(name: str) -> Matcher:
+    """Match ``name``, every layer before it in program order, and its sub-layers (``name.*``).
+
+    The signal enters a seeded method at ``name``'s output, so ``name``'s own rule is part of the
+    propagation below it (RSP, Attention Backpropagation).
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"below() takes a layer name, got {name!r}")
+    return Matcher(f"below({name!r})", "below", (name,))
+
+
+def above(name: str) -> Matcher:
+    """Match every layer that :func:`below` does not: those after ``name`` in program order."""
+    if not isinstance(name, str):
+        raise ValueError(f"above() takes a layer name, got {name!r}")
+    return Matcher(f"above({name!r})", "above", (name,))
+
+
+def custom(name: str, test: Callable[[LayerInfo, Sequence[LayerInfo]], bool]) -> Matcher:
+    """A matcher from a function ``test(info, layers) -> bool`` (compared by the function's identity)."""
+    return Matcher(name, "custom", (test,))
 
 
 def resolve_layers(comp: Composite, layers: Sequence[LayerInfo], *, strict: bool = False) -> Mapping[str, Rule]:

@@ -50,12 +50,14 @@ from collections import OrderedDict
 import jax
 import jax.numpy as jnp
 
-from ..attribution import Attribution, _onehots, modified_pass, seed_fn
+from ..composites.core import below, resolve_layers
+from ..passes import modified_pass, onehots, seed_fn, two_phase_pass
 from ..rules import library as R
-from .base import Method, _t, options, register, two_phase_pass
+from ..types import Attribution
+from .base import Method, _t, options, register
 from .cam import last_conv_relu
-from .excitation import excitation_rules
-from .rsp import below
+from .excitation import excitation_composite
+from .rsp import layers_below
 
 __all__ = ["ATTENTION_BACKPROP", "gradcam_attention_seed", "SEEDS", "RULES"]
 
@@ -84,12 +86,15 @@ def _ab(ctx, x, target):
             raise ValueError(f"attention_backprop needs a seed layer; got {seed_layer!r}; valid: {names}")
         if len(ctx.info(seed_layer).shape) != 4:
             raise ValueError(f"the seed layer must be spatial [N, h, w, C]; {seed_layer!r} is not")
-        scope = below(ctx.layers, seed_layer)
+        scope = layers_below(ctx.layers, seed_layer)
     else:
         if o["seed_layer"] is not None:
             raise ValueError("seed_layer applies to seed='gradcam' only")
         seed_layer, scope = None, list(ctx.layers)
-    rules = excitation_rules(scope, o["residual"], linear=linear)
+    comp = excitation_composite(o["residual"], linear=linear)
+    if seed_layer is not None:  # the layers above the seed keep their gradients (they give α)
+        comp = comp.where(below(seed_layer))
+    rules = resolve_layers(comp, ctx.layers)
     spatial = [l.name for l in scope if l.kind is not None and l.calls == 1 and len(l.shape) == 4]
     if ctx.layer is not None and ctx.layer not in {l.name for l in scope}:
         raise ValueError(f"layer {ctx.layer!r} is above the seed layer {seed_layer!r}")
@@ -98,7 +103,7 @@ def _ab(ctx, x, target):
         p = modified_pass(ctx, x, target, rules=rules, at=at, input=True)
     else:
         def seed(grad, a, logits, target):
-            oh = _onehots(target, logits.shape, logits.dtype)
+            oh = onehots(target, logits.shape, logits.dtype)
             cts = jax.vmap(seed_fn(ctx.signal), in_axes=(None, 0))(logits, oh)
             return gradcam_attention_seed(grad(cts), a)
 

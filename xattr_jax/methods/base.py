@@ -6,8 +6,9 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 import jax.numpy as jnp
 
-from ..attribution import Attribution, Context, modified_pass
 from ..composites.core import Composite, resolve_layers
+from ..passes import modified_pass
+from ..types import Attribution, Context
 
 __all__ = ["Method", "register", "get_method", "available", "single_pass", "REDUCTIONS", "options"]
 
@@ -27,8 +28,8 @@ class Method(NamedTuple):
       defaults: option name -> default value (the valid options).
       default_signal: top signal when the caller gives none.
       default_layer: ``(layers) -> name | None`` when the caller gives no layer.
-      path: the method sums gradients over points with :func:`~xattr_jax.methods.path.accumulate`
-        (the attributor may then drive it chunk by chunk).
+      path: ``run`` returns a :class:`~xattr_jax.types.PathPlan` (a sum of gradients over points),
+        which the attributor runs as one ``lax.scan`` under tracing, or chunk by chunk when eager.
     """
 
     name: str
@@ -111,80 +112,3 @@ def single_pass(ctx: Context, x, target, *, composite: Composite | None = None, 
         cons = {n: _t(jnp.sum(p.at[n].reshape(p.at[n].shape[:2] + (-1,)), axis=-1)) for n in at}
         cons["input"] = _t(jnp.sum(p.input.reshape(p.input.shape[:2] + (-1,)), axis=-1))
     return Attribution(REDUCTIONS[reduce](rel), rel, p.logits, None, cons)
-
-
-def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, rules=None,
-                   at=(), input: bool = True, fold: bool = False, vmap_targets: bool = True):
-    """Seed at ``seed_layer`` from ordinary gradients, then propagate down with ``rules``; one forward.
-
-    One forward pass with ``rules`` attached (give rules only to layers *below* ``seed_layer``, so the
-    layers above it keep their ordinary gradient) is differentiated as
-    ``f(x, probes) = (logits, A)`` with ``A`` the output of ``seed_layer``:
-
-    1. ``grad(cts)`` pulls ``(cts_j, 0)`` back for logits cotangents ``cts [J, *logits.shape]`` and
-       returns the signal at the ``seed_layer`` probe, ``[J, *A.shape]`` (for one-hot cotangents:
-       ``∂y_c/∂A``, the ordinary gradient). Only the part above ``seed_layer`` is computed (under
-       jit the rest is dead code).
-    2. ``R0 = seed(grad, A, logits, target)``: ``[K, *A.shape]``, the seed for each target column.
-    3. ``(0, R0_k)`` is pulled back (``vmap`` over k): the relevance at every ``at`` probe and the input.
-
-    Args:
-      ctx, x, target: as :func:`~xattr_jax.attribution.modified_pass` (``target`` ``[N, K]``).
-      seed_layer: name of a layer called once per forward.
-      seed: ``(grad, A, logits, target) -> R0 [K, *A.shape]``.
-      rules: ``{layer name: Rule}``.
-      at: layers whose output relevance is returned (``Pass.at``; ``seed_layer`` is always there and
-        holds ``R0``).
-      input: also return the relevance at the input.
-      fold: fold batch-norms into the conv/dense before them for the rules (canonizer).
-      vmap_targets: pull the K seeds back in one vmapped pass (default) or one pass per column,
-        stacked (for rules whose backward builds per-sample kernels: batching those over K turns
-        them into grouped convolutions, which XLA:CPU runs far slower).
-
-    Returns:
-      a ``Pass`` (``logits``, ``input [K, N, ...]``, ``at {name: [K, N, ...]}``, ``acts`` with
-      ``seed_layer``'s output).
-    """
-    import jax
-
-    from ..attribution import Pass
-    from ..program import run
-
-    infos = {l.name: l for l in ctx.layers}
-    names = [seed_layer] + [n for n in at if n != seed_layer]
-    probes = {n: jnp.zeros(infos[n].native_shape, infos[n].dtype) for n in names}
-    seed_info = infos[seed_layer]
-
-    def fwd(x, probes):
-        out, acts = run(ctx.program, ctx.variables, x, rules=rules, probes=probes,
-                        capture=[seed_layer], fold=fold)
-        return (out, acts[seed_layer]), acts
-
-    if input:
-        (logits, a), vjp, acts = jax.vjp(fwd, x, probes, has_aux=True)
-    else:
-        (logits, a), vjp_p, acts = jax.vjp(lambda p: fwd(x, p), probes, has_aux=True)
-        vjp = lambda ct: (None, *vjp_p(ct))  # noqa: E731
-
-    zero_a = jnp.zeros_like(a)
-    zero_l = jnp.zeros_like(logits)
-
-    def grad(cts):
-        g = jax.vmap(lambda c: vjp((c.astype(logits.dtype), zero_a))[1][seed_layer])(cts)
-        return seed_info.to_channels_last(g, lead=1)
-
-    # not stop-gradiented: maps stay differentiable through the seed
-    r0 = seed(grad, seed_info.to_channels_last(a), logits, target)
-    r0 = seed_info.from_channels_last(r0, lead=1)
-
-    def pull(r):
-        return vjp((zero_l, r.astype(a.dtype)))
-
-    if vmap_targets:
-        x_ct, p_ct = jax.vmap(pull)(r0)
-    else:
-        cols = [pull(r0[k]) for k in range(r0.shape[0])]
-        x_ct, p_ct = jax.tree_util.tree_map(lambda *c: jnp.stack(c), *cols)
-    p_ct = {n: infos[n].to_channels_last(v, lead=1) for n, v in p_ct.items()}
-    acts = {n: infos[n].to_channels_last(v) for n, v in acts.items()}
-    return Pass(logits, x_ct if input else None, p_ct, acts)

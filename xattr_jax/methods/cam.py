@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ..attribution import Attribution, modified_pass
+from ..passes import modified_pass
+from ..types import Attribution
 from .base import Method, _t, register
 
 __all__ = ["GRAD_CAM", "CAM", "last_conv_relu"]

@@ -44,15 +44,17 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ..attribution import Attribution, modified_pass
+from ..composites.core import Composite, composite, kind, path, resolve_layers
+from ..passes import modified_pass
 from ..rules import library as R
+from ..types import Attribution
 from .base import Method, _t, options, register
 from .cam import last_conv_relu
 
 __all__ = [
     "EXCITATION_BACKPROP",
     "CONTRASTIVE_EXCITATION_BACKPROP",
-    "excitation_rules",
+    "excitation_composite",
     "default_saliency_layer",
     "default_contrast_layer",
     "classifier_layer",
@@ -62,22 +64,23 @@ __all__ = [
 RESIDUAL = ("proportional", "skip_ignored")
 
 
-def excitation_rules(layers, residual: str = "proportional", linear=None) -> dict:
-    """``{layer: rule}`` for Excitation Backprop on every layer of ``layers``.
+def excitation_composite(residual: str = "proportional", linear=None) -> Composite:
+    """Excitation Backprop's rules as a composite (see the module docstring).
 
     Args:
-      layers: the traced layers.
-      residual: ``"proportional"`` or ``"skip_ignored"`` (see the module docstring).
+      residual: ``"proportional"`` or ``"skip_ignored"``.
       linear: the conv/dense rule (default :func:`~xattr_jax.rules.excitation`).
     """
     if residual not in RESIDUAL:
         raise ValueError(f"residual must be one of {list(RESIDUAL)}, got {residual!r}")
     eb = R.excitation()
-    linear = eb if linear is None else linear
-    add = eb if residual == "proportional" else R.skip_ignored()
-    ident = R.pass_rule()
-    by_kind = {"conv": linear, "dense": linear, "avgpool": eb, "add": add, "batchnorm": ident}
-    return {l.name: by_kind[l.kind] for l in layers if l.kind in by_kind}
+    return composite(
+        (kind("conv", "dense"), eb if linear is None else linear),
+        (kind("avgpool"), eb),
+        (kind("add"), eb if residual == "proportional" else R.skip_ignored()),
+        (kind("batchnorm"), R.pass_rule()),
+        name="excitation_backprop",
+    )
 
 
 def default_saliency_layer(layers):
@@ -154,7 +157,7 @@ def _layer_pass(ctx, x, target, rules, conservation):
 
 def _eb(ctx, x, target):
     o = options(ctx, EXCITATION_BACKPROP)
-    rules = excitation_rules(ctx.layers, o["residual"])
+    rules = resolve_layers(excitation_composite(o["residual"]), ctx.layers)
     rel, logits, cons = _layer_pass(ctx, x, target, rules, o["conservation"])
     return Attribution(jnp.sum(rel, axis=-1), rel, logits, None, cons)
 
@@ -173,8 +176,8 @@ def _ceb(ctx, x, target):
         raise ValueError(
             f"the saliency layer {ctx.layer!r} must lie below the contrast layer {contrast!r}"
         )
-    rules = excitation_rules(ctx.layers, o["residual"])
-    rules[cls.name] = R.contrastive_excitation()
+    comp = composite((path(cls.name), R.contrastive_excitation())) + excitation_composite(o["residual"])
+    rules = resolve_layers(comp, ctx.layers)
     rel, logits, cons = _layer_pass(ctx, x, target, rules, o["conservation"])
     return Attribution(jnp.maximum(jnp.sum(rel, axis=-1), 0), rel, logits, None, cons)
 

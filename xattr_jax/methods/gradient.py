@@ -16,11 +16,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ..attribution import Attribution
 from ..composites.core import composite, kind
 from ..rules import library as R
+from ..types import Attribution, PathPlan
 from .base import REDUCTIONS, Method, _t, options, register, single_pass
-from .path import accumulate
 
 __all__ = ["GRADIENT", "INPUT_X_GRADIENT", "GUIDED_BACKPROP", "DECONVNET", "SMOOTHGRAD"]
 
@@ -86,11 +85,12 @@ def _smoothgrad(ctx, x, target):
             return (g * g,)
         return (g, g * g)
 
-    logits, sums = accumulate(ctx, x, point, params, jnp.full((n,), 1.0 / n, x.dtype), target,
-                              stat=stat, n_stats=moments, chunk=o["chunk"])
-    rel = sums[0] if o["variant"] != "var" else sums[1] - sums[0] * sums[0]
-    rel = _t(rel)
-    return Attribution(REDUCTIONS["max_abs"](rel), rel, logits)
+    def finish(logits, sums):
+        rel = _t(sums[0] if o["variant"] != "var" else sums[1] - sums[0] * sums[0])
+        return Attribution(REDUCTIONS["max_abs"](rel), rel, logits)
+
+    return PathPlan(point, params, jnp.full((n,), 1.0 / n, x.dtype), finish, stat=stat, n_stats=moments,
+                    chunk=o["chunk"])
 
 
 SMOOTHGRAD = register(

@@ -20,11 +20,10 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from ..attribution import Attribution
 from ..composites.core import composite, kind, resolve_layers
 from ..rules import library as R
+from ..types import Attribution, PathPlan
 from .base import REDUCTIONS, Method, _t, options, register, single_pass
-from .path import accumulate
 
 __all__ = ["INTEGRATED_GRADIENTS", "GNL_INTEGRATED_GRADIENTS", "GNL_GRADIENT", "IMAGENET_MEAN",
            "IMAGENET_STD", "quadrature", "gnl_composite"]
@@ -83,12 +82,13 @@ def _path(method, rules_fn):
         base = _baseline(o, x)
         delta = x - base
         rules = rules_fn(ctx)
-        logits, (avg,) = accumulate(
-            ctx, x, lambda a: base + a * delta, jnp.asarray(alphas, x.dtype),
-            jnp.asarray(weights, x.dtype), target, chunk=o["chunk"], rules=rules,
-        )
-        rel = _t(delta[None] * avg)
-        return Attribution(REDUCTIONS["sum"](rel), rel, logits)
+
+        def finish(logits, sums):
+            rel = _t(delta[None] * sums[0])
+            return Attribution(REDUCTIONS["sum"](rel), rel, logits)
+
+        return PathPlan(lambda a: base + a * delta, jnp.asarray(alphas, x.dtype), jnp.asarray(weights, x.dtype),
+                        finish, chunk=o["chunk"], rules=rules)
 
     return run
 

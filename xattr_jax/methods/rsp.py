@@ -65,44 +65,36 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..attribution import Attribution, _onehots, seed_fn
+from ..composites.core import Composite, below, composite, first_linear, kind, resolve_layers
+from ..passes import onehots, seed_fn, two_phase_pass
 from ..rules import library as R
-from .base import Method, _t, options, register, two_phase_pass
+from ..types import Attribution
+from .base import Method, _t, options, register
 from .cam import last_conv_relu
 
-__all__ = ["RSP", "rsp_rules", "rsp_seed", "hostile_seed", "below"]
+__all__ = ["RSP", "rsp_composite", "rsp_seed", "hostile_seed", "layers_below"]
 
 
-def below(layers, seed_layer):
-    """``seed_layer`` and the layers under it: those called before it, and its own sub-layers.
-
-    The seed enters at the seed layer's *output*, so the seed layer's own rule (the identity for
-    the seed ReLU) is part of the propagation.
-    """
-    names = [l.name for l in layers]
-    i = names.index(seed_layer)
-    subs = [l for l in layers[i + 1:] if l.name.startswith(seed_layer + ".")]
-    return list(layers[: i + 1]) + subs
+def layers_below(layers, seed_layer):
+    """The layers :func:`~xattr_jax.composites.below` ``(seed_layer)`` matches, in program order:
+    the seed layer, those called before it, and its own sub-layers (the seed enters at the seed
+    layer's output, so its own rule, the identity for the seed ReLU, is part of the propagation)."""
+    m = below(seed_layer)
+    return [l for l in layers if m.test(l, layers)]
 
 
-def rsp_rules(layers, seed_layer, purge="none") -> dict:
-    """``{layer: rule}`` of RSP for every layer below ``seed_layer`` (layers above keep gradients)."""
-    under = below(layers, seed_layer)
-    linear = [l for l in layers if l.kind in ("conv", "dense")]
-    first = linear[0].name if linear else None
-    conv = R.rsp_conv(purge)
-    by_kind = {
-        "conv": conv,
-        "dense": conv,
-        "relu": R.pass_rule(),
-        "avgpool": R.excitation(),
-        "batchnorm": R.rsp_batchnorm(),
-        "add": R.rsp_add(),
-    }
-    rules = {l.name: by_kind[l.kind] for l in under if l.kind in by_kind}
-    if first is not None and first in rules:
-        rules[first] = R.zbox_global()
-    return rules
+def rsp_composite(seed_layer, purge="none") -> Composite:
+    """RSP's rules on every layer below ``seed_layer`` (the layers above keep their gradients)."""
+    under = below(seed_layer)
+    return composite(
+        (under & first_linear(), R.zbox_global()),
+        (under & kind("conv", "dense"), R.rsp_conv(purge)),
+        (under & kind("relu"), R.pass_rule()),
+        (under & kind("avgpool"), R.excitation()),
+        (under & kind("batchnorm"), R.rsp_batchnorm()),
+        (under & kind("add"), R.rsp_add()),
+        name="rsp",
+    )
 
 
 def _max_normalise(cam):
@@ -186,7 +178,7 @@ def _rsp(ctx, x, target):
     info = ctx.info(seed_layer)
     if len(info.shape) != 4:
         raise ValueError(f"rsp's seed layer must be spatial [N, h, w, C]; {seed_layer!r} has shape {info.shape}")
-    under = below(ctx.layers, seed_layer)
+    under = layers_below(ctx.layers, seed_layer)
     under_names = {l.name for l in under}
     if ctx.layer is not None and ctx.layer not in under_names:
         raise ValueError(f"layer {ctx.layer!r} is not below the seed layer {seed_layer!r}")
@@ -203,7 +195,7 @@ def _rsp(ctx, x, target):
     sig = seed_fn(ctx.signal)
 
     def cotangents(logits, classes):  # classes [N, J] -> [J, *logits.shape]
-        oh = _onehots(classes, logits.shape, logits.dtype)
+        oh = onehots(classes, logits.shape, logits.dtype)
         return jax.vmap(sig, in_axes=(None, 0))(logits, oh)
 
     def seed(grad, a, logits, target):
@@ -227,7 +219,7 @@ def _rsp(ctx, x, target):
     at = [ctx.layer] if ctx.layer is not None else []
     if o["conservation"]:
         at += [l.name for l in under if l.kind is not None and l.calls == 1 and l.name not in at]
-    rules = rsp_rules(ctx.layers, seed_layer, o["purge"])
+    rules = resolve_layers(rsp_composite(seed_layer, o["purge"]), ctx.layers)
     p = two_phase_pass(ctx, x, target, seed_layer=seed_layer, seed=seed, rules=rules, at=at,
                        input=ctx.layer is None or o["conservation"], vmap_targets=False)
     rel = _t(p.input if ctx.layer is None else p.at[ctx.layer])

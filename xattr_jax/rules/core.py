@@ -45,7 +45,8 @@ ALL_KINDS = frozenset({"conv", "dense", "batchnorm", "relu", "maxpool", "avgpool
 
 
 class Rule(NamedTuple):
-    """A backward-pass replacement for one layer.
+    """A backward-pass replacement for one layer; a value compared by name and layer kinds (give
+    distinct rules distinct names).
 
     Attributes:
       name: a short readable name, e.g. ``"epsilon(1e-06)"``.
@@ -63,6 +64,18 @@ class Rule(NamedTuple):
 
     def __repr__(self) -> str:
         return f"Rule({self.name})"
+
+    # Rules are values: two rules compare equal when their names (which carry the
+    # hyperparameters, e.g. ``epsilon(1e-06)``) and layer kinds are equal, so composites built
+    # the same way are equal and an attributor for one is reused for the other (no recompile).
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Rule) and (self.name, self.kinds) == (other.name, other.kinds)
+
+    def __ne__(self, other) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(("Rule", self.name, self.kinds))
 
 
 def apply_rule(rule: Rule, fn: Callable, params, *xs, rule_params=None):

@@ -97,6 +97,13 @@ _zero = jnp.zeros_like
 _ones = jnp.ones_like
 
 
+def _stab(stabilizer, alone=False):
+    """The stabiliser in a rule's name when it is not the default (rules compare by name)."""
+    if stabilizer == 1e-6:
+        return ""
+    return f"({stabilizer:g})" if alone else f",stabilizer={stabilizer:g}"
+
+
 def _negative_term(weight):
     """The term ``x⁻ · weight(W)`` with no bias: exactly zero after a ReLU, where it is skipped."""
     return Term(_neg, _mod(weight, _zero), negative=True)
@@ -180,7 +187,7 @@ def alpha_beta(alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1e-6) 
     def reducer(ins, gs):
         return alpha * (ins[0] * gs[0] + ins[1] * gs[1]) - beta * (ins[2] * gs[2] + ins[3] * gs[3])
 
-    return linear_rule(f"alpha_beta({alpha:g},{beta:g})", terms, mapper, reducer)
+    return linear_rule(f"alpha_beta({alpha:g},{beta:g}{_stab(stabilizer)})", terms, mapper, reducer)
 
 
 def gamma(gamma: float = 0.25, stabilizer: float = 1e-6) -> Rule:
@@ -208,7 +215,7 @@ def gamma(gamma: float = 0.25, stabilizer: float = 1e-6) -> Rule:
         sn = neg * r / stabilize(zs[2] + zs[3], stabilizer)
         return [sp, sp, sn, sn, None]
 
-    return linear_rule(f"gamma({g:g})", terms, mapper, _sum_of_products)
+    return linear_rule(f"gamma({g:g}{_stab(stabilizer)})", terms, mapper, _sum_of_products)
 
 
 def _bound(name, v):
@@ -247,14 +254,15 @@ def zbox(low, high, stabilizer: float = 1e-6) -> Rule:
     def reducer(ins, gs):
         return ins[0] * gs[0] - ins[1] * gs[1] - ins[2] * gs[2]
 
-    return linear_rule(f"zbox({lo},{hi})", terms, mapper, reducer, kinds=frozenset({"conv", "dense"}))
+    return linear_rule(f"zbox({lo},{hi}{_stab(stabilizer)})", terms, mapper, reducer,
+                       kinds=frozenset({"conv", "dense"}))
 
 
 def flat(stabilizer: float = 1e-6) -> Rule:
     """Flat rule: ``R_i = Σ_j R_j / Σ_i 1`` over each output's receptive field (inputs, weights = 1)."""
     stabilizer = _check_number("stabilizer", stabilizer, low=0.0)
     return linear_rule(
-        "flat",
+        f"flat{_stab(stabilizer, alone=True)}",
         [Term(_ones, _mod(_ones, _zero))],
         lambda r, zs: [r / stabilize(zs[0], stabilizer)],
         lambda ins, gs: gs[0],
@@ -267,7 +275,7 @@ def wsquare(stabilizer: float = 1e-6) -> Rule:
     stabilizer = _check_number("stabilizer", stabilizer, low=0.0)
     sq = lambda a: a * a  # noqa: E731
     return linear_rule(
-        "wsquare",
+        f"wsquare{_stab(stabilizer, alone=True)}",
         [Term(_ones, _mod(sq, sq))],
         lambda r, zs: [r / stabilize(zs[0], stabilizer)],
         lambda ins, gs: gs[0],

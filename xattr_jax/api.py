@@ -1,4 +1,4 @@
-"""``explain()``, ``attributor()``, the :class:`Attribution` result, top signals and the modified pass.
+"""The public entry points: :func:`explain`, :func:`attributor` and :func:`layers`.
 
 An *attributor* is one jit-compiled XLA program: forward pass with rules attached, seed at the
 output, modified backward pass, read-out at a layer. The method, layer and options are static;
@@ -8,206 +8,20 @@ the target is a traced integer array, so a new target never retraces.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .program import LayerInfo, call_model, check_strict, run, trace
+from .methods import get_method
+from .passes import path_chunks, path_sums, run_path, seed_fn
+from .program import call_model, check_strict, run, trace
+from .types import Attribution, Context, PathPlan
 
-__all__ = [
-    "Attribution",
-    "explain",
-    "attributor",
-    "layers",
-    "SIGNALS",
-    "Context",
-    "modified_pass",
-    "seed_fn",
-]
+__all__ = ["explain", "attributor", "layers", "INPUT"]
 
-SIGNALS = ("logit", "prob", "log_prob", "pointing")
 INPUT = "input"  # the layer name that always means the network's input
-
-
-class Attribution(NamedTuple):
-    """Result of an attribution.
-
-    Attributes:
-      map: ``[N, h, w]`` (``[N, K, h, w]`` for ``[N, K]`` targets), the method's 2-D map at
-        ``layer`` (input resolution when ``layer`` is None).
-      relevance: the signal at the output of ``layer`` (at the input when ``layer`` is None),
-        ``[N, h, w, C]`` (``[N, K, h, w, C]``).
-      logits: the model output ``[N, num_classes]`` (``[N, h, w, C]`` for fully-convolutional models).
-      layer_maps: ``{layer name: map}`` in network order, for methods that explain every layer.
-      conservation: ``{layer name: total relevance per sample}`` when ``conservation=True``.
-    """
-
-    map: jax.Array
-    relevance: jax.Array
-    logits: jax.Array
-    layer_maps: Mapping[str, jax.Array] | None = None
-    conservation: Mapping[str, jax.Array] | None = None
-
-
-# ----------------------------------------------------------------------------------------------
-# top signals
-
-
-def seed_fn(signal) -> Callable:
-    """``(logits, onehot) -> cotangent on the logits`` for a top signal.
-
-    ``onehot`` has the shape of the logits (one-hot on the class axis, broadcast over any spatial
-    axes). ``"logit"``: the one-hot itself; ``"prob"`` / ``"log_prob"``: the one-hot pulled back
-    through ``softmax`` / ``log_softmax``; ``"pointing"``: the one-hot weighted by the class score's
-    softmax over spatial positions (``exp(s_c(u)) / Σ_u exp(s_c(u))``; 1 for non-spatial outputs;
-    the weights are constants for gradients *of* maps);
-    a callable ``f(logits) -> scores`` (same shape): the one-hot pulled back through ``f``.
-    """
-    if callable(signal):
-        def seed(logits, onehot):
-            _, vjp = jax.vjp(signal, logits)
-            (ct,) = vjp(onehot.astype(logits.dtype))
-            return ct
-
-        return seed
-    if signal == "logit":
-        return lambda logits, onehot: onehot.astype(logits.dtype)
-    if signal in ("prob", "log_prob"):
-        f = jax.nn.softmax if signal == "prob" else jax.nn.log_softmax
-        return seed_fn(lambda z: f(z, axis=-1))
-    if signal == "pointing":
-        def seed(logits, onehot):
-            if logits.ndim <= 2:
-                return onehot.astype(logits.dtype)
-            axes = tuple(range(1, logits.ndim - 1))
-            w = jax.nn.softmax(jax.lax.stop_gradient(logits), axis=axes)
-            return (onehot * w).astype(logits.dtype)
-
-        return seed
-    raise ValueError(f"unknown signal {signal!r}; valid: {list(SIGNALS)} or a callable on the logits")
-
-
-def _onehots(target, logits_shape, dtype):
-    """``[N, K]`` targets -> ``[K, *logits_shape]`` one-hots broadcast over spatial axes."""
-    c = logits_shape[-1]
-    oh = jax.nn.one_hot(target.T, c, dtype=dtype)  # [K, N, C]
-    extra = len(logits_shape) - 2
-    oh = oh.reshape(oh.shape[:2] + (1,) * extra + (c,))
-    return jnp.broadcast_to(oh, (target.shape[1],) + tuple(logits_shape))
-
-
-# ----------------------------------------------------------------------------------------------
-# the modified pass
-
-
-class Context(NamedTuple):
-    """What a method's ``run`` needs: the model, its traced program and layers, the static options."""
-
-    model: Any
-    variables: Any
-    program: Any
-    layers: tuple[LayerInfo, ...]
-    layer: str | None
-    signal: Any
-    options: Mapping[str, Any]
-    path: Any = None  # a PathDrive when a path method runs chunk by chunk (see attributor)
-    strict: bool = False
-
-    def info(self, name: str) -> LayerInfo:
-        for l in self.layers:
-            if l.name == name:
-                return l
-        raise KeyError(name)
-
-
-class PathDrive(NamedTuple):
-    """How a path method's accumulation runs when the attributor drives it chunk by chunk.
-
-    ``mode="chunk"``: compute only chunk ``index`` (traced) and raise :class:`ChunkDone` with its
-    weighted sums; ``info["chunks"]`` receives the number of chunks (static). ``mode="finish"``: the
-    accumulation returns ``sums`` (the totals over all chunks) and the method finishes its map.
-    """
-
-    mode: str
-    index: Any
-    sums: Any
-    info: dict
-
-
-class ChunkDone(Exception):
-    """Raised while tracing one chunk of a path method; carries that chunk's weighted sums."""
-
-    def __init__(self, sums):
-        super().__init__("chunk traced")
-        self.sums = sums
-
-
-class Pass(NamedTuple):
-    """A modified pass's results; layer read-outs have their channels last (``LayerInfo.shape``)."""
-
-    logits: jax.Array
-    input: jax.Array | None  # [K, N, ...] cotangent at the input
-    at: Mapping[str, jax.Array]  # [K, ...] cotangents at layer outputs
-    acts: Mapping[str, jax.Array]  # captured layer outputs
-
-
-def modified_pass(
-    ctx: Context,
-    x,
-    target,
-    *,
-    rules: Mapping | None = None,
-    at: Sequence[str] = (),
-    input: bool = True,
-    capture: Sequence[str] = (),
-    signal=None,
-    seeds: Callable | None = None,
-    fold: bool = False,
-) -> Pass:
-    """Forward with rules, seed the top, one backward per target column (sharing the forward).
-
-    Args:
-      ctx: the method context.
-      x: ``[N, H, W, C]`` input.
-      target: ``[N, K]`` int targets.
-      rules: ``{layer name: Rule}``; layers without one keep their ordinary gradient.
-      at: layers whose output cotangent is returned (``Pass.at``).
-      input: return the cotangent at the input (else the backward stops at the lowest ``at``).
-      capture: layers whose forward outputs are returned (``Pass.acts``).
-      signal: overrides ``ctx.signal``.
-      seeds: overrides the seed: ``(logits, target) -> [K, *logits.shape]``.
-      fold: hand each conv/dense rule its parameters with the batch-norm after it folded in.
-    """
-    infos = {l.name: l for l in ctx.layers}
-    probes = {n: jnp.zeros(infos[n].native_shape, infos[n].dtype) for n in at}
-
-    def fwd(x, probes):
-        return run(ctx.program, ctx.variables, x, rules=rules, probes=probes, capture=capture, fold=fold)
-
-    if input:
-        logits, vjp, acts = jax.vjp(fwd, x, probes, has_aux=True)
-    else:
-        logits, vjp_p, acts = jax.vjp(lambda p: fwd(x, p), probes, has_aux=True)
-        vjp = lambda ct: (None, *vjp_p(ct))  # noqa: E731
-    if seeds is None:
-        seed = seed_fn(ctx.signal if signal is None else signal)
-        onehots = _onehots(target, logits.shape, logits.dtype)
-        cts = jax.vmap(seed, in_axes=(None, 0))(logits, onehots)
-    else:
-        cts = seeds(logits, target)
-    if cts.shape[0] == 1:
-        x_ct, p_ct = jax.tree_util.tree_map(lambda a: a[None], vjp(cts[0]))
-    else:
-        x_ct, p_ct = jax.vmap(vjp)(cts)
-    p_ct = {n: infos[n].to_channels_last(a, lead=1) for n, a in p_ct.items()}
-    acts = {n: infos[n].to_channels_last(a) for n, a in acts.items()}
-    return Pass(logits, x_ct if input else None, p_ct, acts)
-
-
-# ----------------------------------------------------------------------------------------------
-# validation
 
 
 def _is_concrete(a) -> bool:
@@ -294,8 +108,6 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, str
       >>> fn = xa.attributor(model, "excitation_backprop", layer="features.23")
       >>> res = fn(variables, x, jnp.array([3, 7]))
     """
-    from .methods import get_method
-
     m = get_method(method)
     m.check_options(options)
     if signal is None:
@@ -304,9 +116,9 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, str
     if layer is not None and not isinstance(layer, str):
         raise TypeError(f"layer must be a dotted layer name (str) or None, got {layer!r}")
     traces = {"scan": 0, "chunk": 0, "finish": 0}
-    path_info: dict = {}
 
-    def build(variables, x, target, drive=None):
+    def build(variables, x, target):
+        """``(ctx, Attribution or PathPlan)`` for ``[N, K]`` targets."""
         program = trace(model, variables, x)
         layers = program.layers
         names = [l.name for l in layers]
@@ -317,34 +129,30 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, str
             raise ValueError(f"unknown layer {use_layer!r}; valid layer names: {[INPUT] + names}")
         if strict:
             check_strict(layers)
-        ctx = Context(model, variables, program, layers, use_layer, signal, dict(options), drive, strict)
-        t2 = target if target.ndim == 2 else target[:, None]
-        res = m.run(ctx, x, t2)
-        if target.ndim == 1:
-            first = lambda t: jax.tree_util.tree_map(lambda a: a[:, 0], t)  # noqa: E731
-            res = res._replace(
-                map=first(res.map),
-                relevance=first(res.relevance),
-                layer_maps=first(res.layer_maps),
-                conservation=first(res.conservation),
-            )
-        return res
+        ctx = Context(model, variables, program, layers, use_layer, signal, dict(options), strict)
+        return ctx, m.run(ctx, x, _columns(target))
 
     def core(variables, x, target):
         traces["scan"] += 1
-        return build(variables, x, target)
+        ctx, res = build(variables, x, target)
+        if isinstance(res, PathPlan):
+            res = run_path(ctx, x, _columns(target), res)
+        return _squeeze(res, target)
 
     def chunk_core(variables, x, target, index):
+        """Chunk ``index``'s sums, and ``[C, 0]`` zeros whose shape tells the number of chunks."""
         traces["chunk"] += 1
-        try:
-            build(variables, x, target, PathDrive("chunk", index, None, path_info))
-        except ChunkDone as done:
-            return done.sums
-        raise RuntimeError(f"method {m.name!r} is marked as a path method but accumulated nothing")
+        ctx, plan = build(variables, x, target)
+        params, weights = path_chunks(plan)
+        pick = lambda a: jax.lax.dynamic_index_in_dim(a, index, keepdims=False)  # noqa: E731
+        sums = path_sums(ctx, plan, _columns(target), pick(params), pick(weights))
+        return sums, jnp.zeros((weights.shape[0], 0), x.dtype)
 
     def finish_core(variables, x, target, sums):
         traces["finish"] += 1
-        return build(variables, x, target, PathDrive("finish", None, sums, path_info))
+        ctx, plan = build(variables, x, target)
+        logits, _ = run(ctx.program, variables, x)
+        return _squeeze(plan.finish(logits, sums), target)
 
     jitted = jax.jit(core)
     jitted_chunk = jax.jit(chunk_core)
@@ -352,13 +160,11 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, str
     out_cache: dict = {}
 
     def run_chunked(variables, x, target):
-        sums, i = None, 0
-        while True:
-            part = jitted_chunk(variables, x, target, np.int32(i))
-            sums = part if sums is None else jax.tree_util.tree_map(jnp.add, sums, part)
-            i += 1
-            if i >= path_info["chunks"]:
-                return jitted_finish(variables, x, target, sums)
+        sums, count = jitted_chunk(variables, x, target, np.int32(0))
+        for i in range(1, count.shape[0]):
+            part, _ = jitted_chunk(variables, x, target, np.int32(i))
+            sums = jax.tree_util.tree_map(jnp.add, sums, part)
+        return jitted_finish(variables, x, target, sums)
 
     def num_classes(variables, x):
         key = (tuple(x.shape), str(x.dtype))
@@ -380,10 +186,24 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, str
 
     fn.trace_count = lambda: max(traces.values())
     fn.jitted = jitted  # the one-program form (path methods: lax.scan), unvalidated: for lowering in benchmarks
-    fn.jitted_chunk = jitted_chunk  # path methods: (variables, x, target, i) -> chunk i's sums
+    fn.jitted_chunk = jitted_chunk  # path methods: (variables, x, target, i) -> (chunk i's sums, [C, 0])
     fn.method = m.name
     fn.layer = layer
     return fn
+
+
+def _columns(target):
+    """``[N]`` or ``[N, K]`` targets as ``[N, K]``."""
+    return target if target.ndim == 2 else target[:, None]
+
+
+def _squeeze(res: Attribution, target) -> Attribution:
+    """Drop the ``K`` axis again for ``[N]`` targets."""
+    if target.ndim == 2:
+        return res
+    first = lambda t: jax.tree_util.tree_map(lambda a: a[:, 0], t)  # noqa: E731
+    return res._replace(map=first(res.map), relevance=first(res.relevance),
+                        layer_maps=first(res.layer_maps), conservation=first(res.conservation))
 
 
 def _hashable(obj) -> bool:

@@ -1,0 +1,243 @@
+"""The passes every method is built from: top signals, one modified forward + backward pass,
+the two-phase pass of seeded methods, and the driver of path methods' plans.
+
+A pass runs the model's traced program (:func:`xattr_jax.program.run`) with rules attached, seeds
+the output, pulls the seed back once per target column (sharing the forward) and reads the
+signal at probes added to layer outputs; read-outs have their channels last.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from .program import run
+from .types import Context, PathPlan
+
+__all__ = ["SIGNALS", "Pass", "seed_fn", "onehots", "modified_pass", "two_phase_pass", "path_chunks",
+           "path_sums", "run_path"]
+
+SIGNALS = ("logit", "prob", "log_prob", "pointing")
+
+
+def seed_fn(signal) -> Callable:
+    """``(logits, onehot) -> cotangent on the logits`` for a top signal.
+
+    ``onehot`` has the shape of the logits (one-hot on the class axis, broadcast over any spatial
+    axes). ``"logit"``: the one-hot itself; ``"prob"`` / ``"log_prob"``: the one-hot pulled back
+    through ``softmax`` / ``log_softmax``; ``"pointing"``: the one-hot weighted by the class score's
+    softmax over spatial positions (``exp(s_c(u)) / Σ_u exp(s_c(u))``; 1 for non-spatial outputs;
+    the weights are constants for gradients *of* maps);
+    a callable ``f(logits) -> scores`` (same shape): the one-hot pulled back through ``f``.
+    """
+    if callable(signal):
+        def seed(logits, onehot):
+            _, vjp = jax.vjp(signal, logits)
+            (ct,) = vjp(onehot.astype(logits.dtype))
+            return ct
+
+        return seed
+    if signal == "logit":
+        return lambda logits, onehot: onehot.astype(logits.dtype)
+    if signal in ("prob", "log_prob"):
+        f = jax.nn.softmax if signal == "prob" else jax.nn.log_softmax
+        return seed_fn(lambda z: f(z, axis=-1))
+    if signal == "pointing":
+        def seed(logits, onehot):
+            if logits.ndim <= 2:
+                return onehot.astype(logits.dtype)
+            axes = tuple(range(1, logits.ndim - 1))
+            w = jax.nn.softmax(jax.lax.stop_gradient(logits), axis=axes)
+            return (onehot * w).astype(logits.dtype)
+
+        return seed
+    raise ValueError(f"unknown signal {signal!r}; valid: {list(SIGNALS)} or a callable on the logits")
+
+
+def onehots(target, logits_shape, dtype):
+    """``[N, K]`` targets -> ``[K, *logits_shape]`` one-hots broadcast over spatial axes."""
+    c = logits_shape[-1]
+    oh = jax.nn.one_hot(target.T, c, dtype=dtype)  # [K, N, C]
+    extra = len(logits_shape) - 2
+    oh = oh.reshape(oh.shape[:2] + (1,) * extra + (c,))
+    return jnp.broadcast_to(oh, (target.shape[1],) + tuple(logits_shape))
+
+
+class Pass(NamedTuple):
+    """A modified pass's results; layer read-outs have their channels last (``LayerInfo.shape``)."""
+
+    logits: jax.Array
+    input: jax.Array | None  # [K, N, ...] cotangent at the input
+    at: Mapping[str, jax.Array]  # [K, ...] cotangents at layer outputs
+    acts: Mapping[str, jax.Array]  # captured layer outputs
+
+
+def modified_pass(
+    ctx: Context,
+    x,
+    target,
+    *,
+    rules: Mapping | None = None,
+    at: Sequence[str] = (),
+    input: bool = True,
+    capture: Sequence[str] = (),
+    signal=None,
+    seeds: Callable | None = None,
+    fold: bool = False,
+) -> Pass:
+    """Forward with rules, seed the top, one backward per target column (sharing the forward).
+
+    Args:
+      ctx: the method context.
+      x: ``[N, H, W, C]`` input.
+      target: ``[N, K]`` int targets.
+      rules: ``{layer name: Rule}``; layers without one keep their ordinary gradient.
+      at: layers whose output cotangent is returned (``Pass.at``).
+      input: return the cotangent at the input (else the backward stops at the lowest ``at``).
+      capture: layers whose forward outputs are returned (``Pass.acts``).
+      signal: overrides ``ctx.signal``.
+      seeds: overrides the seed: ``(logits, target) -> [K, *logits.shape]``.
+      fold: hand each conv/dense rule its parameters with the batch-norm after it folded in.
+    """
+    infos = {l.name: l for l in ctx.layers}
+    probes = {n: jnp.zeros(infos[n].native_shape, infos[n].dtype) for n in at}
+
+    def fwd(x, probes):
+        return run(ctx.program, ctx.variables, x, rules=rules, probes=probes, capture=capture, fold=fold)
+
+    if input:
+        logits, vjp, acts = jax.vjp(fwd, x, probes, has_aux=True)
+    else:
+        logits, vjp_p, acts = jax.vjp(lambda p: fwd(x, p), probes, has_aux=True)
+        vjp = lambda ct: (None, *vjp_p(ct))  # noqa: E731
+    if seeds is None:
+        seed = seed_fn(ctx.signal if signal is None else signal)
+        cts = jax.vmap(seed, in_axes=(None, 0))(logits, onehots(target, logits.shape, logits.dtype))
+    else:
+        cts = seeds(logits, target)
+    if cts.shape[0] == 1:
+        x_ct, p_ct = jax.tree_util.tree_map(lambda a: a[None], vjp(cts[0]))
+    else:
+        x_ct, p_ct = jax.vmap(vjp)(cts)
+    p_ct = {n: infos[n].to_channels_last(a, lead=1) for n, a in p_ct.items()}
+    acts = {n: infos[n].to_channels_last(a) for n, a in acts.items()}
+    return Pass(logits, x_ct if input else None, p_ct, acts)
+
+
+def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, rules=None,
+                   at=(), input: bool = True, fold: bool = False, vmap_targets: bool = True):
+    """Seed at ``seed_layer`` from ordinary gradients, then propagate down with ``rules``; one forward.
+
+    One forward pass with ``rules`` attached (give rules only to layers *below* ``seed_layer``, so the
+    layers above it keep their ordinary gradient) is differentiated as
+    ``f(x, probes) = (logits, A)`` with ``A`` the output of ``seed_layer``:
+
+    1. ``grad(cts)`` pulls ``(cts_j, 0)`` back for logits cotangents ``cts [J, *logits.shape]`` and
+       returns the signal at the ``seed_layer`` probe, ``[J, *A.shape]`` (for one-hot cotangents:
+       ``∂y_c/∂A``, the ordinary gradient). Only the part above ``seed_layer`` is computed (under
+       jit the rest is dead code).
+    2. ``R0 = seed(grad, A, logits, target)``: ``[K, *A.shape]``, the seed for each target column.
+    3. ``(0, R0_k)`` is pulled back (``vmap`` over k): the relevance at every ``at`` probe and the input.
+
+    Args:
+      ctx, x, target: as :func:`modified_pass` (``target`` ``[N, K]``).
+      seed_layer: name of a layer called once per forward.
+      seed: ``(grad, A, logits, target) -> R0 [K, *A.shape]``.
+      rules: ``{layer name: Rule}``.
+      at: layers whose output relevance is returned (``Pass.at``; ``seed_layer`` is always there and
+        holds ``R0``).
+      input: also return the relevance at the input.
+      fold: fold batch-norms into the conv/dense before them for the rules (canonizer).
+      vmap_targets: pull the K seeds back in one vmapped pass (default) or one pass per column,
+        stacked (for rules whose backward builds per-sample kernels: batching those over K turns
+        them into grouped convolutions, which XLA:CPU runs far slower).
+
+    Returns:
+      a ``Pass`` (``logits``, ``input [K, N, ...]``, ``at {name: [K, N, ...]}``, ``acts`` with
+      ``seed_layer``'s output).
+    """
+    infos = {l.name: l for l in ctx.layers}
+    names = [seed_layer] + [n for n in at if n != seed_layer]
+    probes = {n: jnp.zeros(infos[n].native_shape, infos[n].dtype) for n in names}
+    seed_info = infos[seed_layer]
+
+    def fwd(x, probes):
+        out, acts = run(ctx.program, ctx.variables, x, rules=rules, probes=probes,
+                        capture=[seed_layer], fold=fold)
+        return (out, acts[seed_layer]), acts
+
+    if input:
+        (logits, a), vjp, acts = jax.vjp(fwd, x, probes, has_aux=True)
+    else:
+        (logits, a), vjp_p, acts = jax.vjp(lambda p: fwd(x, p), probes, has_aux=True)
+        vjp = lambda ct: (None, *vjp_p(ct))  # noqa: E731
+
+    zero_a = jnp.zeros_like(a)
+    zero_l = jnp.zeros_like(logits)
+
+    def grad(cts):
+        g = jax.vmap(lambda c: vjp((c.astype(logits.dtype), zero_a))[1][seed_layer])(cts)
+        return seed_info.to_channels_last(g, lead=1)
+
+    # not stop-gradiented: maps stay differentiable through the seed
+    r0 = seed(grad, seed_info.to_channels_last(a), logits, target)
+    r0 = seed_info.from_channels_last(r0, lead=1)
+
+    def pull(r):
+        return vjp((zero_l, r.astype(a.dtype)))
+
+    if vmap_targets:
+        x_ct, p_ct = jax.vmap(pull)(r0)
+    else:
+        cols = [pull(r0[k]) for k in range(r0.shape[0])]
+        x_ct, p_ct = jax.tree_util.tree_map(lambda *c: jnp.stack(c), *cols)
+    p_ct = {n: infos[n].to_channels_last(v, lead=1) for n, v in p_ct.items()}
+    acts = {n: infos[n].to_channels_last(v) for n, v in acts.items()}
+    return Pass(logits, x_ct if input else None, p_ct, acts)
+
+
+# ----------------------------------------------------------------------------------------------
+# path methods
+
+
+def path_chunks(plan: PathPlan):
+    """``(params [C, c, ...], weights [C, c])``: the plan's points in ``C`` chunks of ``c``; the last
+    chunk is padded with weight-0 copies of the first point."""
+    chunk = int(plan.chunk)
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    params, weights = plan.params, plan.weights
+    s = weights.shape[0]
+    c = min(chunk, s)
+    pad = (-s) % c
+    if pad:
+        params = jnp.concatenate([params, jnp.repeat(params[:1], pad, axis=0)], axis=0)
+        weights = jnp.concatenate([weights, jnp.zeros((pad,), weights.dtype)])
+    return params.reshape((-1, c) + params.shape[1:]), weights.reshape(-1, c)
+
+
+def path_sums(ctx: Context, plan: PathPlan, target, params, weights, acc=None):
+    """The weighted statistics of one chunk (``params [c, ...]``, ``weights [c]``) added to ``acc``."""
+
+    def grad_at(p):
+        return modified_pass(ctx, plan.point(p), target, rules=plan.rules, signal=plan.signal).input
+
+    g = jax.vmap(grad_at)(params)
+    new = plan.stat(g)
+    part = tuple(jnp.tensordot(weights.astype(n.dtype), n, axes=1) for n in new)
+    return part if acc is None else tuple(a + b for a, b in zip(acc, part))
+
+
+def run_path(ctx: Context, x, target, plan: PathPlan):
+    """Run a plan as one program: the chunks in a ``lax.scan`` whose carry is the running sum."""
+    params, weights = path_chunks(plan)
+    zero = jnp.zeros((target.shape[1],) + x.shape, x.dtype)
+
+    def body(acc, inp):
+        return path_sums(ctx, plan, target, *inp, acc=acc), None
+
+    sums, _ = jax.lax.scan(body, (zero,) * plan.n_stats, (params, weights))
+    logits, _ = run(ctx.program, ctx.variables, x)
+    return plan.finish(logits, sums)

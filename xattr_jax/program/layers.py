@@ -1,0 +1,277 @@
+"""Finding layers in a flat program: which operations form a conv, dense, batch-norm,
+ReLU, pool, sum or other layer, and where each value keeps its channels."""
+
+from __future__ import annotations
+
+import numpy as np
+from jax.extend import core as jcore
+
+from .ir import (AFFINE_OPS, BATCH_MIXING_OPS, INLINE_CALLS, RNG_OPS, SHAPE_OPS, Segment, is_float, is_zero,
+                 nonneg_const, only_consumer, size_of)
+
+def is_relu_jaxpr(cj) -> bool:
+    """``custom_jvp_call``'s program is ``max(x, 0)`` (``jax.nn.relu``), possibly inside a ``jit``."""
+    j = cj.jaxpr if hasattr(cj, "jaxpr") else cj
+    if len(j.eqns) != 1 or len(j.invars) != 1:
+        return False
+    e = j.eqns[0]
+    if e.primitive.name in INLINE_CALLS:
+        return is_relu_jaxpr(e.params[INLINE_CALLS[e.primitive.name]])
+    if e.primitive.name != "max":
+        return False
+    a, b = e.invars
+    other = b if a is j.invars[0] else a if b is j.invars[0] else None
+    return isinstance(other, jcore.Literal) and np.all(np.asarray(other.val) == 0)
+
+def conv_feature(op):
+    """(kernel axis, output axis) of a convolution's output features."""
+    dn = op.params["dimension_numbers"]
+    return (dn.rhs_spec[0], dn.out_spec[1])
+
+def dot_feature(op, shapes, x_pos):
+    """For ``dot_general``: (kernel axis, output axis) when the weight has one free axis."""
+    (lc, rc), (lb, rb) = op.params["dimension_numbers"]
+    lhs_rank, rhs_rank = (len(shapes[0]), len(shapes[1]))
+    l_free = [d for d in range(lhs_rank) if d not in lc and d not in lb]
+    r_free = [d for d in range(rhs_rank) if d not in rc and d not in rb]
+    if x_pos == 0:  # weight is rhs: output = batch, lhs free, rhs free
+        if len(r_free) != 1:
+            return None
+        return (r_free[0], len(lb) + len(l_free))
+    if len(l_free) != 1:
+        return None
+    return (l_free[0], len(lb))
+
+def track_axis(axis, op, in_shape):
+    """Where output axis ``axis`` of the value entering shape op ``op`` ends up, or None."""
+    name = op.prim.name
+    p = op.params
+    if name in ("convert_element_type", "copy", "copy_p", "reduce_precision", "optimization_barrier"):
+        return axis
+    if name == "transpose":
+        return list(p["permutation"]).index(axis)
+    if name == "squeeze":
+        dims = [d % len(in_shape) for d in p["dimensions"]]
+        return None if axis in dims else axis - sum(d < axis for d in dims)
+    if name == "expand_dims":
+        dims = sorted(p["dimensions"])
+        out = axis
+        for d in dims:
+            if d <= out:
+                out += 1
+        return out
+    if name == "broadcast_in_dim":
+        return p["broadcast_dimensions"][axis]
+    if name == "reshape":
+        new = tuple(p["new_sizes"])
+        before = int(np.prod(in_shape[:axis]))
+        size = in_shape[axis]
+        acc = 1
+        for j, s in enumerate(new):
+            if acc == before and s == size:
+                return j
+            acc *= s
+        return None
+    return None
+
+def find_segments(ops, facts, shapes, x_batch):
+    """Group operations into layer segments (program order)."""
+    segs, taken = [], set()
+
+    def xins(op):
+        return [a for a in op.ins if not isinstance(a, tuple) and a in facts.xdep]
+
+    def params_of(op_ids, keys=None):
+        out, seen = [], set()
+        keys = dict(keys or {})
+        n = 0
+        for k in op_ids:
+            for a in ops[k].ins:
+                if isinstance(a, tuple) or a in facts.xdep or a in seen:
+                    continue
+                seen.add(a)
+                if a in keys:
+                    out.append((keys[a], a))
+                else:
+                    out.append((f"c{n}", a))
+                    n += 1
+        return tuple(out)
+
+    def chain_shape_then(v, want):
+        """Follow single-consumer shape ops from ``v`` to an op in ``want``; (shape ops, op, var)."""
+        path = []
+        cur = v
+        while True:
+            k = only_consumer(cur, facts)
+            if k is None or k in taken:
+                return path, None
+            op = ops[k]
+            if op.prim.name in want and len(xins(op)) == 1:
+                return path, k
+            if op.prim.name in SHAPE_OPS and len(xins(op)) == 1 and len(op.outs) == 1 and \
+                    op.prim.name not in ("gather", "dynamic_slice", "pad", "concatenate", "slice"):
+                path.append(k)
+                cur = op.outs[0]
+                continue
+            return path, None
+
+    def unit_squeeze(members, out):
+        """Take in a ``squeeze`` of unit axes after a pool (a pool written over an added axis)."""
+        k = only_consumer(out, facts)
+        if k is not None and k not in taken and ops[k].prim.name == "squeeze":
+            return members + [k], ops[k].outs[0]
+        return members, out
+
+    def affine_ok(op, v):
+        others = [a for a in op.ins if a != v]
+        if op.prim.name in ("sub", "div") and op.ins[0] != v:
+            return False
+        return len(op.ins) == 2 and all(isinstance(a, tuple) or a not in facts.xdep for a in others)
+
+    for k, op in enumerate(ops):
+        if k in taken:
+            continue
+        xs = xins(op)
+        if not xs:
+            continue
+        name = op.prim.name
+        if name in RNG_OPS:
+            raise ValueError(
+                "the model draws random numbers on the way from x to its output (dropout or noise in "
+                "training mode); attribution needs the model in inference mode: linen "
+                "deterministic=True / train=False, NNX model.eval(), Equinox eqx.nn.inference_mode(model)"
+            )
+        if not all(is_float(shapes[o][1]) for o in op.outs):
+            continue  # comparisons, indices: no signal flows
+        if name in BATCH_MIXING_OPS and op.ins[0] in facts.xdep:
+            axes = op.params.get("axes", (op.params.get("axis"),))
+            in_shape = shapes[op.ins[0]][0]
+            if 0 in tuple(a for a in axes if a is not None) and in_shape and in_shape[0] == x_batch and x_batch > 1:
+                raise ValueError(
+                    f"the model reduces over the batch axis ({name} at {op.source}): its output for one "
+                    "sample depends on the others, as batch-norm in training mode does; call the model in "
+                    "inference mode (linen use_running_average=True / train=False, NNX model.eval(), "
+                    "Equinox eqx.nn.inference_mode(model))"
+                )
+        if name in ("conv_general_dilated", "dot_general") and len(xs) == 1:
+            x_pos = op.ins.index(xs[0])
+            w = op.ins[1 - x_pos]
+            const_w = isinstance(w, tuple) or not facts.sources.get(w)
+            if name == "conv_general_dilated" and x_pos != 0:
+                segs.append(Segment("other", (k,), tuple(xs), params_of([k]), op.outs[0], None, None))
+                taken.add(k)
+                continue
+            if const_w:
+                kind = "avgpool" if nonneg_const(w, facts) else "other"
+                segs.append(Segment(kind, (k,), tuple(xs), params_of([k]), op.outs[0], None, None))
+                taken.add(k)
+                continue
+            if name == "conv_general_dilated":
+                feat = conv_feature(op)
+            else:
+                feat = dot_feature(op, [shapes[a][0] if not isinstance(a, tuple) else np.shape(a[1])
+                                         for a in op.ins], x_pos)
+            members = [k]
+            path, add_k = chain_shape_then(op.outs[0], {"add"})
+            bias_op = None
+            out = op.outs[0]
+            if add_k is not None and affine_ok(ops[add_k], ops[path[-1]].outs[0] if path else op.outs[0]):
+                for p in path:
+                    if feat is not None:
+                        ax = track_axis(feat[1], ops[p], shapes[ops[p].ins[0]][0])
+                        feat = None if ax is None else (feat[0], ax)
+                members += path + [add_k]
+                bias_op = len(members) - 1
+                out = ops[add_k].outs[0]
+            keys = {w: "kernel"}
+            if bias_op is not None:
+                b = [a for a in ops[add_k].ins if isinstance(a, tuple) or a not in facts.xdep][0]
+                if not isinstance(b, tuple):
+                    keys[b] = "bias"
+            taken.update(members)
+            segs.append(Segment("conv" if name == "conv_general_dilated" else "dense", tuple(members),
+                                 tuple(xs), params_of(members, keys), out, bias_op, feat))
+            continue
+        if name == "custom_jvp_call" and len(xs) == 1 and is_relu_jaxpr(op.params["call_jaxpr"]):
+            segs.append(Segment("relu", (k,), tuple(xs), (), op.outs[0], None, None))
+            taken.add(k)
+            continue
+        if name == "max" and len(xs) == 1 and len(op.ins) == 2 and is_zero(
+                [a for a in op.ins if a != xs[0]][0], facts):
+            segs.append(Segment("relu", (k,), tuple(xs), params_of([k]), op.outs[0], None, None))
+            taken.add(k)
+            continue
+        if name == "reduce_window_max":
+            members, out = unit_squeeze([k], op.outs[0])
+            taken.update(members)
+            segs.append(Segment("maxpool", tuple(members), tuple(xs), params_of(members), out, None, None))
+            continue
+        if name in ("reduce_window_sum", "reduce_sum") and len(xs) == 1:
+            members = [k]
+            out = op.outs[0]
+            path, d = chain_shape_then(out, {"div"})
+            if d is not None and affine_ok(ops[d], ops[path[-1]].outs[0] if path else out):
+                members += path + [d]
+                out = ops[d].outs[0]
+            if name == "reduce_window_sum":
+                members, out = unit_squeeze(members, out)
+            taken.update(members)
+            segs.append(Segment("avgpool", tuple(members), tuple(xs), params_of(members), out, None, None))
+            continue
+        if name == "add" and len(xs) == 2:
+            segs.append(Segment("add", (k,), tuple(xs), (), op.outs[0], None, None))
+            taken.add(k)
+            continue
+        if name in AFFINE_OPS and len(xs) == 1 and affine_ok(op, xs[0]):
+            members = [k]
+            cur = op.outs[0]
+            while True:
+                path, nk = chain_shape_then(cur, AFFINE_OPS)
+                if nk is None or not affine_ok(ops[nk], ops[path[-1]].outs[0] if path else cur):
+                    break
+                members += path + [nk]
+                cur = ops[nk].outs[0]
+            operands = [a for m in members for a in ops[m].ins if isinstance(a, tuple) or a not in facts.xdep]
+            if all(size_of(a, shapes) == 1 and (isinstance(a, tuple) or not facts.sources.get(a))
+                   for a in operands):
+                continue  # scaling by constant scalars (x / 255, gelu's 0.5·x): no layer, its gradient
+            taken.update(members)
+            segs.append(Segment("batchnorm", tuple(members), tuple(xs), params_of(members), cur, None, None))
+            continue
+        if name in SHAPE_OPS:
+            continue
+        segs.append(Segment("other", (k,), tuple(xs), params_of([k]), op.outs[0], None, None))
+        taken.add(k)
+    return segs
+
+def channel_axes(ops, facts, shapes, x_ids):
+    """The channel axis of every x-dependent value (``None`` where it is lost), in program order.
+
+    The input's channels are last (NHWC); a convolution's output features are its ``out_spec``
+    feature axis, a dense layer's the weight's free axis; element-wise operations and windowed
+    reductions keep their input's; shape operations and reductions move it.
+    """
+    axis = {v: len(shapes[v][0]) - 1 for v in x_ids}
+    for op in ops:
+        xs = [a for a in op.ins if not isinstance(a, tuple) and a in facts.xdep]
+        if not xs:
+            continue
+        name = op.prim.name
+        a = axis.get(xs[0])
+        out_rank = len(shapes[op.outs[0]][0])
+        if name == "conv_general_dilated":
+            a = op.params["dimension_numbers"].out_spec[1]
+        elif name == "dot_general" and len(xs) == 1:
+            f = dot_feature(op, [shapes[v][0] if not isinstance(v, tuple) else np.shape(v[1]) for v in op.ins],
+                             op.ins.index(xs[0]))
+            a = None if f is None else f[1]
+        elif name in SHAPE_OPS:
+            a = None if a is None else track_axis(a, op, shapes[xs[0]][0])
+        elif name in ("reduce_sum", "reduce_max", "reduce_min"):
+            red = tuple(op.params["axes"])
+            a = None if a is None or a in red else a - sum(r < a for r in red)
+        elif out_rank != len(shapes[xs[0]][0]):
+            a = None
+        for o in op.outs:
+            axis[o] = a
+    return axis

@@ -1,0 +1,135 @@
+"""Layer names (module paths, weight paths, places) and the layer table with its containers."""
+
+from __future__ import annotations
+
+import re
+
+from .ir import LINEAR, LayerInfo
+
+def _strip_common_top(stacks):
+    firsts = {s.split("/")[0] for s in stacks if s}
+    if len(firsts) == 1 and all(s for s in stacks if s is not None):
+        return [s.split("/", 1)[1] if "/" in s else "" for s in stacks]
+    return list(stacks)
+
+_TRANSFORM = re.compile(r"^(?:[a-z_]+)\((.*)\)$")
+
+_SCOPE = re.compile(r"^[A-Za-z0-9_]+$")
+
+def _clean_stack(stack: str) -> str:
+    parts = []
+    for p in stack.split("/"):
+        m = _TRANSFORM.match(p)
+        while m:  # transformation wrappers: vmap(name), jvp(name), transpose(name)
+            p = m.group(1)
+            m = _TRANSFORM.match(p)
+        if _SCOPE.match(p):  # module names; not class paths (eqx.nn.Conv) or einsum specs
+            parts.append(p)
+    return "/".join(parts)
+
+def layer_names(segs, ops, facts, leaf_paths):
+    """Layer names per segment (see the module docstring)."""
+    stacks = [_clean_stack(ops[s.ops[0]].stack) for s in segs]
+    has_stack = any(stacks)
+    if has_stack:
+        stacks = _strip_common_top(stacks)
+
+    def param_name(seg):
+        srcs = set()
+        for _, v in seg.params:
+            srcs |= facts.sources.get(v, frozenset())
+        if seg.kind in LINEAR:
+            w = dict(seg.params).get("kernel")
+            srcs = set(facts.sources.get(w, frozenset())) or srcs
+        paths = [leaf_paths[i] for i in sorted(srcs)]
+        paths = [p for p in paths if p]
+        if not paths:
+            return None
+        common = list(paths[0])
+        for p in paths[1:]:
+            n = 0
+            while n < min(len(common), len(p)) and common[n] == p[n]:
+                n += 1
+            common = common[:n]
+        if len(paths) == 1 or tuple(common) in {tuple(p) for p in paths}:
+            common = common[:-1]
+        return ".".join(common) if common else None
+
+    names = [None] * len(segs)
+    scope_of = [None] * len(segs)
+    # named layers first
+    for i, s in enumerate(segs):
+        if stacks[i]:
+            scope_of[i] = stacks[i].replace("/", ".")
+        elif s.kind in LINEAR + ("batchnorm",):
+            names[i] = param_name(s)
+    # a scope that holds exactly one layer (and no deeper ones) is that layer's name
+    count = {}
+    for sc in scope_of:
+        if sc is not None:
+            count[sc] = count.get(sc, 0) + 1
+    deeper = {sc.rsplit(".", 1)[0] for sc in count if "." in sc}
+    anchor = ""
+    counters: dict = {}
+    for i, s in enumerate(segs):
+        sc = scope_of[i]
+        if sc is not None and count[sc] == 1 and sc not in deeper:
+            names[i] = sc
+            anchor = sc
+            continue
+        if names[i] is not None:
+            anchor = names[i]
+            continue
+        if sc is None:
+            sc = anchor.rsplit(".", 1)[0] if "." in anchor else ""
+        key = (sc, s.kind)
+        j = counters.get(key, 0)
+        counters[key] = j + 1
+        names[i] = f"{sc}.{s.kind}_{j}" if sc else f"{s.kind}_{j}"
+    # the same name on layers of different kinds: tell them apart by kind
+    kinds: dict = {}
+    for n, s in zip(names, segs):
+        kinds.setdefault(n, set()).add(s.kind)
+    return [f"{n}.{s.kind}" if len(kinds[n]) > 1 else n for n, s in zip(names, segs)]
+
+def layer_rows(segs, names, ops, shapes, nonneg_segs, ins, channel):
+    calls: dict = {}
+    for n in names:
+        calls[n] = calls.get(n, 0) + 1
+    leaves, seen = [], set()
+    outputs = {}
+    for i, (s, n) in enumerate(zip(segs, names)):
+        if n in seen:
+            continue
+        seen.add(n)
+        shape, dtype = shapes[s.output]
+        main = ops[s.ops[0]]
+        meta = (("nonnegative_input", i in nonneg_segs),)
+        c = channel.get(s.output)
+        view = shape if c is None else tuple(d for j, d in enumerate(shape) if j != c) + (shape[c],)
+        leaves.append(LayerInfo(n, s.kind, main.prim.name, view, dtype, calls[n], ins[i], s.output,
+                                meta, main.source, c, shape))
+        outputs[n] = s.output
+    # containers: every proper dotted prefix of two or more layers' names
+    under: dict = {}
+    for pos, l in enumerate(leaves):
+        parts = l.name.split(".")
+        for j in range(1, len(parts)):
+            under.setdefault(".".join(parts[:j]), []).append(pos)
+    rows = []
+    first_of = {}
+    for prefix, members in under.items():
+        if prefix in outputs or len(members) < 2:
+            continue
+        last = leaves[max(members)]
+        first_of[prefix] = min(members)
+        outputs[prefix] = last.output
+        rows.append(last._replace(name=prefix, kind=None, type_name="container", calls=1, inputs=(), meta=(),
+                                  source=""))
+    order = []
+    for pos, l in enumerate(leaves):
+        order.append(((pos, 0, 0), l))
+    for r in rows:
+        order.append(((first_of[r.name], -1, r.name.count(".")), r))
+    order.sort(key=lambda t: t[0])
+    return tuple(r for _, r in order), outputs

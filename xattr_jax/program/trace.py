@@ -1,0 +1,167 @@
+"""Tracing a model (any JAX callable or a linen Module) to a :class:`~.ir.Program`."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import numpy as np
+
+from .ir import (KEEPS_NONNEG, LINEAR, SHAPE_OPS, Program, find_facts, flatten_jaxpr, key_name,
+                 path_parts)
+from .layers import channel_axes, find_segments, track_axis
+from .names import layer_names, layer_rows
+
+def call_model(model) -> Callable:
+    """``model`` as a function ``(variables, x) -> output``."""
+    return model_call(model)[0]
+
+def check_strict(layers) -> None:
+    """Refuse operations without a rule on the way from x to the output (``strict=True``)."""
+    other = [l for l in layers if l.kind == "other"]
+    if other:
+        listed = "; ".join(f"{l.name} ({l.type_name} at {l.source or 'unknown source'})" for l in other)
+        raise ValueError(
+            f"strict mode: {len(other)} operation(s) between x and the output have no rule: {listed}. "
+            "They would keep their ordinary gradient; rewrite them with conv/dense/ReLU/pool/sum "
+            "operations, or pass strict=False to accept the gradient there."
+        )
+
+def inference_only(fn):
+    """``fn`` with Flax's refusals of a training-mode model told in our words."""
+
+    def call(variables, x):
+        try:
+            return fn(variables, x)
+        except Exception as err:
+            text = str(err)
+            if "batch_stats" in text or "dropout" in text.lower() or "is immutable" in text:
+                raise ValueError(
+                    f"the model could not run in inference mode ({type(err).__name__}: {text.splitlines()[0]}); "
+                    "attribution calls it as model.apply(variables, x): build it with "
+                    "use_running_average=True / deterministic=True (or train=False)"
+                ) from err
+            raise
+
+    return call
+
+def model_call(model):
+    apply = getattr(model, "apply", None)
+    try:
+        import flax.linen as nn
+
+        if isinstance(model, nn.Module):
+            return inference_only(model.apply), True
+    except ImportError:  # pragma: no cover
+        pass
+    if callable(model):
+        return inference_only(model), False
+    raise TypeError(
+        f"model must be a flax.linen.Module or a callable model(variables, x) -> logits, got "
+        f"{type(model).__name__}" + (" (it has .apply: pass model.apply)" if apply else "")
+    )
+
+def trace(model, variables, x) -> Program:
+    """Trace ``model`` on ``(variables, x)`` (concrete or abstract) and find its layers."""
+    fn, linen = model_call(model)
+    closed = jax.make_jaxpr(lambda v, x: fn(v, x))(variables, x)
+    flat, in_tree = jax.tree_util.tree_flatten_with_path((variables, x))
+    leaf_paths = [path_parts(p, linen) if p and key_name(p[0]) == "0" else None for p, _ in flat]
+    ops: list = []
+    consts: list = []
+    counter = [0]
+    invars = []
+    env = {}
+    shapes = {}
+    for v in closed.jaxpr.invars:
+        counter[0] += 1
+        env[v] = counter[0]
+        invars.append(counter[0])
+        shapes[counter[0]] = (tuple(v.aval.shape), v.aval.dtype)
+    outs = flatten_jaxpr(closed.jaxpr, closed.consts, env, ops, consts, counter, shapes)
+    for i, c in consts:
+        shapes[i] = (tuple(np.shape(c)), getattr(c, "dtype", None) or np.asarray(c).dtype)
+    n_x = len(jax.tree_util.tree_leaves(x))
+    x_ids = invars[len(invars) - n_x:]
+    param_ids = invars[: len(invars) - n_x]
+    facts = find_facts(ops, x_ids, param_ids, consts)
+    # everything that does not depend on x runs first (parameter preparation), so a layer's rule
+    # can read any parameter of the program (a canonizer folds the batch-norm after a conv into it)
+    ops = [op for op in ops if not any(o in facts.xdep for o in op.outs)] + \
+          [op for op in ops if any(o in facts.xdep for o in op.outs)]
+    facts = find_facts(ops, x_ids, param_ids, consts)
+    if not any(o in facts.xdep for o in outs):
+        raise ValueError(
+            "the model's output does not depend on x (the input): nothing to attribute; check that "
+            "model(variables, x) uses its second argument"
+        )
+    xb = int(np.shape(jax.tree_util.tree_leaves(x)[0])[0]) if np.ndim(jax.tree_util.tree_leaves(x)[0]) else 1
+    segs = find_segments(ops, facts, shapes, xb)
+    names = layer_names(segs, ops, facts, leaf_paths)
+    # static non-negativity: ReLU outputs, kept by pools, sums and shape operations
+    nonneg_vars: set = set()
+    nonneg_segs = set()
+    seg_by_first = {max(s.ops): i for i, s in enumerate(segs)}  # a segment runs where its last op stood
+    in_seg = frozenset(k for s in segs for k in s.ops)
+    for k, op in enumerate(ops):
+        i = seg_by_first.get(k)
+        if i is not None:
+            s = segs[i]
+            all_nn = all(v in nonneg_vars for v in s.inputs)
+            if all_nn:
+                nonneg_segs.add(i)
+            if s.kind == "relu" or (s.kind in ("maxpool", "avgpool", "add") and all_nn):
+                nonneg_vars.add(s.output)
+            continue
+        if k in in_seg:
+            continue
+        xs = [a for a in op.ins if not isinstance(a, tuple) and a in facts.xdep]
+        if xs and op.prim.name in KEEPS_NONNEG and all(a in nonneg_vars for a in xs):
+            nonneg_vars.update(op.outs)
+    # folds: a linear layer whose only consumer is a batch-norm chain
+    folds = {}
+    by_input = {}
+    for i, s in enumerate(segs):
+        if s.kind == "batchnorm":
+            by_input.setdefault(s.inputs[0], []).append(i)
+    for i, s in enumerate(segs):
+        if s.kind not in LINEAR or s.feature is None:
+            continue
+        # through single-consumer shape operations (a vmapped channels-first conv reshapes first)
+        v, path, axis = s.output, [], s.feature[1]
+        while len(facts.consumers.get(v, [])) == 1 and v not in by_input:
+            k = facts.consumers[v][0]
+            op = ops[k]
+            if k in in_seg or op.prim.name not in KEEPS_NONNEG or op.prim.name in (
+                    "broadcast_in_dim", "slice", "dynamic_slice", "gather", "concatenate") or len(op.outs) != 1:
+                break
+            axis = track_axis(axis, op, shapes[v][0])
+            if axis is None:
+                break
+            path.append(k)
+            v = op.outs[0]
+        if v in by_input and len(facts.consumers.get(v, [])) == 1 and axis is not None:
+            folds[i] = (by_input[v][0], tuple(path), axis)
+    outs_of_segs = {s.output for s in segs}
+
+    def upstream(v):  # the layer output a value comes from, through shape operations
+        while v not in outs_of_segs and v in facts.producer:
+            op = ops[facts.producer[v]]
+            xs = [a for a in op.ins if not isinstance(a, tuple) and a in facts.xdep]
+            if op.prim.name not in SHAPE_OPS or len(xs) != 1:
+                break
+            v = xs[0]
+        return v
+
+    ins = [tuple(upstream(v) for v in s.inputs) for s in segs]
+    table, outputs = layer_rows(segs, names, ops, shapes, nonneg_segs, ins, channel_axes(ops, facts, shapes, x_ids))
+    return Program(tuple(ops), tuple(invars), tuple(consts), tuple(outs), in_tree, tuple(segs),
+                   tuple(names), seg_by_first, in_seg, table, outputs, frozenset(nonneg_segs), folds, shapes)
+
+def layer_table(model, variables, x) -> tuple:
+    """The layer table of ``model`` on inputs shaped like ``x`` (``xa.layers``)."""
+    return trace(model, variables, x).layers
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation
