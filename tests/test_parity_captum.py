@@ -1,10 +1,28 @@
-"""Parity with Captum on converted VGG16 and ResNet50 (random weights, batch 2, float64 on both sides).
+"""Parity with Captum on converted VGG16 and ResNet50 (random weights, batch 2, 64x64).
 
-Tolerance everywhere: max abs error <= 1e-4 x max|Captum| (float64; see conftest.torch_pair for why not float32).
+Ours runs in float32, Captum in float64 on the same weights and input (see conftest.torch_pair).
+Tolerance: max abs error <= 1e-4 x max|Captum|, with two stated exceptions:
+
+- integrated gradients runs float64 on both sides (ours in float32 against Captum in float64 measured
+  1.4e-3 to 1.2e-2 x max on the eight cases: path points on ReLU kinks);
+- gradient and input x gradient are compared in float32 at ``_parity.KINK_TOL`` (three ReLU
+  pre-activations of this input batch lie within float32 rounding of 0; the evidence is there) and
+  in float64 on both sides at 1e-4.
+
+Measured max abs error / max|Captum| (VGG16, ResNet50):
+  gradient             float32 4.0e-2, 8.4e-3    float64 2.7e-15, 2.3e-15
+  input x gradient     float32 2.2e-2, 8.1e-3    float64 2.0e-15, 2.5e-15
+  guided backprop      float32 1.9e-7, 3.6e-7
+  deconvnet            float32 6.9e-7, 6.9e-7
+  SmoothGrad           float32 9.0e-7, 1.5e-6 (squared 6.5e-7, 1.2e-6; VarGrad 9.2e-7, 1.8e-6)
+  Grad-CAM             float32 3.9e-6, 1.1e-6 (explicit and default layer alike)
+  IG, four rules       float64 3.0e-8 to 4.5e-8 (Captum multiplies by its step sizes as a float32
+                       tensor, 1/n off by ~3e-8 relative; ours is within 1.5e-15 of a float64 sum)
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -14,9 +32,7 @@ import xattr_jax as xa
 torch = pytest.importorskip("torch")
 captum_attr = pytest.importorskip("captum.attr")
 
-pytestmark = pytest.mark.usefixtures("x64")
-
-from _parity import assert_close, nchw_to_nhwc  # noqa: E402
+from _parity import KINK_TOL, TOL, assert_close, float32, nchw_to_nhwc  # noqa: E402
 
 ARCHS = ["vgg16", "resnet50"]
 TARGETS = [0, 2]  # classes whose random-weight Grad-CAM maps are partly positive on both nets
@@ -43,13 +59,25 @@ def test_gradient_family(torch_pair, image_batch, arch, method, cls):
     attr = getattr(captum_attr, cls)(tm)
     kw = {"abs": False} if cls == "Saliency" else {}
     ref = nchw_to_nhwc(attr.attribute(xt.clone().requires_grad_(), target=_t(), **kw))
-    res = _ours(model, v, xj, method)
-    assert_close(res.relevance, ref, f"{method} vs Captum {cls} on {arch}")
+    res = _ours(model, float32(v), float32(xj), method)
+    kinked = method in ("gradient", "input_x_gradient")  # see _parity.KINK_TOL
+    assert_close(res.relevance, ref, f"{method} (float32) vs Captum {cls} on {arch}",
+                 tol=KINK_TOL[arch] if kinked else TOL)
+    if kinked:  # the algorithm at TOL: float64 on both sides
+        with jax.enable_x64(True):
+            res = _ours(model, v, xj, method)
+        assert_close(res.relevance, ref, f"{method} (float64) vs Captum {cls} on {arch}")
 
 
+@pytest.mark.usefixtures("x64")
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("rule", ["right", "left", "middle", "trapezoid"])
 def test_integrated_gradients_each_riemann_rule(torch_pair, image_batch, arch, rule, monkeypatch):
+    """Float64 on both sides, unlike the other parity tests: IG evaluates the gradient at m points on
+    the straight path, and in float32 one of them can sit on a ReLU kink (a pre-activation within
+    rounding of 0), where either side may take either one-sided gradient; that is rounding, not the
+    algorithm. In float64 and with an exact α = k/m grid on both sides the sums agree (to 4.5e-8 x max:
+    Captum's step weights 1/n are a float32 tensor)."""
     tm, model, v = torch_pair(arch)
     # Captum builds its alpha grid with torch.linspace in float32 (k/n off by ~1e-8), enough to flip
     # a ReLU on VGG16 and move the left-rule result by 0.8 %; make its grid float64 like ours.
@@ -80,7 +108,8 @@ def test_smoothgrad_with_a_shared_noise_draw(torch_pair, image_batch, arch, vari
     tm, model, v = torch_pair(arch)
     xt, xj = image_batch
     n, noise = 3, 0.15
-    eps = np.random.default_rng(0).standard_normal((n,) + tuple(xj.shape))
+    # float32 values, so both sides draw the same noise; sigma is computed in each side's precision
+    eps = np.random.default_rng(0).standard_normal((n,) + tuple(xj.shape)).astype(np.float32).astype(np.float64)
     sigma = noise * (np.asarray(xj).max(axis=(1, 2, 3)) - np.asarray(xj).min(axis=(1, 2, 3)))
     # Captum draws torch.normal noise for input.repeat_interleave(n): row b*n + s is sample s of
     # image b. Replace the draw with ours, sigma_b * eps[s, b] (NHWC -> NCHW).
@@ -94,8 +123,8 @@ def test_smoothgrad_with_a_shared_noise_draw(torch_pair, image_batch, arch, vari
     monkeypatch.setattr(captum_attr.NoiseTunnel, "_add_noise_to_input", staticmethod(add_noise))
     nt = captum_attr.NoiseTunnel(captum_attr.Saliency(tm))
     ref = nchw_to_nhwc(nt.attribute(xt, nt_type=nt_type, nt_samples=n, stdevs=1.0, target=_t(), abs=False))
-    res = xa.attributor(model, "smoothgrad", noise=noise, samples=n, variant=variant, draws=jnp.asarray(eps), chunk=2)(
-        v, xj, jnp.asarray(TARGETS))
+    res = xa.attributor(model, "smoothgrad", noise=noise, samples=n, variant=variant, draws=float32(eps), chunk=2)(
+        float32(v), float32(xj), jnp.asarray(TARGETS))
     assert_close(res.relevance, ref, f"smoothgrad ({variant}) vs Captum NoiseTunnel {nt_type} on {arch}")
 
 
@@ -105,7 +134,8 @@ def test_grad_cam(torch_pair, image_batch, arch, layer, torch_layer):
     xt, xj = image_batch
     gc = captum_attr.LayerGradCam(tm, tm.get_submodule(torch_layer))
     ref = torch.clamp(gc.attribute(xt, target=_t()), min=0)[:, 0].detach().numpy()  # ReLU as Grad-CAM
-    res = _ours(model, v, xj, "grad_cam", layer=layer)
+    v32, x32 = float32(v), float32(xj)
+    res = _ours(model, v32, x32, "grad_cam", layer=layer)
     assert_close(res.map, ref, f"Grad-CAM vs Captum LayerGradCam on {arch} at {layer}")
-    default = _ours(model, v, xj, "grad_cam")  # default layer: the last conv ReLU
+    default = _ours(model, v32, x32, "grad_cam")  # default layer: the last conv ReLU
     assert_close(default.map, ref, f"Grad-CAM at the default layer on {arch}")

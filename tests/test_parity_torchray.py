@@ -1,11 +1,19 @@
 """Parity with TorchRay's gradient, guided backprop, deconvnet and Grad-CAM at its benchmark layers.
 
 TorchRay returns ``max_c |·|`` of the input signal for the first three and the ReLU'd Grad-CAM map at
-the layer's resolution (``resize=False``). Tolerance: max abs error <= 1e-4 x max|TorchRay|.
+the layer's resolution (``resize=False``). Ours runs in float32, TorchRay in float64 on the same
+weights and input (see conftest.torch_pair). Tolerance: max abs error <= 1e-4 x max|TorchRay|,
+except the plain gradient: float32 at ``_parity.KINK_TOL`` (ReLU pre-activations of this input
+within float32 rounding of 0, evidence there) and float64 on both sides at 1e-4.
+
+Measured max abs error / max|TorchRay| (VGG16, ResNet50): gradient float32 3.7e-2, 8.0e-3 and
+float64 2.7e-15, 2.6e-15; guided backprop 1.9e-7, 3.6e-7; deconvnet 6.7e-7, 6.8e-7; Grad-CAM
+3.9e-6, 1.1e-6.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import pytest
 
@@ -14,9 +22,7 @@ import xattr_jax as xa
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchray")
 
-pytestmark = pytest.mark.usefixtures("x64")
-
-from _parity import assert_close  # noqa: E402
+from _parity import KINK_TOL, assert_close, float32  # noqa: E402
 
 ARCHS = ["vgg16", "resnet50"]
 TARGETS = [0, 2]  # classes whose random-weight Grad-CAM maps are partly positive on both nets
@@ -38,8 +44,15 @@ def test_input_saliency(torch_pair, image_batch, arch, method):
     tm, model, v = torch_pair(arch)
     xt, xj = image_batch
     ref = _torchray(method, tm, xt)
-    res = xa.explain(model, v, xj, jnp.asarray(TARGETS), method=method)
-    assert_close(res.map, ref, f"{method} vs TorchRay on {arch}")
+    res = xa.explain(model, float32(v), float32(xj), jnp.asarray(TARGETS), method=method)
+    if method != "gradient":
+        assert_close(res.map, ref, f"{method} (float32) vs TorchRay on {arch}")
+        return
+    # see _parity.KINK_TOL: float32 at the measured bound, and the algorithm at TOL in float64
+    assert_close(res.map, ref, f"{method} (float32) vs TorchRay on {arch}", tol=KINK_TOL[arch])
+    with jax.enable_x64(True):
+        res = xa.explain(model, v, xj, jnp.asarray(TARGETS), method=method)
+    assert_close(res.map, ref, f"{method} (float64) vs TorchRay on {arch}")
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -48,5 +61,5 @@ def test_grad_cam_at_the_benchmark_layer(torch_pair, image_batch, arch):
     xt, xj = image_batch
     layer = GRAD_CAM_LAYER[arch]
     ref = _torchray("grad_cam", tm, xt, saliency_layer=layer)
-    res = xa.explain(model, v, xj, jnp.asarray(TARGETS), method="grad_cam", layer=layer)
+    res = xa.explain(model, float32(v), float32(xj), jnp.asarray(TARGETS), method="grad_cam", layer=layer)
     assert_close(res.map, ref, f"Grad-CAM vs TorchRay on {arch} at {layer}")

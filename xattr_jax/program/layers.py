@@ -42,6 +42,18 @@ def dot_feature(op, shapes, x_pos):
         return None
     return (l_free[0], len(lb))
 
+def dot_axis(op, shapes, pos, axis):
+    """Where free axis ``axis`` of operand ``pos`` of a ``dot_general`` lands in its output (output
+    axes: batch, lhs free, rhs free), or None when it is contracted or batched."""
+    (lc, rc), (lb, rb) = op.params["dimension_numbers"]
+    contract, batch = (lc, lb) if pos == 0 else (rc, rb)
+    if axis in contract or axis in batch:
+        return None
+    free = [d for d in range(len(shapes[pos])) if d not in contract and d not in batch]
+    offset = len(lb) + (0 if pos == 0 else len([d for d in range(len(shapes[0])) if d not in lc and d not in lb]))
+    return offset + free.index(axis)
+
+
 def track_axis(axis, op, in_shape):
     """Where output axis ``axis`` of the value entering shape op ``op`` ends up, or None."""
     name = op.prim.name
@@ -122,6 +134,20 @@ def find_segments(ops, facts, shapes, x_batch):
             return members + [k], ops[k].outs[0]
         return members, out
 
+    def spatial_view(members, out):
+        """Take in the transposes/reshapes that bring a pooling matrix product's output back to an
+        image ``[N, h, w, C]`` (adaptive average pooling written as one matrix product)."""
+        path, cur = [], out
+        for _ in range(3):
+            k = only_consumer(cur, facts)
+            if k is None or k in taken or ops[k].prim.name not in ("transpose", "reshape"):
+                break
+            path.append(k)
+            cur = ops[k].outs[0]
+            if len(shapes[cur][0]) >= 4:
+                return members + path, cur
+        return members, out
+
     def affine_ok(op, v):
         others = [a for a in op.ins if a != v]
         if op.prim.name in ("sub", "div") and op.ins[0] != v:
@@ -161,10 +187,11 @@ def find_segments(ops, facts, shapes, x_batch):
                 segs.append(Segment("other", (k,), tuple(xs), params_of([k]), op.outs[0], None, None))
                 taken.add(k)
                 continue
-            if const_w:
+            if const_w:  # a constant linear map: pooling when its weights are non-negative
                 kind = "avgpool" if nonneg_const(w, facts) else "other"
-                segs.append(Segment(kind, (k,), tuple(xs), params_of([k]), op.outs[0], None, None))
-                taken.add(k)
+                members, out = spatial_view([k], op.outs[0])
+                segs.append(Segment(kind, tuple(members), tuple(xs), params_of(members), out, None, None))
+                taken.update(members)
                 continue
             if name == "conv_general_dilated":
                 feat = conv_feature(op)
@@ -262,9 +289,14 @@ def channel_axes(ops, facts, shapes, x_ids):
         if name == "conv_general_dilated":
             a = op.params["dimension_numbers"].out_spec[1]
         elif name == "dot_general" and len(xs) == 1:
-            f = dot_feature(op, [shapes[v][0] if not isinstance(v, tuple) else np.shape(v[1]) for v in op.ins],
-                             op.ins.index(xs[0]))
-            a = None if f is None else f[1]
+            x_pos = op.ins.index(xs[0])
+            w = op.ins[1 - x_pos]
+            in_shapes = [shapes[v][0] if not isinstance(v, tuple) else np.shape(v[1]) for v in op.ins]
+            if isinstance(w, tuple) or not facts.sources.get(w):  # a constant map: x's channels go through
+                a = None if a is None else dot_axis(op, in_shapes, x_pos, a)
+            else:
+                f = dot_feature(op, in_shapes, x_pos)
+                a = None if f is None else f[1]
         elif name in SHAPE_OPS:
             a = None if a is None else track_axis(a, op, shapes[xs[0]][0])
         elif name in ("reduce_sum", "reduce_max", "reduce_min"):
