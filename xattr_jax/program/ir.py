@@ -14,27 +14,21 @@ from jax.extend import core as jcore
 KINDS = ("conv", "dense", "batchnorm", "relu", "maxpool", "avgpool", "add", "other")
 
 LINEAR = ("conv", "dense")
-
 # inlined: their sub-program runs as the caller's operations
-
 INLINE_CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr", "core_call": "call_jaxpr",
                 "remat": "jaxpr", "checkpoint": "jaxpr", "remat2": "jaxpr"}
 # the signal follows the values
-
 SHAPE_OPS = {"reshape", "transpose", "squeeze", "expand_dims", "broadcast_in_dim", "slice", "pad",
-          "concatenate", "rev", "copy", "copy_p", "convert_element_type", "reduce_precision",
-          "dynamic_slice", "gather", "optimization_barrier"}
+             "concatenate", "rev", "copy", "copy_p", "convert_element_type", "reduce_precision",
+             "dynamic_slice", "gather", "optimization_barrier"}
 # shape operations that keep x >= 0 (pad: only with a non-negative padding value)
-
 KEEPS_NONNEG = SHAPE_OPS - {"pad"}
-
 AFFINE_OPS = {"add", "sub", "mul", "div"}
-
 RNG_OPS = {"random_bits", "random_seed", "random_wrap", "random_unwrap", "threefry2x32", "random_fold_in",
-        "random_split", "rng_bit_generator", "rng_uniform"}
-
+           "random_split", "rng_bit_generator", "rng_uniform"}
 BATCH_MIXING_OPS = {"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin",
-                 "cumsum", "cumprod", "cummax", "cummin"}
+                    "cumsum", "cumprod", "cummax", "cummin"}
+
 
 class LayerInfo(NamedTuple):
     """One row of the layer table, in program order.
@@ -83,6 +77,7 @@ class LayerInfo(NamedTuple):
             return a
         return jnp.moveaxis(a, -1, lead + c)
 
+
 class Op(NamedTuple):
     prim: Any
     params: dict
@@ -91,6 +86,7 @@ class Op(NamedTuple):
     stack: str
     source: str
     ctx: Any  # the equation's context manager (compute placement, metadata)
+
 
 class Segment(NamedTuple):
     """A layer as the rules see it: ``ops`` evaluated in order turn ``inputs`` into ``output``."""
@@ -102,6 +98,7 @@ class Segment(NamedTuple):
     output: int
     bias_op: int | None  # index (into ops) of the bias add, linear layers
     feature: tuple | None  # linear: (kernel axis of the output features, output axis) for folding
+
 
 class Program(NamedTuple):
     """A traced model: flat operations, layer segments and the layer table."""
@@ -131,7 +128,9 @@ def key_name(k) -> str | None:
             return str(getattr(k, attr))
     return str(k)
 
+
 _LEAF_NAMES = {"value", "raw_value", "_value"}
+
 
 def path_parts(path, linen: bool) -> tuple:
     parts = [key_name(k) for k in path[1:]]  # path[0] selects variables within (variables, x)
@@ -139,6 +138,7 @@ def path_parts(path, linen: bool) -> tuple:
     if linen and parts:
         parts = parts[1:]  # the collection: params, batch_stats, ...
     return tuple(parts)
+
 
 def flatten_jaxpr(jaxpr, consts, env_ids, ops, const_vals, counter, shapes, stack_prefix=""):
     """Append ``jaxpr``'s operations to ``ops`` with fresh integer ids; returns the output ids."""
@@ -194,12 +194,15 @@ def flatten_jaxpr(jaxpr, consts, env_ids, ops, const_vals, counter, shapes, stac
     return [ref(v) if not isinstance(ref(v), tuple) else _lit_const(ref(v), const_vals, new)
             for v in jaxpr.outvars]
 
+
 def _lit_const(lit, const_vals, new):
     i = new()
     const_vals.append((i, lit[1]))
     return i
 
+
 _FRAMEWORKS = re.compile(r"[/\\](flax|equinox|haiku|optax|jax|xattr_jax)[/\\]")
+
 
 def source_line(e) -> str:
     """``file:line (function)`` of the innermost frame outside the frameworks (the user's call)."""
@@ -214,12 +217,14 @@ def source_line(e) -> str:
     except Exception:  # pragma: no cover - the summary is informative only
         return ""
 
+
 class Facts(NamedTuple):
     xdep: set
     sources: dict  # variable id -> frozenset of input leaf indices it depends on (x-independent)
     consumers: dict  # variable id -> [op indices]
     producer: dict  # variable id -> op index
     concrete: dict  # variable id -> numpy value of constants
+
 
 def find_facts(ops, x_ids, param_ids, const_vals) -> Facts:
     xdep = set(x_ids)
@@ -247,8 +252,10 @@ def find_facts(ops, x_ids, param_ids, const_vals) -> Facts:
                 sources[o] = src
     return Facts(xdep, sources, consumers, producer, concrete)
 
+
 def is_float(aval_dtype) -> bool:
     return jnp.issubdtype(aval_dtype, jnp.inexact)
+
 
 def is_zero(a, facts) -> bool:
     if isinstance(a, tuple):
@@ -256,18 +263,22 @@ def is_zero(a, facts) -> bool:
     v = facts.concrete.get(a)
     return v is not None and bool(np.all(v == 0))
 
+
 def nonneg_const(a, facts) -> bool:
     if isinstance(a, tuple):
         return bool(np.all(np.asarray(a[1]) >= 0))
     v = facts.concrete.get(a)
     return v is not None and bool(np.all(v >= 0))
 
+
 def only_consumer(v, facts):
     c = facts.consumers.get(v, [])
     return c[0] if len(c) == 1 else None
 
+
 def size_of(a, shapes) -> int:
     return int(np.size(a[1])) if isinstance(a, tuple) else int(np.prod(shapes[a][0]))
+
 
 def bind(op, vals):
     bind_params = op.prim.get_bind_params(op.params)

@@ -9,6 +9,7 @@ from jax.extend import core as jcore
 from .ir import (AFFINE_OPS, BATCH_MIXING_OPS, INLINE_CALLS, RNG_OPS, SHAPE_OPS, Segment, is_float, is_zero,
                  nonneg_const, only_consumer, size_of)
 
+
 def is_relu_jaxpr(cj) -> bool:
     """``custom_jvp_call``'s program is ``max(x, 0)`` (``jax.nn.relu``), possibly inside a ``jit``."""
     j = cj.jaxpr if hasattr(cj, "jaxpr") else cj
@@ -23,10 +24,12 @@ def is_relu_jaxpr(cj) -> bool:
     other = b if a is j.invars[0] else a if b is j.invars[0] else None
     return isinstance(other, jcore.Literal) and np.all(np.asarray(other.val) == 0)
 
+
 def conv_feature(op):
     """(kernel axis, output axis) of a convolution's output features."""
     dn = op.params["dimension_numbers"]
     return (dn.rhs_spec[0], dn.out_spec[1])
+
 
 def dot_feature(op, shapes, x_pos):
     """For ``dot_general``: (kernel axis, output axis) when the weight has one free axis."""
@@ -41,6 +44,7 @@ def dot_feature(op, shapes, x_pos):
     if len(l_free) != 1:
         return None
     return (l_free[0], len(lb))
+
 
 def dot_axis(op, shapes, pos, axis):
     """Where free axis ``axis`` of operand ``pos`` of a ``dot_general`` lands in its output (output
@@ -85,6 +89,7 @@ def track_axis(axis, op, in_shape):
             acc *= s
         return None
     return None
+
 
 def find_segments(ops, facts, shapes, x_batch):
     """Group operations into layer segments (program order)."""
@@ -270,6 +275,7 @@ def find_segments(ops, facts, shapes, x_batch):
         segs.append(Segment("other", (k,), tuple(xs), params_of([k]), op.outs[0], None, None))
         taken.add(k)
     return segs
+
 
 def channel_axes(ops, facts, shapes, x_ids):
     """The channel axis of every x-dependent value (``None`` where it is lost), in program order.

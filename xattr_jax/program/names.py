@@ -6,15 +6,18 @@ import re
 
 from .ir import LINEAR, LayerInfo
 
+
 def _strip_common_top(stacks):
     firsts = {s.split("/")[0] for s in stacks if s}
     if len(firsts) == 1 and all(s for s in stacks if s is not None):
         return [s.split("/", 1)[1] if "/" in s else "" for s in stacks]
     return list(stacks)
 
+
 _TRANSFORM = re.compile(r"^(?:[a-z_]+)\((.*)\)$")
 
 _SCOPE = re.compile(r"^[A-Za-z0-9_]+$")
+
 
 def _clean_stack(stack: str) -> str:
     parts = []
@@ -26,6 +29,7 @@ def _clean_stack(stack: str) -> str:
         if _SCOPE.match(p):  # module names; not class paths (eqx.nn.Conv) or einsum specs
             parts.append(p)
     return "/".join(parts)
+
 
 def layer_names(segs, ops, facts, leaf_paths):
     """Layer names per segment (see the module docstring)."""
@@ -91,6 +95,7 @@ def layer_names(segs, ops, facts, leaf_paths):
     for n, s in zip(names, segs):
         kinds.setdefault(n, set()).add(s.kind)
     return [f"{n}.{s.kind}" if len(kinds[n]) > 1 else n for n, s in zip(names, segs)]
+
 
 def layer_rows(segs, names, ops, shapes, nonneg_segs, ins, channel):
     calls: dict = {}

@@ -12,6 +12,7 @@ from ..rules.core import apply_rule
 from .ir import LINEAR, Program, bind
 from .trace import trace
 
+
 def _rebatch(op, vals, traced_in):
     """Shape parameters of ``reshape``/``broadcast_in_dim`` for a different batch size (rules that
     run a layer on one sample at a time)."""
@@ -29,7 +30,8 @@ def _rebatch(op, vals, traced_in):
         return op._replace(params=p)
     return op
 
-def segment_fn(prog: Program, i: int, shapes=None) -> Callable:
+
+def segment_fn(prog: Program, i: int) -> Callable:
     """The pure forward ``fn(params, *xs)`` of segment ``i``: its own operations, in order.
 
     Linear layers also take a ``"bias"`` they do not have (a canonizer's folded bias): it is
@@ -78,10 +80,12 @@ def segment_fn(prog: Program, i: int, shapes=None) -> Callable:
         fn.kernel_window = ()
     return fn
 
+
 def _in_shape(prog, op):
     if not op.ins or isinstance(op.ins[0], tuple):
         return None
     return prog.shapes[op.ins[0]][0]
+
 
 def fold_params(prog: Program, lin: int, lin_params, bn_params):
     """``{kernel, bias}`` of linear segment ``lin`` with the batch-norm after it folded in.
@@ -115,9 +119,11 @@ def fold_params(prog: Program, lin: int, lin_params, bn_params):
         (b,) = jax.linear_transpose(chain, jax.ShapeDtypeStruct(y_shape, dtype))(b)
     return {"kernel": kernel, "bias": b}
 
+
 def folded_batchnorms(prog: Program) -> tuple:
     """Names of the batch-norm layers that ``fold=True`` folds into the conv/dense before them."""
     return tuple(prog.seg_names[f[0]] for f in prog.folds.values())
+
 
 class LayerCall(NamedTuple):
     """One layer as its rule sees it: ``fn(params, *inputs)`` is its exact forward."""
@@ -127,6 +133,7 @@ class LayerCall(NamedTuple):
     inputs: tuple
     rule_params: dict  # the parameters a rule is given (``fold=True``: batch-norm folded in)
 
+
 def layer_call(prog: Program, variables, x, name: str, *, fold: bool = False) -> LayerCall:
     """The first call of layer ``name`` in a plain evaluation of ``prog`` (for tests and tools)."""
     record: dict = {}
@@ -134,6 +141,7 @@ def layer_call(prog: Program, variables, x, name: str, *, fold: bool = False) ->
     if name not in record:
         raise ValueError(f"{name!r} is not a leaf layer; valid: {list(prog.seg_names)}")
     return record[name]
+
 
 def run(prog: Program, variables, x, *, rules=None, probes=None, capture=(), fold=False, _record=None):
     """Evaluate ``prog`` on ``(variables, x)`` with rules attached, probes added, outputs captured.
@@ -224,11 +232,13 @@ def run(prog: Program, variables, x, *, rules=None, probes=None, capture=(), fol
     out = out[0] if len(out) == 1 else out
     return out, captured
 
+
 def _calls(prog, name):
     for l in prog.layers:
         if l.name == name:
             return l.calls
     return 1
+
 
 def interpret(model, variables, x, *, rules=None, probes=None, capture=(), fold=False):
     """Trace ``model`` and :func:`run` it once: ``(output, {layer name: output})``."""

@@ -12,9 +12,11 @@ from .ir import (KEEPS_NONNEG, LINEAR, SHAPE_OPS, Program, find_facts, flatten_j
 from .layers import channel_axes, find_segments, track_axis
 from .names import layer_names, layer_rows
 
+
 def call_model(model) -> Callable:
     """``model`` as a function ``(variables, x) -> output``."""
     return model_call(model)[0]
+
 
 def check_strict(layers) -> None:
     """Refuse operations without a rule on the way from x to the output (``strict=True``)."""
@@ -26,6 +28,7 @@ def check_strict(layers) -> None:
             "They would keep their ordinary gradient; rewrite them with conv/dense/ReLU/pool/sum "
             "operations, or pass strict=False to accept the gradient there."
         )
+
 
 def inference_only(fn):
     """``fn`` with Flax's refusals of a training-mode model told in our words."""
@@ -45,6 +48,7 @@ def inference_only(fn):
 
     return call
 
+
 def model_call(model):
     apply = getattr(model, "apply", None)
     try:
@@ -60,6 +64,7 @@ def model_call(model):
         f"model must be a flax.linen.Module or a callable model(variables, x) -> logits, got "
         f"{type(model).__name__}" + (" (it has .apply: pass model.apply)" if apply else "")
     )
+
 
 def trace(model, variables, x) -> Program:
     """Trace ``model`` on ``(variables, x)`` (concrete or abstract) and find its layers."""
@@ -157,6 +162,7 @@ def trace(model, variables, x) -> Program:
     table, outputs = layer_rows(segs, names, ops, shapes, nonneg_segs, ins, channel_axes(ops, facts, shapes, x_ids))
     return Program(tuple(ops), tuple(invars), tuple(consts), tuple(outs), in_tree, tuple(segs),
                    tuple(names), seg_by_first, in_seg, table, outputs, frozenset(nonneg_segs), folds, shapes)
+
 
 def layer_table(model, variables, x) -> tuple:
     """The layer table of ``model`` on inputs shaped like ``x`` (``xa.layers``)."""
