@@ -76,7 +76,6 @@ def main(argv=None) -> int:
 
     import xattr_jax as xa
     from xattr_jax.evaluate import SYNTHETIC_TOLERANCE, evaluate, markdown_table, synthetic_samples
-    from xattr_jax import layers as layer_table
     from xattr_jax.methods.excitation import default_saliency_layer
     from xattr_jax.models import EMBEDDED, load_embedded
     from xattr_jax.models.small import embedded_info
@@ -114,7 +113,7 @@ def main(argv=None) -> int:
                   deletion_steps=args.deletion_steps, progress=not args.no_progress)
         base = [m for m in methods if m not in VARIANTS]
         res = evaluate(model, variables, samples, base, options=OPTIONS, **kw)
-        eb_layer = default_saliency_layer(layer_table(model, variables, samples[0].x[None]))
+        eb_layer = default_saliency_layer(xa.layers(model, variables, samples[0].x[None]))
         for label in [m for m in methods if m in VARIANTS]:
             method, where = VARIANTS[label]
             layer = eb_layer if where == "eb" else where

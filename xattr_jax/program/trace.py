@@ -162,12 +162,3 @@ def trace(model, variables, x) -> Program:
     table, outputs = layer_rows(segs, names, ops, shapes, nonneg_segs, ins, channel_axes(ops, facts, shapes, x_ids))
     return Program(tuple(ops), tuple(invars), tuple(consts), tuple(outs), in_tree, tuple(segs),
                    tuple(names), seg_by_first, in_seg, table, outputs, frozenset(nonneg_segs), folds, shapes)
-
-
-def layer_table(model, variables, x) -> tuple:
-    """The layer table of ``model`` on inputs shaped like ``x`` (``xa.layers``)."""
-    return trace(model, variables, x).layers
-
-
-# ----------------------------------------------------------------------------------------------
-# evaluation
