@@ -107,7 +107,6 @@ class Program(NamedTuple):
     invars: tuple
     consts: tuple  # ((variable id, value), ...)
     outvars: tuple
-    in_tree: Any
     segments: tuple  # Segment per layer, aligned with ``seg_names``
     seg_names: tuple
     seg_at: Mapping[int, int]  # op index where a segment runs (its last op) -> segment index
@@ -269,6 +268,11 @@ def nonneg_const(a, facts) -> bool:
         return bool(np.all(np.asarray(a[1]) >= 0))
     v = facts.concrete.get(a)
     return v is not None and bool(np.all(v >= 0))
+
+
+def x_inputs(op, facts) -> list:
+    """The operands of ``op`` that depend on x (variable ids, in operand order)."""
+    return [a for a in op.ins if not isinstance(a, tuple) and a in facts.xdep]
 
 
 def only_consumer(v, facts):

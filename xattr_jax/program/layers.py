@@ -7,7 +7,7 @@ import numpy as np
 from jax.extend import core as jcore
 
 from .ir import (AFFINE_OPS, BATCH_MIXING_OPS, INLINE_CALLS, RNG_OPS, SHAPE_OPS, Segment, is_float, is_zero,
-                 nonneg_const, only_consumer, size_of)
+                 nonneg_const, only_consumer, size_of, x_inputs)
 
 
 def is_relu_jaxpr(cj) -> bool:
@@ -95,9 +95,6 @@ def find_segments(ops, facts, shapes, x_batch):
     """Group operations into layer segments (program order)."""
     segs, taken = [], set()
 
-    def xins(op):
-        return [a for a in op.ins if not isinstance(a, tuple) and a in facts.xdep]
-
     def params_of(op_ids, keys=None):
         out, seen = [], set()
         keys = dict(keys or {})
@@ -123,9 +120,9 @@ def find_segments(ops, facts, shapes, x_batch):
             if k is None or k in taken:
                 return path, None
             op = ops[k]
-            if op.prim.name in want and len(xins(op)) == 1:
+            if op.prim.name in want and len(x_inputs(op, facts)) == 1:
                 return path, k
-            if op.prim.name in SHAPE_OPS and len(xins(op)) == 1 and len(op.outs) == 1 and \
+            if op.prim.name in SHAPE_OPS and len(x_inputs(op, facts)) == 1 and len(op.outs) == 1 and \
                     op.prim.name not in ("gather", "dynamic_slice", "pad", "concatenate", "slice"):
                 path.append(k)
                 cur = op.outs[0]
@@ -162,7 +159,7 @@ def find_segments(ops, facts, shapes, x_batch):
     for k, op in enumerate(ops):
         if k in taken:
             continue
-        xs = xins(op)
+        xs = x_inputs(op, facts)
         if not xs:
             continue
         name = op.prim.name
@@ -286,7 +283,7 @@ def channel_axes(ops, facts, shapes, x_ids):
     """
     axis = {v: len(shapes[v][0]) - 1 for v in x_ids}
     for op in ops:
-        xs = [a for a in op.ins if not isinstance(a, tuple) and a in facts.xdep]
+        xs = x_inputs(op, facts)
         if not xs:
             continue
         name = op.prim.name

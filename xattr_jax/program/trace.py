@@ -8,7 +8,7 @@ import jax
 import numpy as np
 
 from .ir import (KEEPS_NONNEG, LINEAR, SHAPE_OPS, Program, find_facts, flatten_jaxpr, key_name,
-                 path_parts)
+                 path_parts, x_inputs)
 from .layers import channel_axes, find_segments, track_axis
 from .names import layer_names, layer_rows
 
@@ -70,7 +70,7 @@ def trace(model, variables, x) -> Program:
     """Trace ``model`` on ``(variables, x)`` (concrete or abstract) and find its layers."""
     fn, linen = model_call(model)
     closed = jax.make_jaxpr(lambda v, x: fn(v, x))(variables, x)
-    flat, in_tree = jax.tree_util.tree_flatten_with_path((variables, x))
+    flat, _ = jax.tree_util.tree_flatten_with_path((variables, x))
     leaf_paths = [path_parts(p, linen) if p and key_name(p[0]) == "0" else None for p, _ in flat]
     ops: list = []
     consts: list = []
@@ -106,10 +106,10 @@ def trace(model, variables, x) -> Program:
     # static non-negativity: ReLU outputs, kept by pools, sums and shape operations
     nonneg_vars: set = set()
     nonneg_segs = set()
-    seg_by_first = {max(s.ops): i for i, s in enumerate(segs)}  # a segment runs where its last op stood
+    seg_at = {max(s.ops): i for i, s in enumerate(segs)}  # a segment runs where its last op stood
     in_seg = frozenset(k for s in segs for k in s.ops)
     for k, op in enumerate(ops):
-        i = seg_by_first.get(k)
+        i = seg_at.get(k)
         if i is not None:
             s = segs[i]
             all_nn = all(v in nonneg_vars for v in s.inputs)
@@ -120,7 +120,7 @@ def trace(model, variables, x) -> Program:
             continue
         if k in in_seg:
             continue
-        xs = [a for a in op.ins if not isinstance(a, tuple) and a in facts.xdep]
+        xs = x_inputs(op, facts)
         if xs and op.prim.name in KEEPS_NONNEG and all(a in nonneg_vars for a in xs):
             nonneg_vars.update(op.outs)
     # folds: a linear layer whose only consumer is a batch-norm chain
@@ -152,7 +152,7 @@ def trace(model, variables, x) -> Program:
     def upstream(v):  # the layer output a value comes from, through shape operations
         while v not in outs_of_segs and v in facts.producer:
             op = ops[facts.producer[v]]
-            xs = [a for a in op.ins if not isinstance(a, tuple) and a in facts.xdep]
+            xs = x_inputs(op, facts)
             if op.prim.name not in SHAPE_OPS or len(xs) != 1:
                 break
             v = xs[0]
@@ -160,5 +160,5 @@ def trace(model, variables, x) -> Program:
 
     ins = [tuple(upstream(v) for v in s.inputs) for s in segs]
     table, outputs = layer_rows(segs, names, ops, shapes, nonneg_segs, ins, channel_axes(ops, facts, shapes, x_ids))
-    return Program(tuple(ops), tuple(invars), tuple(consts), tuple(outs), in_tree, tuple(segs),
-                   tuple(names), seg_by_first, in_seg, table, outputs, frozenset(nonneg_segs), folds, shapes)
+    return Program(tuple(ops), tuple(invars), tuple(consts), tuple(outs), tuple(segs),
+                   tuple(names), seg_at, in_seg, table, outputs, frozenset(nonneg_segs), folds, shapes)
