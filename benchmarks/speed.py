@@ -30,6 +30,7 @@ and all points vmapped at once, each with XLA's temporary-buffer size (``memory_
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -343,7 +344,7 @@ def main(argv=None):
                 try:
                     fn = xa.attributor(model, method, layer, signal=SIGNALS.get(method), **opts)
                     if method in POINTS:  # eager calls: the chunk-by-chunk driver (see xa.attributor)
-                        tr, comp, st = time_eager(fn, (v, x, t), a.repeats)
+                        tr, comp, st = time_eager(functools.partial(fn, key=jax.random.key(0)), (v, x, t), a.repeats)
                     else:
                         tr, comp, st = time_jax(fn.jitted, (v, x, t), a.repeats)
                 except Exception as e:  # a method that cannot run on this model is reported, not fatal

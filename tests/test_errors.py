@@ -113,15 +113,15 @@ def test_bad_composites_and_matchers():
 def test_method_option_values_are_checked(tiny_net):
     model, v, x = tiny_net
     t = jnp.array([0, 1, 2])
-    with pytest.raises(ValueError, match="unknown rule 'simpson'; valid: .*'trapezoid'"):
+    with pytest.raises(ValueError, match="rule must be one of .*'trapezoid'\\], got 'simpson'"):
         xa.explain(model, v, x, t, method="integrated_gradients", rule="simpson")
-    with pytest.raises(ValueError, match="steps must be >= 1"):
+    with pytest.raises(ValueError, match="steps must be an int >= 1"):
         xa.explain(model, v, x, t, method="integrated_gradients", steps=0)
     with pytest.raises(ValueError, match="baseline of shape \\(7,\\) does not broadcast"):
         xa.explain(model, v, x, t, method="integrated_gradients", baseline=np.zeros(7, np.float32))
-    with pytest.raises(ValueError, match="smoothgrad variant must be one of"):
+    with pytest.raises(ValueError, match="smoothgrad option variant must be one of"):
         xa.explain(model, v, x, t, method="smoothgrad", variant="cube")
-    with pytest.raises(ValueError, match="unknown LRP composite 'eps'; presets: .*epsilon_plus_flat"):
+    with pytest.raises(ValueError, match="composite must be a Composite or a preset name .*epsilon_plus_flat"):
         xa.explain(model, v, x, t, method="lrp", composite="eps")
     with pytest.raises(ValueError, match="cam needs conv -> global average pool -> dense after 'avgpool'"):
         xa.explain(model, v, x, t, method="cam", layer="avgpool")  # nothing pools globally after it

@@ -206,7 +206,7 @@ def test_peak_memory_does_not_grow_with_steps(tiny_net, method):
     temps = {}
     for steps in (8, 64):
         fn = xa.attributor(model, method, chunk=4, **{key: steps})
-        mem = fn.jitted.lower(v, x, t).compile().memory_analysis()
+        mem = fn.jitted.lower(v, x, t, jax.random.key(0)).compile().memory_analysis()
         temps[steps] = mem.temp_size_in_bytes
     assert temps[64] <= temps[8] * 1.05, (
         f"{method}: XLA temp memory grew from {temps[8]} B (8 steps) to {temps[64]} B (64 steps)"
@@ -223,15 +223,16 @@ def test_chunk_by_chunk_equals_the_one_program_scan(tiny_net, method, opts):
     model, v, x = tiny_net
     fn = xa.attributor(model, method, **opts)
     t = jnp.array([1, 2, 3])
-    eager = fn(v, x, t)
-    scan = fn.jitted(v, x, t)
-    traced = jax.jit(fn)(v, x, t)
+    key = jax.random.key(0)
+    eager = fn(v, x, t, key=key)
+    scan = fn.jitted(v, x, t, key)
+    traced = jax.jit(fn)(v, x, t, key=key)
     scale = float(jnp.max(jnp.abs(scan.relevance)))
     for other, name in ((eager, "chunk by chunk"), (traced, "inside jax.jit")):
         np.testing.assert_allclose(np.asarray(other.relevance), np.asarray(scan.relevance), rtol=0, atol=1e-6 * scale,
                                    err_msg=f"{method}: {name} vs the lax.scan program (1e-6 x max)")
         np.testing.assert_array_equal(np.asarray(other.logits), np.asarray(scan.logits))
-    fn(v, x, jnp.array([0, 4, 2]))
+    fn(v, x, jnp.array([0, 4, 2]), key=key)
     assert fn.trace_count() == 1, "the chunk program is compiled once for all chunks and targets"
 
 

@@ -60,7 +60,8 @@ def _maps(forms, method, x, target):
     out = {}
     for name, (model, variables) in forms.items():
         try:
-            res = xa.explain(model, variables, jnp.asarray(x), target, method=method, **OPTIONS.get(method, {}))
+            res = xa.explain(model, variables, jnp.asarray(x), target, method=method, key=jax.random.key(0),
+                             **OPTIONS.get(method, {}))
             out[name] = np.asarray(res.map)
         except ValueError as err:  # a method a network cannot run (CAM without a global pool)
             out[name] = f"ValueError: {str(err).split(';')[0].split(' after ')[0]}"

@@ -5,7 +5,7 @@
 """
 
 from . import composites, nn, program, rules
-from .api import attributor, explain, layers
+from .api import attributor, explain, layers, method_options
 from .passes import SIGNALS
 from .types import Attribution
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -20,6 +20,7 @@ __all__ = [
     "attributor",
     "SIGNALS",
     "methods_available",
+    "method_options",
     "save_checkpoint",
     "load_checkpoint",
     "IMAGENET_MEAN",

@@ -19,7 +19,7 @@ from .passes import path_chunks, path_sums, run_path, seed_fn
 from .program import call_model, check_strict, run, trace
 from .types import Attribution, Context, PathPlan
 
-__all__ = ["explain", "attributor", "layers", "INPUT"]
+__all__ = ["explain", "attributor", "layers", "method_options", "INPUT"]
 
 INPUT = "input"  # the layer name that always means the network's input
 
@@ -35,9 +35,16 @@ def _check_x(x):
             "add a batch axis with x[None] for a single image"
         )
     if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"x must be floating point (float32), got {x.dtype}; convert with x.astype('float32')")
-    if _is_concrete(x) and not bool(jnp.all(jnp.isfinite(x))):
-        raise ValueError("x contains NaN or Inf values; attribution needs finite inputs")
+        raise TypeError(f"x must be floating point (float32, bfloat16, float16, float64), got {x.dtype}; "
+                        "convert with x.astype('float32')")
+    if x.shape[0] == 0:
+        raise ValueError(f"x is an empty batch (shape {tuple(x.shape)}); pass at least one image")
+    if _is_concrete(x):
+        with jax.ensure_compile_time_eval():
+            bad = np.asarray(~jnp.all(jnp.isfinite(x), axis=(1, 2, 3)))
+        if bad.any():
+            raise ValueError(f"x contains NaN or Inf values (samples {np.flatnonzero(bad).tolist()[:8]}); "
+                             "attribution needs finite inputs")
 
 
 def _check_target(target, n, num_classes):
@@ -52,7 +59,8 @@ def _check_target(target, n, num_classes):
     if target.ndim == 2 and target.shape[1] == 0:
         raise ValueError("target [N, K] needs K >= 1")
     if num_classes is not None and _is_concrete(target):
-        t = np.asarray(target)
+        with jax.ensure_compile_time_eval():
+            t = np.asarray(target)
         if t.size and (t.min() < 0 or t.max() >= num_classes):
             bad = t[(t < 0) | (t >= num_classes)]
             raise ValueError(
@@ -88,8 +96,19 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, str
       **options: method options (static); unknown ones raise ``ValueError`` listing the valid ones.
 
     Returns:
-      ``fn(variables, x, target)``: ``x`` float ``[N, H, W, C]``, ``target`` int ``[N]`` or ``[N, K]``.
+      ``fn(variables, x, target, key=None)``: ``x`` float ``[N, H, W, C]`` (float32, bfloat16,
+      float16 or float64; the map comes back in the dtype the model computes in), ``target`` int
+      ``[N]`` or ``[N, K]``; ``key``: for methods that draw noise (SmoothGrad), one PRNG key for
+      the batch (example ``i`` draws from ``fold_in(key, i)``) or one per example ``[N]`` (example
+      ``i`` draws exactly as a single-image call with ``key[i]``, so a ``vmap`` over examples with
+      per-example keys equals the batched call); other methods ignore it.
       ``fn.trace_count()`` tells how many times the program was traced (the most over its programs).
+
+    Inside the caller's transformations: ``fn`` works under ``jax.jit``, ``vmap``, ``grad``,
+    ``lax.scan``/``lax.map``, with any argument traced or closed over. Values are checked when they
+    are concrete (a ``ValueError`` for a non-finite input or a target out of range); under tracing
+    they cannot be, and the map, relevance, layer maps and conservation totals of such an example
+    are NaN instead, never a plausible map. The forward pass is the model's, so its logits are too.
 
     Path methods (integrated gradients, GNL-IG, SmoothGrad) called with concrete arrays run one
     jit-compiled program per chunk of points from a Python loop, then one program that finishes
@@ -117,7 +136,7 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, str
         raise TypeError(f"layer must be a dotted layer name (str) or None, got {layer!r}")
     traces = {"scan": 0, "chunk": 0, "finish": 0}
 
-    def build(variables, x, target):
+    def build(variables, x, target, key):
         """``(ctx, Attribution or PathPlan)`` for ``[N, K]`` targets."""
         program = trace(model, variables, x)
         layers = program.layers
@@ -129,42 +148,43 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, str
             raise ValueError(f"unknown layer {use_layer!r}; valid layer names: {[INPUT] + names}")
         if strict:
             check_strict(layers)
-        ctx = Context(model, variables, program, layers, use_layer, signal, dict(options), strict)
+        ctx = Context(model, variables, program, layers, use_layer, signal, dict(options), strict,
+                      _example_keys(key, x.shape[0]))
         return ctx, m.run(ctx, x, _columns(target))
 
-    def core(variables, x, target):
+    def core(variables, x, target, key=None):
         traces["scan"] += 1
-        ctx, res = build(variables, x, target)
+        ctx, res = build(variables, x, target, key)
         if isinstance(res, PathPlan):
             res = run_path(ctx, x, _columns(target), res)
-        return _squeeze(res, target)
+        return _squeeze(_finish(res, x, _columns(target)), target)
 
-    def chunk_core(variables, x, target, index):
+    def chunk_core(variables, x, target, key, index):
         """Chunk ``index``'s sums, and ``[C, 0]`` zeros whose shape tells the number of chunks."""
         traces["chunk"] += 1
-        ctx, plan = build(variables, x, target)
+        ctx, plan = build(variables, x, target, key)
         params, weights = path_chunks(plan)
         pick = lambda a: jax.lax.dynamic_index_in_dim(a, index, keepdims=False)  # noqa: E731
         sums = path_sums(ctx, plan, _columns(target), pick(params), pick(weights))
         return sums, jnp.zeros((weights.shape[0], 0), x.dtype)
 
-    def finish_core(variables, x, target, sums):
+    def finish_core(variables, x, target, key, sums):
         traces["finish"] += 1
-        ctx, plan = build(variables, x, target)
+        ctx, plan = build(variables, x, target, key)
         logits, _ = run(ctx.program, variables, x)
-        return _squeeze(plan.finish(logits, sums), target)
+        return _squeeze(_finish(plan.finish(logits, sums), x, _columns(target)), target)
 
     jitted = jax.jit(core)
     jitted_chunk = jax.jit(chunk_core)
     jitted_finish = jax.jit(finish_core)
     out_cache: dict = {}
 
-    def run_chunked(variables, x, target):
-        sums, count = jitted_chunk(variables, x, target, np.int32(0))
+    def run_chunked(variables, x, target, key):
+        sums, count = jitted_chunk(variables, x, target, key, np.int32(0))
         for i in range(1, count.shape[0]):
-            part, _ = jitted_chunk(variables, x, target, np.int32(i))
+            part, _ = jitted_chunk(variables, x, target, key, np.int32(i))
             sums = jax.tree_util.tree_map(jnp.add, sums, part)
-        return jitted_finish(variables, x, target, sums)
+        return jitted_finish(variables, x, target, key, sums)
 
     def num_classes(variables, x):
         key = (tuple(x.shape), str(x.dtype))
@@ -174,22 +194,77 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, str
         return out_cache[key]
 
     @functools.wraps(core)
-    def fn(variables, x, target):
-        x = jnp.asarray(x) if not isinstance(x, jax.core.Tracer) else x
-        target = jnp.asarray(target) if not isinstance(target, jax.core.Tracer) else target
+    def fn(variables, x, target, key=None):
+        x = jnp.asarray(x) if _is_concrete(x) else x
+        target = jnp.asarray(target) if _is_concrete(target) else target
         _check_x(x)
         _check_target(target, x.shape[0], num_classes(variables, x))
-        traced = any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves((variables, x, target)))
+        key = _keys(m, options, key, x.shape[0])
+        leaves = jax.tree_util.tree_leaves((variables, x, target, key))
+        traced = any(isinstance(a, jax.core.Tracer) for a in leaves)
         if m.path and not traced:
-            return run_chunked(variables, x, target)
-        return jitted(variables, x, target)
+            return run_chunked(variables, x, target, key)
+        return jitted(variables, x, target, key)
 
     fn.trace_count = lambda: max(traces.values())
     fn.jitted = jitted  # the one-program form (path methods: lax.scan), unvalidated: for lowering in benchmarks
-    fn.jitted_chunk = jitted_chunk  # path methods: (variables, x, target, i) -> (chunk i's sums, [C, 0])
+    fn.jitted_chunk = jitted_chunk  # path methods: (variables, x, target, key, i) -> (chunk i's sums, [C, 0])
     fn.method = m.name
     fn.layer = layer
     return fn
+
+
+def _keys(m, options, key, n):
+    """The call's ``key=`` as one PRNG key (``[]``) or one per example (``[n]``), checked; ``None``
+    for methods that draw no noise (they ignore a key, so one loop can call every method)."""
+    if not m.random or options.get("draws") is not None:
+        return None
+    if key is None:
+        raise ValueError(
+            f"method {m.name!r} draws noise: pass key=jax.random.key(seed) (one key for the batch) or "
+            f"one key per example, shape [{n}] (as under jax.vmap)")
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        key = jax.random.key(int(key))
+    key = jnp.asarray(key) if _is_concrete(key) else key
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.dtype == jnp.uint32 and key.shape[-1:] == (2,):
+            key = jax.random.wrap_key_data(key)
+        else:
+            raise TypeError(f"key must be a PRNG key (jax.random.key(seed)) or an int seed, got {key.dtype} "
+                            f"{tuple(key.shape)}")
+    if key.shape not in ((), (n,)):
+        raise ValueError(f"key must be one key or one per example (shape [{n}]), got shape {tuple(key.shape)}")
+    return key
+
+
+def _example_keys(key, n):
+    """Example ``i``'s key: ``fold_in(key, i)`` for one key, ``fold_in(key[i], 0)`` for ``[n]`` keys, so
+    a batch with keys ``[n]`` and a vmap of single-image calls with the same keys draw the same noise."""
+    if key is None:
+        return None
+    if key.shape == ():
+        return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
+    return jax.vmap(lambda k: jax.random.fold_in(k, 0))(key)
+
+
+def _finish(res: Attribution, x, target) -> Attribution:
+    """The result in ``x``'s dtype, with NaN maps for examples with a non-finite input or a target out
+    of range (``[N, K]`` fields).
+
+    Values are checked eagerly when they are concrete; under the caller's ``jit``/``vmap``/``grad``
+    they are not, and this makes a bad example's map NaN instead of a plausible (e.g. all-zero) map.
+    """
+    c = res.logits.shape[-1]
+    finite = jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim)))
+    bad = ~finite[:, None] | (target < 0) | (target >= c)  # [N, K]
+
+    def mask(a):
+        a = a.astype(x.dtype)
+        return jnp.where(bad.reshape(bad.shape + (1,) * (a.ndim - 2)), jnp.asarray(jnp.nan, a.dtype), a)
+
+    t = lambda tree: jax.tree_util.tree_map(mask, tree)  # noqa: E731
+    return res._replace(map=t(res.map), relevance=t(res.relevance), layer_maps=t(res.layer_maps),
+                        conservation=t(res.conservation))
 
 
 def _columns(target):
@@ -215,13 +290,15 @@ def _hashable(obj) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_attributor(model, method, layer, signal, items):
-    return attributor(model, method, layer, signal=signal, **dict(items))
+def _cached_attributor(model, method, layer, signal, strict, items):
+    return attributor(model, method, layer, signal=signal, strict=strict, **dict(items))
 
 
-def explain(model, variables, x, target, method: str = "gradient", layer: str | None = None, *, signal=None, **options) -> Attribution:
+def explain(model, variables, x, target, method: str = "gradient", layer: str | None = None, *, signal=None,
+            key=None, strict: bool = False, **options) -> Attribution:
     """Explain ``model`` on ``x`` for ``target`` with ``method``; see :func:`attributor`.
 
+    ``key`` is the PRNG key of methods that draw noise (SmoothGrad); other methods ignore it.
     Attributors are cached per (model, method, layer, options) when those are hashable, so calling
     ``explain`` in a loop compiles once.
 
@@ -232,10 +309,10 @@ def explain(model, variables, x, target, method: str = "gradient", layer: str | 
     """
     items = tuple(sorted(options.items()))
     if _hashable((model, signal, items)):
-        fn = _cached_attributor(model, method, layer, signal, items)
+        fn = _cached_attributor(model, method, layer, signal, strict, items)
     else:
-        fn = attributor(model, method, layer, signal=signal, **options)
-    return fn(variables, x, target)
+        fn = attributor(model, method, layer, signal=signal, strict=strict, **options)
+    return fn(variables, x, target, key=key)
 
 
 def layers(model, variables, x) -> tuple:
@@ -251,3 +328,25 @@ def layers(model, variables, x) -> tuple:
       ...     print(l.name, l.kind, l.shape, l.source)
     """
     return trace(model, variables, x).layers
+
+
+def method_options(method: str) -> str:
+    """``method``'s options as a text table: name, default, meaning (checked when an attributor is built).
+
+    Example:
+      >>> print(xa.method_options("smoothgrad"))
+    """
+    return get_method(method).option_table()
+
+
+def _options_doc() -> str:
+    from .methods import available
+
+    parts = ["\n    Method options (``xa.method_options(name)``)::\n"]
+    for name in available():
+        parts.append(f"      {name}:")
+        parts += [f"        {line}" for line in get_method(name).option_table().splitlines()]
+    return "\n".join(parts) + "\n"
+
+
+explain.__doc__ += _options_doc()

@@ -507,13 +507,19 @@ def evaluate(
         try:
             opts = {**method_options(method, variables), **dict((options or {}).get(method, {}))}
             fn = xa.attributor(model, method, **opts)
+            calls = iter(range(1 << 30))  # one noise key per call (methods that draw noise)
+
+            def attribute(x, tgt):
+                key = jax.random.fold_in(jax.random.key(0), next(calls))
+                return np.asarray(fn(variables, jnp.asarray(x), jnp.asarray(tgt), key=key).map)
+
             hits, classes, diff, box_ok, curve = [], [], [], [], np.zeros(len(ts))
             kept = []
             for items in _batches(samples, batch_size):
                 pad = items + [items[-1]] * (batch_size - len(items))
                 x = np.stack([samples[i].x for i, _ in pad])
                 tgt = np.array([samples[i].trials[j].class_id for i, j in pad], np.int32)
-                maps = np.asarray(fn(variables, jnp.asarray(x), jnp.asarray(tgt)).map)
+                maps = attribute(x, tgt)
                 for k, (i, j) in enumerate(items):
                     s, t = samples[i], samples[i].trials[j]
                     m = pointing_map(maps[k], method, s.x.shape[:2], s.orig_size)
@@ -546,7 +552,7 @@ def evaluate(
                     pad = chunk + [chunk[-1]] * (batch_size - len(chunk))
                     x = np.stack([s.x for s, _ in pad])
                     tgt = np.array([c for _, c in pad], np.int32)
-                    maps = np.asarray(fn(variables, jnp.asarray(x), jnp.asarray(tgt)).map)
+                    maps = attribute(x, tgt)
                     n = len(chunk)
                     m = _resize(maps[:n], (h, w))
                     xs, ts_ = jnp.asarray(x[:n]), tgt[:n]

@@ -58,6 +58,7 @@ def explain_image(
       FileNotFoundError, ImportError (JPEG without Pillow), ValueError (bad checkpoint, method,
       layer or target).
     """
+    import jax
     import jax.numpy as jnp
 
     import xattr_jax as xa
@@ -76,7 +77,7 @@ def explain_image(
     if not 0 <= tgt < n:
         raise ValueError(f"target {tgt} is out of range: the model has {n} classes (0..{n - 1})")
     res = xa.explain(model, variables, jnp.asarray(x[None]), jnp.asarray([tgt]), method=method,
-                     layer=layer)  # fmt: skip
+                     layer=layer, key=jax.random.key(0))  # fmt: skip
     m = _resize(np.asarray(res.map)[0], x.shape[:2])
     scale = max(1, 224 // max(x.shape[:2]))
     fig = tile([upscale(resized, scale), upscale(overlay(resized, m), scale)])

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from .program import run
+from .rules.core import compute_dtype
 from .types import Context, PathPlan
 
 __all__ = ["SIGNALS", "Pass", "seed_fn", "onehots", "modified_pass", "two_phase_pass", "path_chunks",
@@ -107,11 +108,10 @@ def modified_pass(
     def fwd(x, probes):
         return run(ctx.program, ctx.variables, x, rules=rules, probes=probes, capture=capture, fold=fold)
 
-    if input:
-        logits, vjp, acts = jax.vjp(fwd, x, probes, has_aux=True)
-    else:
-        logits, vjp_p, acts = jax.vjp(lambda p: fwd(x, p), probes, has_aux=True)
-        vjp = lambda ct: (None, *vjp_p(ct))  # noqa: E731
+    # always with respect to x too: were x closed over here, a caller's grad w.r.t. x would go through
+    # the custom_vjp of every layer below the probes with their *rules* as the derivative; unused,
+    # the input cotangent is dead code in the compiled program
+    logits, vjp, acts = jax.vjp(fwd, x, probes, has_aux=True)
     if seeds is None:
         seed = seed_fn(ctx.signal if signal is None else signal)
         cts = jax.vmap(seed, in_axes=(None, 0))(logits, onehots(target, logits.shape, logits.dtype))
@@ -168,11 +168,7 @@ def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, 
                         capture=[seed_layer], fold=fold)
         return (out, acts[seed_layer]), acts
 
-    if input:
-        (logits, a), vjp, acts = jax.vjp(fwd, x, probes, has_aux=True)
-    else:
-        (logits, a), vjp_p, acts = jax.vjp(lambda p: fwd(x, p), probes, has_aux=True)
-        vjp = lambda ct: (None, *vjp_p(ct))  # noqa: E731
+    (logits, a), vjp, acts = jax.vjp(fwd, x, probes, has_aux=True)  # w.r.t. x: see modified_pass
 
     zero_a = jnp.zeros_like(a)
     zero_l = jnp.zeros_like(logits)
@@ -181,8 +177,9 @@ def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, 
         g = jax.vmap(lambda c: vjp((c.astype(logits.dtype), zero_a))[1][seed_layer])(cts)
         return seed_info.to_channels_last(g, lead=1)
 
-    # not stop-gradiented: maps stay differentiable through the seed
-    r0 = seed(grad, seed_info.to_channels_last(a), logits, target)
+    # not stop-gradiented: maps stay differentiable through the seed; computed in at least float32
+    up = lambda v: v.astype(compute_dtype(v.dtype))  # noqa: E731
+    r0 = seed(lambda cts: up(grad(cts)), up(seed_info.to_channels_last(a)), up(logits), target)
     r0 = seed_info.from_channels_last(r0, lead=1)
 
     def pull(r):

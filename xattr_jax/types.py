@@ -43,6 +43,7 @@ class Context(NamedTuple):
     signal: Any
     options: Mapping[str, Any]
     strict: bool = False
+    key: Any = None  # [N] per-example PRNG keys for methods that draw noise
 
     def info(self, name: str) -> LayerInfo:
         for l in self.layers:

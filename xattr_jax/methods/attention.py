@@ -54,9 +54,10 @@ from ..composites.core import below, resolve_layers
 from ..passes import modified_pass, onehots, seed_fn, two_phase_pass
 from ..rules import library as R
 from ..types import Attribution
-from .base import Method, _t, options, register
+from .base import Method, _t, options, register, total
 from .cam import last_conv_relu
-from .excitation import excitation_composite
+from .excitation import RESIDUAL, excitation_composite
+from .option_types import Option, choice, layer_name
 from .rsp import layers_below
 
 __all__ = ["ATTENTION_BACKPROP", "gradcam_attention_seed", "SEEDS", "RULES"]
@@ -108,12 +109,11 @@ def _ab(ctx, x, target):
             return gradcam_attention_seed(grad(cts), a)
 
         p = two_phase_pass(ctx, x, target, seed_layer=seed_layer, seed=seed, rules=rules, at=at, input=True)
-    tot = lambda v: _t(jnp.sum(v.reshape(v.shape[:2] + (-1,)), axis=-1))  # noqa: E731
-    maps = OrderedDict([("input", _t(jnp.sum(p.input, axis=-1)))])
-    cons = OrderedDict([("input", tot(p.input))])
+    maps = OrderedDict([("input", jnp.sum(_t(p.input), axis=-1))])
+    cons = OrderedDict([("input", total(p.input))])
     for n in spatial:
-        maps[n] = _t(jnp.sum(p.at[n], axis=-1))
-        cons[n] = tot(p.at[n])
+        maps[n] = jnp.sum(_t(p.at[n]), axis=-1)
+        cons[n] = total(p.at[n])
     rel = _t(p.input if ctx.layer is None else p.at[ctx.layer])
     return Attribution(jnp.sum(rel, axis=-1), rel, p.logits, maps, cons)
 
@@ -122,6 +122,12 @@ ATTENTION_BACKPROP = register(
     Method(
         "attention_backprop",
         _ab,
-        {"seed": "gradcam", "rule": "zplus", "seed_layer": None, "residual": "proportional"},
+        {
+            "seed": Option("gradcam", choice(*SEEDS),
+                           "top seed: Grad-CAM attention at seed_layer (AB-II) or the logit (AB-I)"),
+            "rule": Option("zplus", choice(*RULES), "conv/dense rule: excitation (z+) or alpha2-beta1"),
+            "seed_layer": Option(None, layer_name(), "layer of the Grad-CAM seed (None: the last conv ReLU)"),
+            "residual": Option("proportional", choice(*RESIDUAL), "how a residual sum splits relevance"),
+        },
     )
 )

@@ -8,9 +8,11 @@ import jax.numpy as jnp
 
 from ..composites.core import Composite, resolve_layers
 from ..passes import modified_pass
+from ..rules.core import compute_dtype
 from ..types import Attribution, Context
+from .option_types import Option
 
-__all__ = ["Method", "register", "get_method", "available", "single_pass", "REDUCTIONS", "options"]
+__all__ = ["Method", "register", "get_method", "available", "single_pass", "REDUCTIONS", "options", "total"]
 
 _REGISTRY: dict = {}
 
@@ -25,25 +27,45 @@ class Method(NamedTuple):
     Attributes:
       name: the public method name.
       run: the implementation.
-      defaults: option name -> default value (the valid options).
+      opts: option name -> :class:`~xattr_jax.methods.option_types.Option` (default, check,
+        meaning); the valid options.
       default_signal: top signal when the caller gives none.
       default_layer: ``(layers) -> name | None`` when the caller gives no layer.
       path: ``run`` returns a :class:`~xattr_jax.types.PathPlan` (a sum of gradients over points),
         which the attributor runs as one ``lax.scan`` under tracing, or chunk by chunk when eager.
+      random: the method draws noise from the call's ``key=`` (``ctx.key``: one key per example).
     """
 
     name: str
     run: Callable
-    defaults: Mapping[str, Any]
+    opts: Mapping[str, Option]
     default_signal: Any = "logit"
     default_layer: Callable = _no_layer
     path: bool = False
+    random: bool = False
+
+    @property
+    def defaults(self) -> dict:
+        """Option name -> default value."""
+        return {k: o.default for k, o in self.opts.items()}
 
     def check_options(self, opts: Mapping[str, Any]) -> None:
-        bad = sorted(set(opts) - set(self.defaults))
+        """Unknown options and values of the wrong type or range raise ``ValueError``."""
+        bad = sorted(set(opts) - set(self.opts))
         if bad:
-            valid = sorted(self.defaults) or ["(none)"]
+            valid = sorted(self.opts) or ["(none)"]
             raise ValueError(f"method {self.name!r} got unknown option(s) {bad}; valid options: {valid}")
+        for k, v in opts.items():
+            self.opts[k].check(f"{self.name} option {k}", v)
+
+    def option_table(self) -> str:
+        """The options as a text table: name, default, meaning."""
+        if not self.opts:
+            return "(no options)"
+        rows = [(k, repr(o.default), o.doc) for k, o in self.opts.items()]
+        w0 = max(len(r[0]) for r in rows)
+        w1 = max(len(r[1]) for r in rows)
+        return "\n".join(f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows)
 
 
 def register(method: Method) -> Method:
@@ -71,8 +93,20 @@ def options(ctx: Context, method: Method) -> dict:
 
 
 def _t(a):
-    """``[K, N, ...] -> [N, K, ...]``."""
-    return jnp.moveaxis(a, 0, 1)
+    """``[K, N, ...] -> [N, K, ...]`` in the compute dtype (at least float32: maps and totals of
+    half-precision relevance are summed in float32; the attributor returns them in x's dtype)."""
+    return jnp.moveaxis(a.astype(compute_dtype(a.dtype)), 0, 1)
+
+
+def upcast(a):
+    """``a`` in the compute dtype (at least float32)."""
+    return a.astype(compute_dtype(a.dtype))
+
+
+def total(a):
+    """``[K, N, ...] -> [N, K]``: the total per sample and target (in the compute dtype)."""
+    a = _t(a)
+    return jnp.sum(a.reshape(a.shape[:2] + (-1,)), axis=-1)
 
 
 REDUCTIONS = {
@@ -109,6 +143,6 @@ def single_pass(ctx: Context, x, target, *, composite: Composite | None = None, 
     rel = _t(sig * base[None] if times_input else sig)
     cons = None
     if conservation:
-        cons = {n: _t(jnp.sum(p.at[n].reshape(p.at[n].shape[:2] + (-1,)), axis=-1)) for n in at}
-        cons["input"] = _t(jnp.sum(p.input.reshape(p.input.shape[:2] + (-1,)), axis=-1))
+        cons = {n: total(p.at[n]) for n in at}
+        cons["input"] = total(p.input)
     return Attribution(REDUCTIONS[reduce](rel), rel, p.logits, None, cons)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from ..passes import modified_pass
 from ..types import Attribution
-from .base import Method, _t, register
+from .base import Method, _t, register, upcast
 
 __all__ = ["GRAD_CAM", "CAM", "last_conv_relu"]
 
@@ -44,8 +44,7 @@ def _spatial(ctx, method):
 def _grad_cam(ctx, x, target):
     _spatial(ctx, "grad_cam")
     p = modified_pass(ctx, x, target, at=[ctx.layer], input=False, capture=[ctx.layer])
-    g = p.at[ctx.layer]  # [K, N, h, w, C]
-    a = p.acts[ctx.layer]
+    g, a = upcast(p.at[ctx.layer]), upcast(p.acts[ctx.layer])  # [K, N, h, w, C], [N, h, w, C]
     alpha = jnp.mean(g, axis=(2, 3), keepdims=True)
     cam = jnp.maximum(jnp.sum(alpha * a[None], axis=-1), 0)
     return Attribution(_t(cam), _t(g), p.logits)
@@ -76,8 +75,7 @@ def _cam(ctx, x, target):
             "global average pool there. Use grad_cam instead."
         )
     p = modified_pass(ctx, x, target, at=[ctx.layer], input=False, capture=[ctx.layer])
-    g = p.at[ctx.layer]
-    a = p.acts[ctx.layer]
+    g, a = upcast(p.at[ctx.layer]), upcast(p.acts[ctx.layer])
     hw = info.shape[1] * info.shape[2]
     cam = jnp.sum(g * hw * a[None], axis=-1)
     return Attribution(_t(cam), _t(g), p.logits)

@@ -48,8 +48,9 @@ from ..composites.core import Composite, composite, kind, path, resolve_layers
 from ..passes import modified_pass
 from ..rules import library as R
 from ..types import Attribution
-from .base import Method, _t, options, register
+from .base import Method, _t, options, register, total
 from .cam import last_conv_relu
+from .option_types import Option, boolean, choice, layer_name
 
 __all__ = [
     "EXCITATION_BACKPROP",
@@ -148,9 +149,8 @@ def _layer_pass(ctx, x, target, rules, conservation):
     p = modified_pass(ctx, x, target, rules=rules, at=at, input=ctx.layer is None or conservation)
     cons = None
     if conservation:
-        tot = lambda a: _t(jnp.sum(a.reshape(a.shape[:2] + (-1,)), axis=-1))  # noqa: E731
-        cons = {n: tot(p.at[n]) for n in at}
-        cons["input"] = tot(p.input)
+        cons = {n: total(p.at[n]) for n in at}
+        cons["input"] = total(p.input)
     rel = _t(p.input if ctx.layer is None else p.at[ctx.layer])
     return rel, p.logits, cons
 
@@ -186,7 +186,10 @@ EXCITATION_BACKPROP = register(
     Method(
         "excitation_backprop",
         _eb,
-        {"residual": "proportional", "conservation": False},
+        {
+            "residual": Option("proportional", choice(*RESIDUAL), "how a residual sum splits relevance"),
+            "conservation": Option(False, boolean(), "also return each layer's total relevance per sample"),
+        },
         default_layer=default_saliency_layer,
     )
 )
@@ -194,7 +197,12 @@ CONTRASTIVE_EXCITATION_BACKPROP = register(
     Method(
         "contrastive_excitation_backprop",
         _ceb,
-        {"residual": "proportional", "contrast_layer": None, "conservation": False},
+        {
+            "residual": Option("proportional", choice(*RESIDUAL), "how a residual sum splits relevance"),
+            "contrast_layer": Option(None, layer_name(),
+                                     "layer where p - p_bar is taken (None: the classifier's input)"),
+            "conservation": Option(False, boolean(), "also return each layer's total relevance per sample"),
+        },
         default_layer=default_saliency_layer,
     )
 )

@@ -6,7 +6,10 @@
 * ``deconvnet`` (Zeiler & Fergus 2014): ReLU backward ``max(g, 0)``; map ``max_c |·|``.
 * ``smoothgrad`` (Smilkov et al. 2017): ``(1/n) Σ_k ∂S_t/∂x (x + ε_k)``, ``ε_k ~ N(0, σ²)``,
   ``σ = noise · (max x − min x)`` per sample; variants ``"square"`` (mean of squares, PAIR's
-  magnitude) and ``"var"`` (VarGrad: variance); map ``max_c |·|``.
+  magnitude) and ``"var"`` (VarGrad: variance); map ``max_c |·|``. The noise comes from the
+  call's ``key=`` (see :func:`xattr_jax.attributor`): example ``i``'s draw ``k`` is
+  ``normal(fold_in(key_i, k))`` with ``key_i`` its own key, so a batch and a ``vmap`` over its
+  examples with the same keys agree.
 
 Read at a layer, the same rules give the signal at that layer's output.
 """
@@ -18,8 +21,10 @@ import jax.numpy as jnp
 
 from ..composites.core import composite, kind
 from ..rules import library as R
+from ..rules.core import compute_dtype
 from ..types import Attribution, PathPlan
 from .base import REDUCTIONS, Method, _t, options, register, single_pass
+from .option_types import Option, anything, choice, integer, real
 
 __all__ = ["GRADIENT", "INPUT_X_GRADIENT", "GUIDED_BACKPROP", "DECONVNET", "SMOOTHGRAD"]
 
@@ -50,17 +55,9 @@ _VARIANTS = ("plain", "square", "var")
 
 def _smoothgrad(ctx, x, target):
     o = options(ctx, SMOOTHGRAD)
-    if o["variant"] not in _VARIANTS:
-        raise ValueError(f"smoothgrad variant must be one of {_VARIANTS}, got {o['variant']!r}")
-    n = int(o["samples"])
-    if n < 1:
-        raise ValueError(f"smoothgrad samples must be >= 1, got {n}")
-    if not o["noise"] >= 0:
-        raise ValueError(f"smoothgrad noise must be >= 0, got {o['noise']!r}")
+    n = o["samples"]
     if ctx.layer is not None:
         raise ValueError("smoothgrad is read at the input; pass layer=None")
-    key = o["key"]
-    key = jax.random.PRNGKey(key) if isinstance(key, int) else key
     axes = tuple(range(1, x.ndim))
     sigma = o["noise"] * (jnp.max(x, axis=axes, keepdims=True) - jnp.min(x, axis=axes, keepdims=True))
     if o["draws"] is not None:  # explicit standard-normal draws [samples, *x.shape]
@@ -70,11 +67,16 @@ def _smoothgrad(ctx, x, target):
 
         def point(e):
             return x + sigma * e
-    else:  # one key per sample; each draw is made inside the loop, so memory stays flat in n
-        params = jax.random.split(key, n)
+    else:  # draw k of example i from fold_in(key_i, k), made inside the loop: memory flat in n
+        keys = ctx.key  # [N] per-example keys
+        if keys is None:
+            raise ValueError("smoothgrad draws noise: pass key=jax.random.key(seed) to the call")
+        params = jnp.arange(n, dtype=jnp.int32)
 
         def point(k):
-            return x + sigma * jax.random.normal(k, x.shape, x.dtype)
+            # drawn in (at least) float32, so half-precision inputs get the same noise as float32
+            draw = lambda ki: jax.random.normal(jax.random.fold_in(ki, k), x.shape[1:], compute_dtype(x.dtype))  # noqa: E731
+            return x + sigma * jax.vmap(draw)(keys).astype(x.dtype)
 
     moments = 2 if o["variant"] == "var" else 1
 
@@ -97,7 +99,14 @@ SMOOTHGRAD = register(
     Method(
         "smoothgrad",
         _smoothgrad,
-        {"noise": 0.15, "samples": 25, "key": 0, "variant": "plain", "chunk": 8, "draws": None},
+        {
+            "noise": Option(0.15, real(0.0), "noise std as a fraction of each image's value range"),
+            "samples": Option(25, integer(1), "noisy copies averaged"),
+            "variant": Option("plain", choice(*_VARIANTS), "mean gradient, mean square (PAIR) or variance (VarGrad)"),
+            "chunk": Option(8, integer(1), "copies per vectorised step (memory grows with it, not with samples)"),
+            "draws": Option(None, anything(), "standard-normal draws [samples, *x.shape] instead of key="),
+        },
         path=True,
+        random=True,
     )
 )

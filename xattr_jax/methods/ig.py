@@ -24,6 +24,7 @@ from ..composites.core import composite, kind, resolve_layers
 from ..rules import library as R
 from ..types import Attribution, PathPlan
 from .base import REDUCTIONS, Method, _t, options, register, single_pass
+from .option_types import Option, choice, integer
 
 __all__ = ["INTEGRATED_GRADIENTS", "GNL_INTEGRATED_GRADIENTS", "GNL_GRADIENT", "IMAGENET_MEAN",
            "IMAGENET_STD", "quadrature", "gnl_composite"]
@@ -93,8 +94,32 @@ def _path(method, rules_fn):
     return run
 
 
-_IG_DEFAULTS = {"baseline": "black", "steps": 50, "rule": "right", "chunk": 8,
-                "normalization": (IMAGENET_MEAN, IMAGENET_STD)}
+def _check_normalization(name, value):
+    try:
+        mean, std = value
+        ok = np.all(np.isfinite(np.asarray(mean, float))) and np.all(np.asarray(std, float) > 0)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be (mean, std) per channel with std > 0, got {value!r}")
+
+
+def _check_baseline(name, value):
+    if isinstance(value, str):
+        choice("black", "zeros")(name, value)
+    elif not np.all(np.isfinite(np.asarray(value, float))):
+        raise ValueError(f"{name} must be 'black', 'zeros', or a finite number or array, got {value!r}")
+
+
+_IG_DEFAULTS = {
+    "baseline": Option("black", _check_baseline,
+                       "'black' (0 pixels through normalization), 'zeros', a number or an array like x"),
+    "steps": Option(50, integer(1), "points on the path"),
+    "rule": Option("right", choice(*RIEMANN), "quadrature rule"),
+    "chunk": Option(8, integer(1), "points per vectorised step (memory grows with it, not with steps)"),
+    "normalization": Option((IMAGENET_MEAN, IMAGENET_STD), _check_normalization,
+                            "(mean, std) of the input normalisation, for the 'black' baseline"),
+}
 
 INTEGRATED_GRADIENTS = Method("integrated_gradients", None, _IG_DEFAULTS, default_signal="prob", path=True)
 INTEGRATED_GRADIENTS = register(INTEGRATED_GRADIENTS._replace(run=_path(INTEGRATED_GRADIENTS, lambda ctx: None)))

@@ -15,6 +15,7 @@ from ..composites.presets import PRESETS
 from ..program import folded_batchnorms
 from ..rules import library as R
 from .base import Method, options, register, single_pass
+from .option_types import Option, boolean, optional, real
 from .ig import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["LRP", "lrp_composite"]
@@ -45,5 +46,21 @@ def _lrp(ctx, x, target):
                        conservation=o["conservation"])
 
 
-LRP = register(Method("lrp", _lrp, {"composite": "epsilon_plus_flat", "canonize": True, "conservation": False,
-                                    "low": None, "high": None}))
+def _check_composite(name, value):
+    if not isinstance(value, Composite) and (not isinstance(value, str) or value not in PRESETS):
+        raise ValueError(f"{name} must be a Composite or a preset name {sorted(PRESETS)}, got {value!r}")
+
+
+def _check_bound(name, value):
+    vals = value if isinstance(value, (tuple, list)) else (value,)
+    for v in vals:
+        real()(name, v)
+
+
+LRP = register(Method("lrp", _lrp, {
+    "composite": Option("epsilon_plus_flat", _check_composite, "a Composite or a preset name"),
+    "canonize": Option(True, boolean(), "fold each batch-norm into the conv/dense before it for the rules"),
+    "conservation": Option(False, boolean(), "also return each layer's total relevance per sample"),
+    "low": Option(None, optional(_check_bound), "zB's lower bound (number or per-channel tuple; None: ImageNet box)"),
+    "high": Option(None, optional(_check_bound), "zB's upper bound (number or per-channel tuple; None: ImageNet box)"),
+}))

@@ -69,8 +69,9 @@ from ..composites.core import Composite, below, composite, first_linear, kind, r
 from ..passes import onehots, seed_fn, two_phase_pass
 from ..rules import library as R
 from ..types import Attribution
-from .base import Method, _t, options, register
+from .base import Method, _t, options, register, total
 from .cam import last_conv_relu
+from .option_types import Option, anything, boolean, choice, integer, layer_name
 
 __all__ = ["RSP", "rsp_composite", "rsp_seed", "hostile_seed", "layers_below"]
 
@@ -225,9 +226,8 @@ def _rsp(ctx, x, target):
     rel = _t(p.input if ctx.layer is None else p.at[ctx.layer])
     cons = None
     if o["conservation"]:
-        tot = lambda v: _t(jnp.sum(v.reshape(v.shape[:2] + (-1,)), axis=-1))  # noqa: E731
-        cons = {n: tot(p.at[n]) for n in [seed_layer] + [n for n in at if n != seed_layer]}
-        cons["input"] = tot(p.input)
+        cons = {n: total(p.at[n]) for n in [seed_layer] + [n for n in at if n != seed_layer]}
+        cons["input"] = total(p.input)
     return Attribution(jnp.sum(rel, axis=-1), rel, p.logits, None, cons)
 
 
@@ -235,6 +235,13 @@ RSP = register(
     Method(
         "rsp",
         _rsp,
-        {"hostile": None, "max_hostile": 5, "purge": "none", "seed_layer": None, "conservation": False},
+        {
+            "hostile": Option(None, anything(),
+                              "hostile classes: None, 'predicted' or class ids per sample (-1 pads)"),
+            "max_hostile": Option(5, integer(1), "most predicted hostile classes (hostile='predicted')"),
+            "purge": Option("none", choice(*R.PURGES), "purge of the per-sample kernels"),
+            "seed_layer": Option(None, layer_name(), "layer of the seed (None: the last conv ReLU)"),
+            "conservation": Option(False, boolean(), "also return each layer's total relevance per sample"),
+        },
     )
 )

@@ -127,6 +127,18 @@ def safe_divide(a, b):
     return jnp.where(nz, a / jnp.where(nz, b, 1.0), 0.0)
 
 
+def compute_dtype(dtype):
+    """The dtype rules compute in for a layer of ``dtype``: at least float32 (half-precision
+    layers' stabilised divisions and signed sums need it); the result is stored in ``dtype``."""
+    return jnp.promote_types(dtype, jnp.float32) if jnp.issubdtype(dtype, jnp.floating) else dtype
+
+
+def _upcast(tree):
+    """Floating leaves in :func:`compute_dtype`."""
+    return jax.tree_util.tree_map(
+        lambda a: a.astype(compute_dtype(a.dtype)) if hasattr(a, "dtype") else a, tree)
+
+
 class Term(NamedTuple):
     """One modified forward term of the linear engine: ``z_t = fn(params(θ), input(x))``.
 
@@ -165,6 +177,7 @@ def linear_rule(
 
     def backward(fn, params, xs, y, ct, skip_negative=False):
         del y
+        xs, params, ct = _upcast((xs, params, ct))
         ins, outs, vjps = [], [], []
         for term in terms:
             if skip_negative and term.negative:  # exactly zero: every input is >= 0
