@@ -66,6 +66,13 @@ def onehots(target, logits_shape, dtype):
     return jnp.broadcast_to(oh, (target.shape[1],) + tuple(logits_shape))
 
 
+def _probes(x, infos, names):
+    """Zeros added to the named layers' outputs, typed like ``x``: under ``shard_map`` a probe that
+    were not varying over the mesh like the activations would be broadcast to them, and its
+    cotangent (the read-out) summed over the devices."""
+    return {n: jnp.zeros_like(x, shape=infos[n].native_shape, dtype=infos[n].dtype) for n in names}
+
+
 class Pass(NamedTuple):
     """A modified pass's results; layer read-outs have their channels last (``LayerInfo.shape``)."""
 
@@ -103,7 +110,7 @@ def modified_pass(
       fold: hand each conv/dense rule its parameters with the batch-norm after it folded in.
     """
     infos = {l.name: l for l in ctx.layers}
-    probes = {n: jnp.zeros(infos[n].native_shape, infos[n].dtype) for n in at}
+    probes = _probes(x, infos, at)
 
     def fwd(x, probes):
         return run(ctx.program, ctx.variables, x, rules=rules, probes=probes, capture=capture, fold=fold)
@@ -160,7 +167,7 @@ def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, 
     """
     infos = {l.name: l for l in ctx.layers}
     names = [seed_layer] + [n for n in at if n != seed_layer]
-    probes = {n: jnp.zeros(infos[n].native_shape, infos[n].dtype) for n in names}
+    probes = _probes(x, infos, names)
     seed_info = infos[seed_layer]
 
     def fwd(x, probes):
@@ -230,7 +237,8 @@ def path_sums(ctx: Context, plan: PathPlan, target, params, weights, acc=None):
 def run_path(ctx: Context, x, target, plan: PathPlan):
     """Run a plan as one program: the chunks in a ``lax.scan`` whose carry is the running sum."""
     params, weights = path_chunks(plan)
-    zero = jnp.zeros((target.shape[1],) + x.shape, x.dtype)
+    # zeros_like(x) carries x's type (under shard_map: varying over the mesh axes, as the body's sums)
+    zero = jnp.broadcast_to(jnp.zeros_like(x)[None], (target.shape[1],) + x.shape)
 
     def body(acc, inp):
         return path_sums(ctx, plan, target, *inp, acc=acc), None

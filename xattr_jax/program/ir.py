@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
+from .max_route import is_plain, max_pool
 
 KINDS = ("conv", "dense", "batchnorm", "relu", "maxpool", "avgpool", "add", "other")
 
@@ -23,6 +24,8 @@ SHAPE_OPS = {"reshape", "transpose", "squeeze", "expand_dims", "broadcast_in_dim
              "dynamic_slice", "gather", "optimization_barrier"}
 # shape operations that keep x >= 0 (pad: only with a non-negative padding value)
 KEEPS_NONNEG = SHAPE_OPS - {"pad"}
+# operations that return their operands' values (shard_map marks replicated values as varying)
+VALUE_IDENTITY = {"pvary", "pbroadcast", "pcast"}
 AFFINE_OPS = {"add", "sub", "mul", "div"}
 RNG_OPS = {"random_bits", "random_seed", "random_wrap", "random_unwrap", "threefry2x32", "random_fold_in",
            "random_split", "rng_bit_generator", "rng_uniform"}
@@ -249,6 +252,11 @@ def find_facts(ops, x_ids, param_ids, const_vals) -> Facts:
                 xdep.add(o)
             else:
                 sources[o] = src
+        if op.prim.name in VALUE_IDENTITY and len(op.ins) == len(op.outs):  # shard_map's pvary(0.0)
+            for a, o in zip(op.ins, op.outs):
+                val = np.asarray(a[1]) if isinstance(a, tuple) else concrete.get(a)
+                if val is not None:
+                    concrete[o] = val
     return Facts(xdep, sources, consumers, producer, concrete)
 
 
@@ -285,6 +293,11 @@ def size_of(a, shapes) -> int:
 
 
 def bind(op, vals):
+    """Re-bind ``op`` on ``vals``; a max-pool gets the exactly routed fast backward of :mod:`.max_route`."""
+    if op.prim.name == "reduce_window_max" and is_plain(op.params):
+        with op.ctx:
+            return [max_pool(vals[0], tuple(op.params["window_dimensions"]), tuple(op.params["window_strides"]),
+                             tuple(tuple(p) for p in op.params["padding"]))]
     bind_params = op.prim.get_bind_params(op.params)
     if isinstance(bind_params, tuple):  # older JAX: (subfuns, params)
         subfuns, bind_params = bind_params

@@ -6,23 +6,32 @@ from __future__ import annotations
 import numpy as np
 from jax.extend import core as jcore
 
-from .ir import (AFFINE_OPS, BATCH_MIXING_OPS, INLINE_CALLS, RNG_OPS, SHAPE_OPS, Segment, is_float, is_zero,
-                 nonneg_const, only_consumer, size_of, x_inputs)
+from .ir import (AFFINE_OPS, BATCH_MIXING_OPS, INLINE_CALLS, RNG_OPS, SHAPE_OPS, VALUE_IDENTITY, Segment, is_float,
+                 is_zero, nonneg_const, only_consumer, size_of, x_inputs)
 
 
 def is_relu_jaxpr(cj) -> bool:
     """``custom_jvp_call``'s program is ``max(x, 0)`` (``jax.nn.relu``), possibly inside a ``jit``."""
     j = cj.jaxpr if hasattr(cj, "jaxpr") else cj
-    if len(j.eqns) != 1 or len(j.invars) != 1:
+    if len(j.invars) != 1:
         return False
-    e = j.eqns[0]
-    if e.primitive.name in INLINE_CALLS:
+    zeros = set()  # shard_map marks the literal 0 as varying first: pvary(0.0)
+    for e in j.eqns[:-1]:
+        if e.primitive.name not in VALUE_IDENTITY or not all(
+                isinstance(a, jcore.Literal) and np.all(np.asarray(a.val) == 0) for a in e.invars):
+            return False
+        zeros.update(e.outvars)
+    if not j.eqns:
+        return False
+    e = j.eqns[-1]
+    if e.primitive.name in INLINE_CALLS and len(j.eqns) == 1:
         return is_relu_jaxpr(e.params[INLINE_CALLS[e.primitive.name]])
     if e.primitive.name != "max":
         return False
     a, b = e.invars
     other = b if a is j.invars[0] else a if b is j.invars[0] else None
-    return isinstance(other, jcore.Literal) and np.all(np.asarray(other.val) == 0)
+    return (isinstance(other, jcore.Literal) and np.all(np.asarray(other.val) == 0)) or (
+        other is not None and other in zeros)
 
 
 def conv_feature(op):

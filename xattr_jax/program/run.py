@@ -87,19 +87,21 @@ def _in_shape(prog, op):
     return prog.shapes[op.ins[0]][0]
 
 
-def fold_params(prog: Program, lin: int, lin_params, bn_params):
+def fold_params(prog: Program, lin: int, lin_params, bn_params, like=None):
     """``{kernel, bias}`` of linear segment ``lin`` with the batch-norm after it folded in.
 
     ``BN(z) = a ⊙ z + b`` per output feature (read off the chain at 0 and 1), so
     ``W' = W · a`` along the kernel's output-feature axis and ``b' = a ⊙ b_W + b``. Shape
-    operations between the two (a vmapped channels-first conv) are undone on ``b'``.
+    operations between the two (a vmapped channels-first conv) are undone on ``b'``. ``like``: an
+    activation whose type the read-off inputs take (under ``shard_map``: varying over the mesh).
     """
     bn, path, axis = prog.folds[lin]
     seg = prog.segments[lin]
     z_shape, dtype = prog.shapes[prog.segments[bn].inputs[0]]
     fn_bn = segment_fn(prog, bn)
-    b = fn_bn(bn_params, jnp.zeros(z_shape, dtype))
-    a = fn_bn(bn_params, jnp.ones(z_shape, dtype)) - b
+    zeros = jnp.zeros(z_shape, dtype) if like is None else jnp.zeros_like(like, shape=z_shape, dtype=dtype)
+    b = fn_bn(bn_params, zeros)
+    a = fn_bn(bn_params, zeros + 1) - b
     scale = a[tuple(slice(None) if d == axis else 0 for d in range(len(z_shape)))]
     kernel = lin_params["kernel"]
     shape = [1] * kernel.ndim
@@ -207,7 +209,7 @@ def run(prog: Program, variables, x, *, rules=None, probes=None, capture=(), fol
             rp = None
             if fold and i in prog.folds and (rule is not None or _record is not None):
                 bn_params = {key: read(v) for key, v in prog.segments[prog.folds[i][0]].params}
-                rp = fold_params(prog, i, params, bn_params)
+                rp = fold_params(prog, i, params, bn_params, like=xs[0])
             if _record is not None and _record[0] == name and name not in _record[1]:
                 _record[1][name] = LayerCall(fn, params, tuple(xs), params if rp is None else rp)
             if rule is None:

@@ -1,0 +1,81 @@
+"""Sharded attribution on 8 forced host devices (a subprocess: the device count is fixed at start-up).
+
+Inputs sharded over the batch axis of a 1-D mesh, variables replicated: every method's maps equal
+the unsharded maps (≤ 1e-5 × max) and come back sharded over the 8 devices; the same inside the
+caller's own ``jax.jit`` with shardings, and under ``jax.shard_map`` (each device attributing its
+own examples, with per-example keys).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, {tests!r})
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    import xattr_jax as xa
+    from conftest import _tiny_net
+
+    assert jax.device_count() == 8, jax.devices()
+    model, v, x1 = _tiny_net()
+    x = jnp.concatenate([x1, -x1, 0.5 * x1, x1[::-1], 2 * x1[:2]])  # 14 images -> pad to 16
+    x = jnp.concatenate([x, x[:2]])
+    t = jnp.arange(16) % 5
+    mesh = Mesh(np.array(jax.devices()), ("batch",))
+    xs = jax.device_put(x, NamedSharding(mesh, P("batch")))
+    ts = jax.device_put(t, NamedSharding(mesh, P("batch")))
+    vr = jax.device_put(v, NamedSharding(mesh, P()))
+    opts = {{"smoothgrad": dict(samples=3, chunk=2), "integrated_gradients": dict(steps=4, chunk=2),
+             "gnl_integrated_gradients": dict(steps=4, chunk=2)}}
+    key = jax.random.key(0)
+    out = {{}}
+    for m in xa.methods_available():
+        fn = xa.attributor(model, m, **opts.get(m, {{}}))
+        ref = np.asarray(fn(v, x, t, key=key).map)
+        res = fn(vr, xs, ts, key=key)
+        inner = jax.jit(lambda vv, xx, tt: fn(vv, xx, tt, key=key).map,
+                        out_shardings=NamedSharding(mesh, P("batch")))(vr, xs, ts)
+        keys = jax.random.split(key, 16)  # per example: the same noise however the batch is split
+        ref_k = np.asarray(fn(v, x, t, key=keys).map)
+        smap = jax.jit(jax.shard_map(lambda vv, xx, tt, kk: fn(vv, xx, tt, key=kk).map, mesh=mesh,
+                                     in_specs=(P(), P("batch"), P("batch"), P("batch")), out_specs=P("batch")))
+        in_map = smap(vr, xs, ts, jax.device_put(keys, NamedSharding(mesh, P("batch"))))
+        scale = float(np.max(np.abs(ref)))
+        out[m] = dict(
+            err_shard_map=float(np.max(np.abs(np.asarray(in_map) - ref_k))) / float(np.max(np.abs(ref_k))),
+            err=float(np.max(np.abs(np.asarray(res.map) - ref))) / scale,
+            err_jit=float(np.max(np.abs(np.asarray(inner) - ref))) / scale,
+            devices=len(res.map.sharding.device_set),
+            shards=len({{str(s.index) for s in res.map.addressable_shards}}),
+            jit_shards=len({{str(s.index) for s in inner.addressable_shards}}),
+            scale=scale)
+    print("RESULT" + json.dumps(out))
+""")
+
+
+def test_sharded_maps_equal_unsharded_and_stay_sharded():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    tests = str(Path(__file__).parent)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=tests)], env=env, capture_output=True,
+                          text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
+    res = json.loads(line[len("RESULT"):])
+    import xattr_jax as xa
+
+    assert set(res) == set(xa.methods_available())
+    for m, r in res.items():
+        assert r["scale"] > 0, f"{m}: all-zero reference map"
+        assert r["err"] <= 1e-5, f"{m}: sharded vs unsharded maps differ by {r['err']:.3g} x max (1e-5)"
+        assert r["err_jit"] <= 1e-5, f"{m}: inside the caller's jit: {r['err_jit']:.3g} x max (1e-5)"
+        assert r["devices"] == 8 and r["shards"] == 8, (
+            f"{m}: the map lives on {r['devices']} devices in {r['shards']} distinct shards; expected 8 batch shards")
+        assert r["jit_shards"] == 8, f"{m}: inside the caller's jit: {r['jit_shards']} shards"
+        assert r["err_shard_map"] <= 1e-5, f"{m}: under shard_map: {r['err_shard_map']:.3g} x max (1e-5)"
