@@ -343,3 +343,21 @@ def test_plain_seed_is_the_max_normalised_channel_map(nets):
     res = xa.explain(model, v, x, t, method="rsp", layer=seed_layer)
     np.testing.assert_allclose(res.relevance, ref, atol=1e-6, err_msg="R0 = A·α / (max + 1e-9), signed")
     assert bool(jnp.any(ref < 0)), "the seed is signed"
+
+
+def test_eager_calls_compile_one_batch_1_program_whatever_the_batch(nets):
+    """RSP's per-example kernels unroll over the batch; eager calls run a batch-1 program per example."""
+    model, v, x = nets["resnet"]
+    fn = xa.attributor(model, "rsp")
+    x4 = jnp.concatenate([x, x[::-1]])
+    t = jnp.array([2, 3, 1, 0])
+    a = fn(v, x4, t)
+    b = fn(v, x4[:3], t[:3])
+    assert fn.trace_count() == 1, f"batches 4 and 3 share one batch-1 program, got {fn.trace_count()} traces"
+    whole = fn.jitted(v, x4, t)  # the whole batch as one program, as under the caller's jit
+    scale = float(jnp.max(jnp.abs(whole.map)))
+    np.testing.assert_allclose(np.asarray(a.map), np.asarray(whole.map), rtol=0, atol=1e-5 * scale,
+                               err_msg="per-example programs vs the batched program (1e-5 x max)")
+    np.testing.assert_allclose(np.asarray(b.map), np.asarray(a.map[:3]), rtol=0, atol=1e-6 * scale)
+    hostile = xa.attributor(model, "rsp", hostile=[[1], [2], [0], [3]])(v, x4, t)  # per-example lists: batched
+    assert hostile.map.shape == a.map.shape and np.all(np.isfinite(np.asarray(hostile.map)))

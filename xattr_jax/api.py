@@ -105,7 +105,10 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, str
       ``fn.trace_count()`` tells how many times the program was traced (the most over its programs).
 
     Inside the caller's transformations: ``fn`` works under ``jax.jit``, ``vmap``, ``grad``,
-    ``lax.scan``/``lax.map``, with any argument traced or closed over. Values are checked when they
+    ``lax.scan``/``lax.map``, with any argument traced or closed over. RSP, whose rules build
+    per-example kernels, runs one compiled batch-1 program per example when called with concrete
+    arrays on one device (compilation independent of the batch); traced or sharded, one program for
+    the whole batch. Values are checked when they
     are concrete (a ``ValueError`` for a non-finite input or a target out of range); under tracing
     they cannot be, and the map, relevance, layer maps and conservation totals of such an example
     are NaN instead, never a plausible map. The forward pass is the model's, so its logits are too.
@@ -186,6 +189,11 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, str
             sums = jax.tree_util.tree_map(jnp.add, sums, part)
         return jitted_finish(variables, x, target, key, sums)
 
+    def run_per_sample(variables, x, target, key):
+        """One compiled batch-1 program per example, results stacked (its size does not grow with N)."""
+        parts = [jitted(variables, x[i:i + 1], target[i:i + 1], key) for i in range(x.shape[0])]
+        return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a, axis=0), *parts)
+
     def num_classes(variables, x):
         key = (tuple(x.shape), str(x.dtype))
         if key not in out_cache:
@@ -204,6 +212,8 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, str
         traced = any(isinstance(a, jax.core.Tracer) for a in leaves)
         if m.path and not traced:
             return run_chunked(variables, x, target, key)
+        if m.per_sample(options) and not traced and x.shape[0] > 1 and len(x.sharding.device_set) == 1:
+            return run_per_sample(variables, x, target, key)
         return jitted(variables, x, target, key)
 
     fn.trace_count = lambda: max(traces.values())

@@ -34,6 +34,9 @@ class Method(NamedTuple):
       path: ``run`` returns a :class:`~xattr_jax.types.PathPlan` (a sum of gradients over points),
         which the attributor runs as one ``lax.scan`` under tracing, or chunk by chunk when eager.
       random: the method draws noise from the call's ``key=`` (``ctx.key``: one key per example).
+      per_sample: ``(options) -> bool``: the method builds per-example kernels unrolled over the
+        batch (RSP); called with concrete arrays, the attributor then runs one compiled batch-1
+        program per example instead, so compilation does not grow with the batch.
     """
 
     name: str
@@ -43,6 +46,7 @@ class Method(NamedTuple):
     default_layer: Callable = _no_layer
     path: bool = False
     random: bool = False
+    per_sample: Callable = lambda options: False
 
     @property
     def defaults(self) -> dict:

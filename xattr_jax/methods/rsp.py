@@ -243,5 +243,7 @@ RSP = register(
             "seed_layer": Option(None, layer_name(), "layer of the seed (None: the last conv ReLU)"),
             "conservation": Option(False, boolean(), "also return each layer's total relevance per sample"),
         },
+        # per-example hostile class lists index the batch: those runs stay batched
+        per_sample=lambda o: o.get("hostile") is None or isinstance(o.get("hostile"), str),
     )
 )

@@ -8,8 +8,10 @@ cotangent with elementwise operations instead:
   view of the (``-inf``-padded) input is strictly greater than the running maximum — the *first*
   maximum in window order wins, as ``select_and_scatter`` with ``ge`` selects (ties included);
 * ``g_in = Σ_k scatter_k(g ⊙ [idx = k])``: each offset's share placed back at its strided
-  positions (``lax.pad`` with interior padding); non-overlapping tilings (stride = window, no
-  padding) are one reshape instead.
+  positions, summed per residue class (offset mod stride) at the output's resolution and
+  interleaved once; non-overlapping tilings (stride = window, no padding) are one reshape instead;
+* windows over several axes are routed one axis at a time (the first maximum in row-major order
+  is the first maximum of the first row holding the window's maximum).
 
 The routing is identical to ``select_and_scatter``'s; where windows overlap, an input that is the
 maximum of several windows sums their cotangents, possibly in another order (float rounding).
@@ -40,7 +42,32 @@ def _argmax_offsets(views):
 
 
 def route_to_max(x, g, window, strides, padding):
-    """``g`` (shaped like the pool's output) routed to the first maximum of each window of ``x``."""
+    """``g`` (shaped like the pool's output) routed to the first maximum of each window of ``x``.
+
+    A window over several axes is routed one axis at a time, outermost first: the first maximum in
+    row-major order lies in the first row whose maximum is the window's, at that row's first
+    maximum, so the separable routing is the same and each pass has ``w`` offsets, not ``Π w``.
+    """
+    nd = x.ndim
+    axes = [d for d in range(nd) if (window[d], strides[d], tuple(padding[d])) != (1, 1, (0, 0))]
+    tiling = (all(s == w for s, w in zip(strides, window)) and all(tuple(p) == (0, 0) for p in padding)
+              and all(o * w == n for o, w, n in zip(g.shape, window, x.shape)))
+    if len(axes) < 2 or tiling:
+        return _route(x, g, window, strides, padding)
+
+    def along(d):
+        one = lambda v, dflt: tuple(v[k] if k == d else dflt for k in range(nd))  # noqa: E731
+        return one(window, 1), one(strides, 1), one(padding, (0, 0))
+
+    inputs = [x]  # the input of each 1-D stage, innermost axis first
+    for d in reversed(axes[1:]):
+        inputs.append(lax.reduce_window(inputs[-1], jnp.array(-jnp.inf, x.dtype), lax.max, *along(d)))
+    for d, inp in zip(axes, reversed(inputs)):
+        g = _route(inp, g, *along(d))
+    return g
+
+
+def _route(x, g, window, strides, padding):
     nd = x.ndim
     out = g.shape
     offsets = list(itertools.product(*[range(w) for w in window]))
