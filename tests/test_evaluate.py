@@ -18,7 +18,7 @@ from xattr_jax.evaluate import (
 )
 from xattr_jax.viz_overlay import write_png
 
-FAST = ["--methods", "gradient,grad_cam,no_such_method", "--deletion-images", "2",
+FAST = ["--methods", "gradient,grad_cam", "--deletion-images", "2",
         "--deletion-steps", "4", "--batch-size", "4", "--no-progress"]  # fmt: skip
 
 
@@ -78,7 +78,10 @@ def test_eval_synthetic_command(tmp_path):
     assert rc == 0
     res = json.loads((out / "eval.json").read_text())
     assert res["arch"] == "small_resnet" and res["tolerance_px"] == pytest.approx(SYNTHETIC_TOLERANCE)
-    assert set(res["methods"]) == {"gradient", "grad_cam", "no_such_method"}
+    assert set(res["methods"]) == {"gradient", "grad_cam"}
+    for m, e in res["methods"].items():  # each method ran: no error entry, scores in range
+        assert "error" not in e, f"{m}: {e}"
+        assert 0 <= e["pointing_all"] <= 1 and 0 <= e["deletion_auc"] <= 1, f"{m}: {e}"
     assert (out / "eval.md").read_text().startswith("### synthetic")
 
 
@@ -184,3 +187,42 @@ def test_eval_reports_bad_input(tmp_path, capsys):
     assert main(["eval", "--dataset", "voc07", "--out", str(tmp_path)]) == 1
     assert "--root" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 1
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--batch-size", "0", "must be an int >= 1, got 0"),
+    ("--deletion-steps", "0", "must be an int >= 1, got 0"),
+    ("--num-images", "-3", "must be an int >= 1, got -3"),
+    ("--deletion-images", "-1", "must be an int >= 0, got -1"),
+    ("--limit", "2.5", "must be an int >= 1, got '2.5'"),
+    ("--tolerance", "-1", "must be a finite number >= 0, got -1"),
+])
+def test_eval_refuses_bad_numbers_at_parse_time_with_exit_code_2(tmp_path, capsys, flag, value, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--dataset", "synthetic", "--out", str(tmp_path), flag, value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: {message}" in err, err
+
+
+def test_eval_exit_status_reports_unknown_and_failed_methods(tmp_path, capsys, monkeypatch):
+    args = ["eval", "--dataset", "synthetic", "--num-images", "2", "--out", str(tmp_path), "--batch-size", "2",
+            "--deletion-images", "0", "--no-progress"]
+    assert main([*args, "--methods", "gradient,no_such_method"]) == 2
+    assert "unknown method(s) ['no_such_method']" in capsys.readouterr().err
+
+    import xattr_jax as xa
+
+    real = xa.attributor
+
+    def crashing(model, method, *a, **k):
+        if method == "deconvnet":
+            raise RuntimeError("simulated crash")
+        return real(model, method, *a, **k)
+
+    monkeypatch.setattr(xa, "attributor", crashing)
+    assert main([*args, "--methods", "gradient,deconvnet"]) == 1, "a failed method makes the run fail"
+    err = capsys.readouterr().err
+    assert "method deconvnet failed: RuntimeError: simulated crash" in err
+    res = json.loads((tmp_path / "eval.json").read_text())  # the report is still written
+    assert "error" in res["methods"]["deconvnet"] and 0 <= res["methods"]["gradient"]["pointing_all"] <= 1

@@ -649,6 +649,34 @@ DEFAULT_METHODS = (
 )
 
 
+def _int_at_least(low: int):
+    """An argparse type: an int ``>= low`` (a bad value exits with code 2 at parse time)."""
+    import argparse
+
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an int >= {low}, got {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be an int >= {low}, got {v}")
+        return v
+
+    return parse
+
+
+def _nonneg_float(text):
+    import argparse
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return v
+
+
 def add_arguments(p) -> None:
     """The ``xattr eval`` options."""
     p.add_argument("--dataset", choices=("synthetic", "voc07", "coco14", "imagenet"),
@@ -670,13 +698,13 @@ def add_arguments(p) -> None:
     p.add_argument("--difficult", help="EB/TorchRay difficult-list file (image key + flags per line)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help="comma-separated method names, or 'all'")  # fmt: skip
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
-    p.add_argument("--num-images", type=int, default=200, help="synthetic: number of images")
-    p.add_argument("--tolerance", type=float, default=None,
+    p.add_argument("--limit", type=_int_at_least(1), default=None, help="evaluate the first N images only")
+    p.add_argument("--num-images", type=_int_at_least(1), default=200, help="synthetic: number of images")
+    p.add_argument("--tolerance", type=_nonneg_float, default=None,
                    help="pointing-game radius in px (default 15; synthetic: 15*64/224 = 4.3)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--deletion-images", type=int, default=32)
-    p.add_argument("--deletion-steps", type=int, default=64)
+    p.add_argument("--batch-size", type=_int_at_least(1), default=16)
+    p.add_argument("--deletion-images", type=_int_at_least(0), default=32)
+    p.add_argument("--deletion-steps", type=_int_at_least(1), default=64)
     p.add_argument("--score", choices=("sigmoid", "softmax"), default=None,
                    help="deletion/insertion probability (default per dataset: softmax for the "
                    "single-label imagenet, sigmoid for the multi-label others)")  # fmt: skip
@@ -699,6 +727,11 @@ def run(args) -> int:
     mode = default_preprocess(arch) if args.preprocess == "auto" else args.preprocess
     methods = (list(xa.methods_available()) if args.methods.strip() == "all"
                else [m.strip() for m in args.methods.split(",") if m.strip()])  # fmt: skip
+    unknown = [m for m in methods if m not in xa.methods_available()]
+    if unknown or not methods:
+        print(f"xattr eval: error: unknown method(s) {unknown or '(none given)'}; available: "
+              f"{', '.join(xa.methods_available())} or 'all'", file=sys.stderr)
+        return 2
     try:
         if args.dataset == "synthetic":
             samples = synthetic_samples(args.limit or args.num_images)
@@ -743,7 +776,10 @@ def run(args) -> int:
     js, md = write_report(result, args.out, title=f"{args.dataset} · {arch}")
     print(markdown_table(result, f"{args.dataset} · {arch}"))
     print(f"wrote {js} and {md}")
-    return 0
+    failed = {m: e["error"] for m, e in result["methods"].items() if "error" in e}
+    for m, msg in failed.items():
+        print(f"xattr eval: error: method {m} failed: {msg}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
