@@ -223,11 +223,11 @@ def test_eval_imagenet_command(tmp_path, capsys):
     assert 0 <= g["pointing_all"] <= 1 and g["pointing_difficult"] is None
     assert 0 <= res["center"]["pointing_all"] <= 1
     assert 0 <= g["deletion_auc"] <= 1 and 0 <= g["insertion_auc"] <= 1
-    # an explicit --score wins (no method to run: only the top-1 forward pass)
+    # an explicit --score wins
     rc = main(["eval", "--dataset", "imagenet", "--images", str(tmp_path / "images"),
                "--annotations", str(tmp_path / "annotations"), "--synsets",
                str(tmp_path / "synsets.txt"), "--checkpoint", "embedded:small_vgg",
-               "--methods", "no_such_method", "--score", "sigmoid", "--deletion-images", "0",
+               "--methods", "grad_cam", "--score", "sigmoid", "--deletion-images", "0",
                "--no-progress", "--out", str(out)])  # fmt: skip
     assert rc == 0 and json.loads((out / "eval.json").read_text())["score"] == "sigmoid"
     capsys.readouterr()
