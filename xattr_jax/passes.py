@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from .program import run
-from .rules.core import compute_dtype
+from .rules.core import upcast
 from .types import Context, PathPlan
 
 __all__ = ["SIGNALS", "Pass", "seed_fn", "onehots", "modified_pass", "two_phase_pass", "path_chunks",
@@ -185,8 +185,7 @@ def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, 
         return seed_info.to_channels_last(g, lead=1)
 
     # not stop-gradiented: maps stay differentiable through the seed; computed in at least float32
-    up = lambda v: v.astype(compute_dtype(v.dtype))  # noqa: E731
-    r0 = seed(lambda cts: up(grad(cts)), up(seed_info.to_channels_last(a)), up(logits), target)
+    r0 = seed(lambda cts: upcast(grad(cts)), upcast(seed_info.to_channels_last(a)), upcast(logits), target)
     r0 = seed_info.from_channels_last(r0, lead=1)
 
     def pull(r):

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from ..composites.core import Composite, resolve_layers
 from ..passes import modified_pass
-from ..rules.core import compute_dtype
+from ..rules.core import upcast
 from ..types import Attribution, Context
 from .option_types import Option
 
@@ -99,12 +99,7 @@ def options(ctx: Context, method: Method) -> dict:
 def _t(a):
     """``[K, N, ...] -> [N, K, ...]`` in the compute dtype (at least float32: maps and totals of
     half-precision relevance are summed in float32; the attributor returns them in x's dtype)."""
-    return jnp.moveaxis(a.astype(compute_dtype(a.dtype)), 0, 1)
-
-
-def upcast(a):
-    """``a`` in the compute dtype (at least float32)."""
-    return a.astype(compute_dtype(a.dtype))
+    return jnp.moveaxis(upcast(a), 0, 1)
 
 
 def total(a):

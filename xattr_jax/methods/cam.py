@@ -16,7 +16,8 @@ import jax.numpy as jnp
 
 from ..passes import modified_pass
 from ..types import Attribution
-from .base import Method, _t, register, upcast
+from ..rules.core import upcast
+from .base import Method, _t, register
 
 __all__ = ["GRAD_CAM", "CAM", "last_conv_relu"]
 

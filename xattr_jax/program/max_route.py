@@ -41,6 +41,12 @@ def _argmax_offsets(views):
     return idx
 
 
+def _is_tiling(in_shape, out_shape, window, strides, padding) -> bool:
+    """Windows that tile the input exactly: stride = window, no padding, nothing left over."""
+    return (all(s == w for s, w in zip(strides, window)) and all(tuple(p) == (0, 0) for p in padding)
+            and all(o * w == n for o, w, n in zip(out_shape, window, in_shape)))
+
+
 def route_to_max(x, g, window, strides, padding):
     """``g`` (shaped like the pool's output) routed to the first maximum of each window of ``x``.
 
@@ -50,9 +56,7 @@ def route_to_max(x, g, window, strides, padding):
     """
     nd = x.ndim
     axes = [d for d in range(nd) if (window[d], strides[d], tuple(padding[d])) != (1, 1, (0, 0))]
-    tiling = (all(s == w for s, w in zip(strides, window)) and all(tuple(p) == (0, 0) for p in padding)
-              and all(o * w == n for o, w, n in zip(g.shape, window, x.shape)))
-    if len(axes) < 2 or tiling:
+    if len(axes) < 2 or _is_tiling(x.shape, g.shape, window, strides, padding):
         return _route(x, g, window, strides, padding)
 
     def along(d):
@@ -72,8 +76,7 @@ def _route(x, g, window, strides, padding):
     out = g.shape
     offsets = list(itertools.product(*[range(w) for w in window]))
     zero = jnp.zeros((), g.dtype)
-    if (all(s == w for s, w in zip(strides, window)) and all(tuple(p) == (0, 0) for p in padding)
-            and all(o * w == n for o, w, n in zip(out, window, x.shape))):
+    if _is_tiling(x.shape, out, window, strides, padding):
         tiles = x.reshape([d for o, w in zip(out, window) for d in (o, w)])
         views = [tiles[tuple(i for d in range(nd) for i in (slice(None), k[d]))] for k in offsets]
         idx = _argmax_offsets(views)

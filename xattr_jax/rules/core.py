@@ -34,6 +34,8 @@ __all__ = [
     "linear_rule",
     "stabilize",
     "safe_divide",
+    "compute_dtype",
+    "upcast",
     "LINEAR_KINDS",
     "ACTIVATION_KINDS",
     "ALL_KINDS",
@@ -133,10 +135,14 @@ def compute_dtype(dtype):
     return jnp.promote_types(dtype, jnp.float32) if jnp.issubdtype(dtype, jnp.floating) else dtype
 
 
+def upcast(a):
+    """``a`` in :func:`compute_dtype` (at least float32)."""
+    return a.astype(compute_dtype(a.dtype))
+
+
 def _upcast(tree):
     """Floating leaves in :func:`compute_dtype`."""
-    return jax.tree_util.tree_map(
-        lambda a: a.astype(compute_dtype(a.dtype)) if hasattr(a, "dtype") else a, tree)
+    return jax.tree_util.tree_map(lambda a: upcast(a) if hasattr(a, "dtype") else a, tree)
 
 
 class Term(NamedTuple):
