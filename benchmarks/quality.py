@@ -1,7 +1,7 @@
 """Quality benchmark: every method on both embedded models over held-out synthetic images.
 
 Pointing game (all / difficult), box accuracy at 15 % and MaxBoxAcc, deletion / insertion AUC, by
-the harness of ``xattr eval`` (:mod:`xattr_jax.evaluate`; protocols in its docstring). Writes
+the harness of ``xattr eval`` (:mod:`xattr_jax.harness`; protocols in :mod:`xattr_jax.harness.protocols`). Writes
 ``benchmarks/results/quality.json`` and ``quality.md`` and checks the Excitation-Backprop paper's
 ordering of pointing accuracy (c-EB ≥ EB ≥ gradient ≥ deconvnet; Grad-CAM strong). Rows named
 ``method@layer`` read a method at another layer (:data:`VARIANTS`).
@@ -75,7 +75,9 @@ def main(argv=None) -> int:
     import jax
 
     import xattr_jax as xa
-    from xattr_jax.evaluate import SYNTHETIC_TOLERANCE, evaluate, markdown_table, synthetic_samples
+    from xattr_jax.data.samples import synthetic_samples
+    from xattr_jax.harness import evaluate, markdown_table
+    from xattr_jax.harness.eval_cli import SYNTHETIC_TOLERANCE
     from xattr_jax.methods.excitation import default_saliency_layer
     from xattr_jax.models import EMBEDDED, load_embedded
     from xattr_jax.models.small import embedded_info
@@ -109,8 +111,8 @@ def main(argv=None) -> int:
           "the top-1 class's sigmoid probability. Produced by `python benchmarks/quality.py`.", ""]  # fmt: skip
     for arch in [a for a in args.archs.split(",") if a]:
         model, variables = load_embedded(arch)
-        kw = dict(batch_size=32, tolerance=SYNTHETIC_TOLERANCE, deletion_images=args.deletion_images,
-                  deletion_steps=args.deletion_steps, progress=not args.no_progress)
+        kw = dict(batch_size=32, preprocess="embedded", tolerance=SYNTHETIC_TOLERANCE,
+                  deletion_images=args.deletion_images, deletion_steps=args.deletion_steps, progress=not args.no_progress)
         base = [m for m in methods if m not in VARIANTS]
         res = evaluate(model, variables, samples, base, options=OPTIONS, **kw)
         eb_layer = default_saliency_layer(xa.layers(model, variables, samples[0].x[None]))

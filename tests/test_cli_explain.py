@@ -64,14 +64,14 @@ def test_explain_with_target_layer_and_checkpoint_dir(tmp_path, capsys):
                "3", "--layer", "layer3", "--out", str(out)])  # fmt: skip
     assert rc == 0 and out.is_file()
     assert "class 3 (yellow disk)" in capsys.readouterr().out
-    # errors are reported, not raised
+    # bad input: exit code 2 and one line, not a traceback
     assert main(["explain", str(src), "--checkpoint", str(ckpt), "--target", "99",
-                 "--out", str(out)]) == 1  # fmt: skip
+                 "--out", str(out)]) == 2  # fmt: skip
     assert "out of range" in capsys.readouterr().err
     assert main(["explain", str(src), "--checkpoint", str(ckpt), "--layer", "nope",
-                 "--out", str(out)]) == 1  # fmt: skip
+                 "--out", str(out)]) == 2  # fmt: skip
     assert main(["explain", str(tmp_path / "missing.png"), "--checkpoint", str(ckpt),
-                 "--out", str(out)]) == 1  # fmt: skip
+                 "--out", str(out)]) == 2  # fmt: skip
 
 
 def test_jpeg_without_pillow_is_a_clear_error(tmp_path, monkeypatch, capsys):
@@ -82,4 +82,4 @@ def test_jpeg_without_pillow_is_a_clear_error(tmp_path, monkeypatch, capsys):
         read_image(jpg)
     rc = main(["explain", str(jpg), "--checkpoint", "embedded:small_vgg", "--out",
                str(tmp_path / "o.png")])  # fmt: skip
-    assert rc == 1 and "Pillow" in capsys.readouterr().err
+    assert rc == 2 and "Pillow" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import pytest
 
 from xattr_jax.cli import main
 from xattr_jax.data import load_imagenet, read_synsets
-from xattr_jax.evaluate import imagenet_samples
+from xattr_jax.data.samples import imagenet_samples
 from xattr_jax.viz_overlay import write_png
 
 # class order of the fake synsets file: tench 0, goldfish 1, great white shark 2, tiger shark 3
@@ -176,7 +176,7 @@ def test_layout_errors(tmp_path):
     write_png(tmp_path / "images" / f"{ID2}.png", np.zeros((5, 8, 3)))  # the XML says 8x6
     assert len(load_imagenet(tmp_path)) == 2  # sizes are checked when the pixels are read
     with pytest.raises(ValueError, match=f"{ID2}.png: image is 8x5, the XML says 8x6"):
-        imagenet_samples(tmp_path, "embedded")
+        [s.read() for s in imagenet_samples(tmp_path)]
     write_png(tmp_path / "images" / "n01440764" / f"{ID2}.JPEG", np.zeros((6, 8, 3)))
     with pytest.raises(ValueError, match=f"two images named '{ID2}'"):
         load_imagenet(tmp_path)
@@ -188,22 +188,22 @@ def test_layout_errors(tmp_path):
     (tmp_path / "annotations" / "val" / f"{ID1}.xml").write_text(_xml(ID1, 12, 10, []))
     (tmp_path / "annotations" / "val" / f"{ID2}.xml").unlink()
     with pytest.raises(ValueError, match="none of the 1 ImageNet annotations read has an <object> box"):
-        imagenet_samples(tmp_path, "embedded")
+        imagenet_samples(tmp_path)
 
 
 def test_imagenet_samples(tmp_path):
     _tree(tmp_path)
     (tmp_path / "synsets.txt").write_text(MAPPING)
-    samples = imagenet_samples(tmp_path, "embedded")
+    samples = imagenet_samples(tmp_path)
     assert [s.key for s in samples] == [ID1, ID2]
     s1, s2 = samples
-    assert s1.x.shape == (64, 64, 3) and s1.orig_size == (10, 12) and s2.orig_size == (6, 8)
+    assert s1.read().shape == (10, 12, 3) and s1.orig_size == (10, 12) and s2.orig_size == (6, 8)
     assert [t.class_id for t in s1.trials] == [1] and [t.class_id for t in s2.trials] == [0, 3]
     assert all(t.difficult is None for s in samples for t in s.trials)
     np.testing.assert_array_equal(s1.trials[0].boxes, [[2, 3, 5, 6], [8, 0, 11, 9]])
     assert s1.trials[0].mask.sum() == 56
     np.testing.assert_array_equal(s2.trials[1].boxes, [[0, 0, 3, 2]])
-    assert [s.key for s in imagenet_samples(tmp_path, "embedded", limit=1)] == [ID1]
+    assert [s.key for s in imagenet_samples(tmp_path, limit=1)] == [ID1]
 
 
 def test_eval_imagenet_command(tmp_path, capsys):
@@ -228,14 +228,14 @@ def test_eval_imagenet_command(tmp_path, capsys):
                "--annotations", str(tmp_path / "annotations"), "--synsets",
                str(tmp_path / "synsets.txt"), "--checkpoint", "embedded:small_vgg",
                "--methods", "grad_cam", "--score", "sigmoid", "--deletion-images", "0",
-               "--no-progress", "--out", str(out)])  # fmt: skip
-    assert rc == 0 and json.loads((out / "eval.json").read_text())["score"] == "sigmoid"
+               "--no-progress", "--out", str(out / "sigmoid")])  # fmt: skip
+    assert rc == 0 and json.loads((out / "sigmoid" / "eval.json").read_text())["score"] == "sigmoid"
     capsys.readouterr()
-    assert main(["eval", "--dataset", "imagenet", "--out", str(out)]) == 1
-    assert "imagenet needs --root" in capsys.readouterr().err
+    assert main(["eval", "--dataset", "imagenet", "--out", str(out)]) == 2
+    assert "imagenet needs its files: --root ROOT with ROOT/annotations/" in capsys.readouterr().err
     assert main(["eval", "--dataset", "imagenet", "--root", str(tmp_path), "--difficult",
-                 str(tmp_path / "synsets.txt"), "--out", str(out)]) == 1  # fmt: skip
+                 str(tmp_path / "synsets.txt"), "--out", str(out)]) == 2  # fmt: skip
     assert "no difficult list" in capsys.readouterr().err
     (tmp_path / "synsets.txt").unlink()
-    assert main(["eval", "--dataset", "imagenet", "--root", str(tmp_path), "--out", str(out)]) == 1
+    assert main(["eval", "--dataset", "imagenet", "--root", str(tmp_path), "--out", str(out)]) == 2
     assert "no class order" in capsys.readouterr().err

@@ -1,22 +1,28 @@
-"""`xattr eval` and its harness: synthetic, fake VOC07 and COCO14 trees, map post-processing."""
+"""`xattr eval` and its harness: synthetic, fake VOC07 and COCO14 trees, map post-processing.
+
+``test_harness_numbers_worked_by_hand`` runs the harness on a fake VOC tree with a linear model
+whose gradient map for each class is a single pixel chosen in the test, so every hit, the centre
+baseline and the box accuracies are worked out by hand below.
+"""
 
 import json
 
 import numpy as np
 import pytest
 
+from PIL import Image
+
 from xattr_jax.cli import main
 from xattr_jax.data import VOC_CLASSES
-from xattr_jax.evaluate import (
-    SYNTHETIC_TOLERANCE,
-    evaluate,
-    gaussian_smooth,
-    markdown_table,
-    pointing_map,
-    preprocess,
-    synthetic_samples,
-)
-from xattr_jax.viz_overlay import write_png
+from xattr_jax.data.preprocess import preprocess
+from xattr_jax.data.samples import synthetic_samples, voc_samples
+from xattr_jax.harness import evaluate, markdown_table
+from xattr_jax.harness.eval_cli import SYNTHETIC_TOLERANCE
+from xattr_jax.harness.protocols import gaussian_smooth, pointing_map
+
+
+def write_png(path, img):
+    Image.fromarray(np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)).save(path)
 
 FAST = ["--methods", "gradient,grad_cam", "--deletion-images", "2",
         "--deletion-steps", "4", "--batch-size", "4", "--no-progress"]  # fmt: skip
@@ -50,7 +56,12 @@ def test_preprocess_conventions():
     x, r = preprocess(img, "embedded")
     assert x.shape == (64, 64, 3)
     assert abs(float(x.mean())) < 3
-    with pytest.raises(ValueError, match="embedded"):
+    big = np.random.default_rng(1).random((300, 400, 3)).astype(np.float32)
+    x, r = preprocess(big, "torchvision")  # 256 on the shorter side, centre 224 crop
+    assert x.shape == (224, 224, 3)
+    ref = np.asarray(Image.fromarray(big[..., 0], mode="F").resize((341, 256), Image.Resampling.BILINEAR))
+    np.testing.assert_allclose(r[..., 0], np.clip(ref[16:240, 58:282], 0, 1), atol=1e-6)
+    with pytest.raises(ValueError, match="'embedded', 'imagenet', 'torchvision'"):
         preprocess(img, "nope")
 
 
@@ -59,7 +70,7 @@ def test_harness_on_synthetic_reports_failures_and_writes_a_table():
 
     model, variables = load_embedded("small_vgg")
     samples = synthetic_samples(4)
-    res = evaluate(model, variables, samples, ["grad_cam", "no_such_method"], batch_size=4,
+    res = evaluate(model, variables, samples, ["grad_cam", "no_such_method"], batch_size=4, preprocess="embedded",
                    tolerance=SYNTHETIC_TOLERANCE, deletion_images=2, deletion_steps=4,
                    progress=False, log=lambda s: None)  # fmt: skip
     e = res["methods"]["grad_cam"]
@@ -184,9 +195,14 @@ def test_eval_coco14_fake_tree_with_a_checkpoint_directory(tmp_path):
 
 
 def test_eval_reports_bad_input(tmp_path, capsys):
-    assert main(["eval", "--dataset", "voc07", "--out", str(tmp_path)]) == 1
-    assert "--root" in capsys.readouterr().err
-    assert main(["eval", "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 1
+    assert main(["eval", "--dataset", "voc07", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "voc07 needs its files: --root ROOT with ROOT/VOCdevkit/VOC2007/" in err and err.count("\n") == 1
+    assert main(["eval", "--dataset", "coco14", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "dataset root not found" in err and "annotations/instances_val2014.json" in err
+    assert main(["eval", "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flag,value,message", [
@@ -226,3 +242,97 @@ def test_eval_exit_status_reports_unknown_and_failed_methods(tmp_path, capsys, m
     assert "method deconvnet failed: RuntimeError: simulated crash" in err
     res = json.loads((tmp_path / "eval.json").read_text())  # the report is still written
     assert "error" in res["methods"]["deconvnet"] and 0 <= res["methods"]["gradient"]["pointing_all"] <= 1
+
+
+def _hand_tree(root):
+    """Three 64x64 VOC images; boxes in VOC's 1-based inclusive pixels."""
+    base = root / "VOCdevkit" / "VOC2007"
+    for d in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (base / d).mkdir(parents=True)
+    specs = {
+        "000001": [("cat", (5, 6, 20, 22), 0), ("dog", (33, 19, 37, 23), 0)],
+        "000002": [("car", (3, 3, 30, 20), 0), ("person", (10, 30, 20, 45), 1)],
+        "000003": [("cat", (40, 40, 60, 60), 0)],
+    }
+    for iid, objs in specs.items():
+        xml = [f"<annotation><filename>{iid}.png</filename>"
+               "<size><width>64</width><height>64</height><depth>3</depth></size>"]  # fmt: skip
+        for name, (a, b, c, d), diff in objs:
+            xml.append(f"<object><name>{name}</name><difficult>{diff}</difficult><bndbox>"
+                       f"<xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax><ymax>{d}</ymax>"
+                       "</bndbox></object>")  # fmt: skip
+        (base / "Annotations" / f"{iid}.xml").write_text("".join(xml) + "</annotation>")
+        write_png(base / "JPEGImages" / f"{iid}.png", np.full((64, 64, 3), 0.5))
+    (base / "ImageSets/Main/test.txt").write_text("\n".join(specs) + "\n")
+    lines = [iid + " " + " ".join("1" if (iid, c) == ("000001", "cat") else "0" for c in VOC_CLASSES)
+             for iid in specs]  # fmt: skip
+    (root / "difficult.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_harness_numbers_worked_by_hand(tmp_path):
+    """Linear model ``logit_c = <W_c, x>``: the gradient map of class c is 1 at ``PEAK[c]``, 0 elsewhere.
+
+    Trials (0-based inclusive boxes, rows y, cols x): 000001 cat y5..21 x4..19 (difficult), dog
+    y18..22 x32..36; 000002 car y2..19 x2..29 (person: all boxes difficult, no trial); 000003 cat
+    y39..59 x39..59. Tolerance 15 px (a hit: a GT pixel at distance < 15).
+
+    Pointing, peaks cat (12, 12), dog (20, 34), car (40, 50):
+      cat: 000001 inside -> hit; 000003 nearest (39, 39) at 38.2 -> miss: 1/2
+      dog: inside -> hit: 1/1;  car: nearest (19, 29) at 29.7 -> miss: 0/1
+      all = (1/2 + 1 + 0) / 3 = 1/2; difficult = cat on 000001 only = 1.
+    Centre (32, 32): cat 000001 nearest (21, 19) at 17.0 -> miss, cat 000003 (39, 39) at 9.9 -> hit,
+      dog (22, 32) at 10 -> hit, car (19, 29) at 13.3 -> hit: all = (1/2 + 1 + 1) / 3 = 5/6;
+      difficult = 0.
+    Boxes: the smoothed map is exp(-d^2 / 2 s^2), s = 0.02 * 64 = 1.28, so the pixels at >= 15 % of
+      the maximum are those with d^2 <= 2 s^2 ln(1/0.15) = 6.2: a 5x5 box around the peak. Only the
+      dog's GT box is that box (IoU 1); the others are far larger (IoU <= 25/272): box acc = 1/4.
+      MaxBoxAcc: the dog's box is 5x5 at t = 0.1 (d^2 <= 7.5) and 0.2 (d^2 <= 5.3), 3x3 (IoU 0.36)
+      from t = 0.3 (d^2 <= 3.95): MaxBoxAcc = 1/4 at the first threshold, 0.1.
+    """
+    import jax.numpy as jnp
+
+    _hand_tree(tmp_path)
+    cls = {n: i for i, n in enumerate(VOC_CLASSES)}
+    peaks = {"cat": (12, 12), "dog": (20, 34), "car": (40, 50)}
+    w = np.zeros((20, 64, 64, 3), np.float32)
+    for name, (r, c) in peaks.items():
+        w[cls[name], r, c, 0] = 1.0
+
+    def model(v, x):  # a plain function: the engine needs no module of ours
+        return jnp.einsum("nhwc,khwc->nk", x, v["w"])
+
+    samples = voc_samples(tmp_path / "VOCdevkit", difficult_file=tmp_path / "difficult.txt")
+    assert [s.key for s in samples] == ["000001", "000002", "000003"]
+    res = evaluate(model, {"w": jnp.asarray(w)}, samples, ["gradient"], preprocess="embedded",
+                   tolerance=15, deletion_images=0, batch_size=2, progress=False)  # fmt: skip
+    g = res["methods"]["gradient"]
+    assert res["num_trials"] == 4 and res["num_difficult"] == 1
+    assert g["pointing_all"] == pytest.approx(1 / 2) and g["pointing_difficult"] == pytest.approx(1.0)
+    assert res["center"]["pointing_all"] == pytest.approx(5 / 6)
+    assert res["center"]["pointing_difficult"] == pytest.approx(0.0)
+    assert g["box_acc"] == pytest.approx(1 / 4)
+    assert g["max_box_acc"] == pytest.approx(1 / 4) and g["max_box_acc_threshold"] == pytest.approx(0.1)
+    assert g["deletion_auc"] is None
+
+
+def test_eval_resumes_from_its_records_and_records_an_unreadable_image(tmp_path, capsys):
+    _hand_tree(tmp_path)
+    bad = tmp_path / "VOCdevkit" / "VOC2007" / "JPEGImages" / "000003.png"
+    bad.write_bytes(bad.read_bytes()[:40])  # truncated
+    out = tmp_path / "out"
+    args = ["eval", "--dataset", "voc07", "--root", str(tmp_path / "VOCdevkit"), "--checkpoint",
+            "embedded:small_vgg", "--out", str(out), *FAST]  # fmt: skip
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "000003 skipped: unreadable" in err
+    first = json.loads((out / "eval.json").read_text())
+    lines = (out / "records.jsonl").read_text().splitlines()
+    # 000001: 2 trials + deletion, 000002: 1 trial + deletion; 000003 unreadable: once per method
+    assert len(lines) == 2 * (3 + 2 + 1)
+    assert main(args) == 0  # everything recorded: the rerun attributes nothing and reports the same
+    assert (out / "records.jsonl").read_text().splitlines() == lines
+    again = json.loads((out / "eval.json").read_text())
+    for m in ("gradient", "grad_cam"):
+        for k in ("pointing_all", "box_acc", "max_box_acc", "deletion_auc", "insertion_auc"):
+            assert again["methods"][m][k] == first["methods"][m][k], (m, k)
+    assert first["unreadable"] and first["unreadable"][0][0] == "000003"

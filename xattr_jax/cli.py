@@ -78,20 +78,21 @@ _COMMANDS = {
         "(pointing.md / pointing.json).",
     ),
     "explain": (
-        "explain_image",
-        "explain one image file with a checkpoint and write a PNG overlay",
-        "Explain IMAGE with a checkpoint (a directory from `xattr convert`, or embedded:small_vgg / "
-        "embedded:small_resnet). Embedded models take the image resized to 64x64; other checkpoints "
-        "take the shorter side resized to 224 (aspect kept). PNG/PPM are read natively; JPEG needs "
-        "Pillow. The target defaults to the predicted class.",
+        "harness.explain_cli",
+        "attribution maps for an image (a figure), or for folders, file lists and datasets (a job)",
+        "Explain one IMAGE into a figure file (--out x.png/.jpg/.pdf/.svg), or image files, folders "
+        "of images, .txt lists of paths or a --dataset into a folder (--out DIR): records.jsonl with "
+        "one record per image, method and target, the maps in DIR/maps/; rerunning the same "
+        "command resumes. Several methods run in one process (--method gradient,lrp), each "
+        "compiled once; method options are flags (--steps, --composite, ...).",
     ),
     "eval": (
-        "evaluate",
+        "harness.eval_cli",
         "pointing game, localisation and deletion/insertion for a list of methods",
         "Evaluate attribution methods on the synthetic benchmark (with an embedded model) or on VOC07 "
         "test / COCO14 val / ImageNet val from a folder (with a converted checkpoint): pointing game "
-        "(all / difficult), box accuracy at 15% and MaxBoxAcc, deletion/insertion. Writes eval.json "
-        "and eval.md to --out.",
+        "(all / difficult), box accuracy at 15% and MaxBoxAcc, deletion/insertion. Writes "
+        "records.jsonl as it goes (rerunning resumes), then eval.json and eval.md, to --out.",
     ),
 }
 

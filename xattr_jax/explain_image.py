@@ -62,8 +62,10 @@ def explain_image(
     import jax.numpy as jnp
 
     import xattr_jax as xa
-    from xattr_jax.evaluate import _resize, default_preprocess, load_model
-    from xattr_jax.evaluate import preprocess as prep
+    from xattr_jax.data.preprocess import default_preprocess
+    from xattr_jax.data.preprocess import preprocess as prep
+    from xattr_jax.harness.cli_common import load_model
+    from xattr_jax.harness.protocols import resize as _resize
     from xattr_jax.viz_overlay import overlay, read_image, tile, upscale, write_png
 
     image = read_image(image_path)

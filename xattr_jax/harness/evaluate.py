@@ -1,0 +1,145 @@
+"""``evaluate``: the evaluation protocols over a dataset, as a dataset job (resumable with ``out``).
+
+Example:
+  >>> from xattr_jax.data.samples import synthetic_samples
+  >>> from xattr_jax.harness import evaluate, write_report
+  >>> model, variables = load_embedded("small_vgg")
+  >>> res = evaluate(model, variables, synthetic_samples(50), ["gradient", "grad_cam"],
+  ...                preprocess="embedded")
+  >>> write_report(res, "out/")
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from xattr_jax.harness import protocols
+from xattr_jax.harness.job import MemoryStore, run_job
+from xattr_jax.harness.records import RecordStore
+
+__all__ = ["evaluate", "EB_METHODS", "is_fully_convolutional", "harness_options"]
+
+EB_METHODS = ("excitation_backprop", "contrastive_excitation_backprop")
+
+
+def is_fully_convolutional(variables) -> bool:
+    """True when no parameter is a dense (2-D) kernel."""
+    import jax
+
+    for path, leaf in jax.tree_util.tree_leaves_with_path(dict(variables).get("params", {})):
+        if jax.tree_util.keystr(path).endswith("['kernel']") and np.ndim(leaf) == 2:
+            return False
+    return True
+
+
+def harness_options(method: str, variables) -> dict:
+    """Options the harness passes for ``method``: EB's ``signal="pointing"`` on fully convolutional
+    models (the pointing-game protocol's top signal), nothing otherwise."""
+    if method in EB_METHODS and is_fully_convolutional(variables):
+        return {"signal": "pointing"}
+    return {}
+
+
+def evaluate(
+    model,
+    variables,
+    samples: Sequence,
+    methods: Sequence[str],
+    *,
+    preprocess: str,
+    batch_size: int = 16,
+    tolerance: float = 15,
+    box_threshold: float = 0.15,
+    max_box_thresholds: Optional[Sequence[float]] = None,
+    deletion_images: int = 32,
+    deletion_steps: int = 64,
+    score: str = "sigmoid",
+    options: Optional[dict] = None,
+    out=None,
+    save_maps: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Run the protocols (:mod:`xattr_jax.harness.protocols`) for each method on ``samples``.
+
+    Args:
+      model, variables: the model.
+      samples: :class:`xattr_jax.data.samples.Sample` with trials (``synthetic_samples``,
+        ``voc_samples``, ``coco_samples``, ``imagenet_samples``).
+      methods: method names; one that cannot be built or whose calls raise gets an ``"error"``.
+      preprocess: the preprocessing mode (:data:`xattr_jax.data.preprocess.PREPROCESSING`).
+      batch_size: trials per attribution call (rounded up to a multiple of the local devices).
+      tolerance: pointing-game radius in pixels.
+      box_threshold: the box-accuracy threshold (fraction of the map's maximum).
+      max_box_thresholds: the MaxBoxAcc sweep (default 0.1, 0.2, ..., 0.9).
+      deletion_images: the first this many images also get deletion/insertion (0: none).
+      deletion_steps: steps of the deletion/insertion curves.
+      score: ``"sigmoid"`` or ``"softmax"`` probability for deletion/insertion.
+      options: extra options per method, ``{method: {option: value}}``.
+      out: a folder: records go to ``out/records.jsonl`` and a rerun resumes; ``None``: in memory.
+      save_maps: also store every trial's map (with ``out``).
+      progress: a progress bar on stderr.
+      log: where messages go (default: stderr).
+
+    Returns:
+      dict: ``num_images``, ``num_trials``, ``num_difficult``, ``unreadable`` (``[[key, why]]``),
+      ``center`` (baseline) and ``methods`` ``{name: {pointing_all, pointing_difficult, box_acc,
+      max_box_acc, max_box_acc_threshold, deletion_auc, insertion_auc, seconds}}`` or
+      ``{"error": ...}``.
+    """
+    import jax
+
+    say = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    if score not in ("sigmoid", "softmax"):
+        raise ValueError(f"score must be 'sigmoid' or 'softmax', got {score!r}")
+    if not samples:
+        raise ValueError("no samples to evaluate")
+    ts = protocols.DEFAULT_THRESHOLDS if max_box_thresholds is None else tuple(max_box_thresholds)
+    trials = [t for s in samples for t in s.trials]
+    apply = jax.jit(model.apply if hasattr(model, "apply") else model)
+    squash = jax.nn.sigmoid if score == "sigmoid" else jax.nn.softmax
+    predict = lambda x: squash(apply(variables, x))  # noqa: E731
+    opts = {m: {**harness_options(m, variables), **dict((options or {}).get(m, {}))} for m in methods}
+    deletion_keys = {s.key for s in list(samples)[: max(0, deletion_images)]}
+    store = MemoryStore() if out is None else RecordStore(out)
+    try:
+        job = run_job(
+            model, variables, samples, methods, preprocess=preprocess, store=store, options=opts,
+            plan=protocols.eval_plan(deletion_keys),
+            consume=protocols.eval_consume(predict, tolerance=tolerance, box_threshold=box_threshold,
+                                           thresholds=ts, deletion_steps=deletion_steps),
+            batch_size=batch_size, save_maps=save_maps, progress=progress, log=say,
+        )  # fmt: skip
+    finally:
+        if out is not None:
+            store.close()
+    summary = protocols.summarise(store.records, ts)
+    result: dict[str, Any] = {
+        "num_images": len(samples),
+        "num_trials": len(trials),
+        "num_difficult": int(sum(bool(t.difficult) for t in trials)),
+        "difficult_flags": all(t.difficult is not None for t in trials),
+        "unreadable": sorted({(r["image"], r["status"]) for r in store.records
+                              if r["status"].startswith("unreadable")}),  # fmt: skip
+        "tolerance_px": tolerance,
+        "box_threshold": box_threshold,
+        "deletion_images": len(deletion_keys),
+        "deletion_steps": deletion_steps,
+        "score": score,
+        "center": protocols.center_baseline(samples, tolerance),
+        "methods": {},
+    }
+    for m in methods:
+        entry = summary.get(m)
+        if m in job.failed:
+            say(f"{m}: failed ({job.failed[m]})")
+            result["methods"][m] = {"error": job.failed[m]}
+        elif entry is None:
+            result["methods"][m] = {"error": "no record (every image unreadable)"}
+        else:
+            entry["seconds"] = round(job.seconds.get(m, 0.0), 2)
+            result["methods"][m] = entry
+    return result

@@ -1,0 +1,157 @@
+"""``xattr explain``: attribution maps for image files, folders, file lists or a whole dataset.
+
+Two forms:
+
+* ``xattr explain IMAGE --out FIGURE.png`` (one image file, ``--out`` a ``.png``/``.jpg``/``.pdf``/
+  ``.svg`` file): a figure of the image and its map (:mod:`xattr_jax.explain_image`).
+* ``xattr explain INPUT... --out FOLDER`` (image files, folders searched recursively, ``.txt`` lists
+  of image paths) or ``xattr explain --dataset voc07 --root ROOT --out FOLDER``: a dataset job
+  (:func:`xattr_jax.harness.run_job`). Images stream through a parallel decoder onto every local
+  device; ``FOLDER/records.jsonl`` gets one record per (image, method, target) as batches finish
+  (``image``, ``method``, ``target``, ``status``, ``logit``, ``prob``, ``predicted``, ``rank``,
+  ``map_file``, ``map_key``) and ``FOLDER/maps/<method>/*.npz`` the maps. Running the same command
+  again resumes where a killed run stopped; an unreadable image is recorded with its reason.
+
+Targets: the top-1 class by default, ``--top-k K`` for the K best, or ``--target C``. Method options
+are flags generated from the methods' option tables (``--steps 16``, ``--composite epsilon``).
+Exit status: 0 done, 1 a method failed, 2 bad input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from xattr_jax.harness.cli_common import (
+    UsageError,
+    add_dataset_arguments,
+    add_option_flags,
+    check_job_settings,
+    dataset_samples,
+    int_at_least,
+    load_model,
+    method_options_from_args,
+    num_classes,
+    parse_methods,
+)
+
+__all__ = ["add_arguments", "run", "FIGURE_SUFFIXES"]
+
+FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
+
+
+def add_arguments(p) -> None:
+    """The ``xattr explain`` options."""
+    from xattr_jax.data.preprocess import PREPROCESSING
+
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="image files, folders of images (recursive) or .txt files listing image paths")  # fmt: skip
+    p.add_argument("--checkpoint", required=True,
+                   help="checkpoint directory (`xattr convert`), or embedded:small_vgg / embedded:small_resnet")  # fmt: skip
+    p.add_argument("--method", "--methods", dest="method", default="grad_cam",
+                   help="comma-separated method names, or 'all' (default grad_cam); each is compiled once")  # fmt: skip
+    t = p.add_mutually_exclusive_group()
+    t.add_argument("--target", type=int_at_least(0), default=None, help="class index (default: the top-1 class)")
+    t.add_argument("--top-k", type=int_at_least(1), default=1, help="explain the K best classes of each image")
+    p.add_argument("--layer", default=None, help="dotted layer name to read the map at (default: the method's)")
+    p.add_argument("--signal", default=None, choices=("logit", "prob", "log_prob", "pointing"),
+                   help="what is propagated from the top (default: the method's)")  # fmt: skip
+    p.add_argument("--preprocess", choices=("auto", *PREPROCESSING), default="auto",
+                   help="auto: embedded for the shipped models, imagenet (TorchRay) for others; "
+                   + "; ".join(f"{k}: {v}" for k, v in PREPROCESSING.items())
+                   + "; then ImageNet mean/std normalisation")  # fmt: skip
+    p.add_argument("--batch-size", type=int_at_least(1), default=16, help="tasks per attribution call")
+    p.add_argument("--map-dtype", choices=("float32", "float16"), default="float32")
+    p.add_argument("--out", required=True,
+                   help="a folder for a job (records.jsonl, maps/); or, for one image file, a figure "
+                   f"file ({', '.join(FIGURE_SUFFIXES)})")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true")
+    add_dataset_arguments(p, default=None)
+    add_option_flags(p)
+
+
+def _figure_mode(args) -> bool:
+    out = Path(args.out)
+    one = len(args.inputs) == 1 and args.dataset is None
+    return one and out.suffix.lower() in FIGURE_SUFFIXES and not out.is_dir() and not (
+        Path(args.inputs[0]).is_dir() or Path(args.inputs[0]).suffix.lower() in (".txt", ".lst"))
+
+
+def run(args) -> int:
+    """Handler of ``xattr explain``."""
+    try:
+        if _figure_mode(args):
+            return _run_figure(args)
+        return _run_job(args)
+    except UsageError as err:
+        print(f"xattr explain: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run_figure(args) -> int:
+    from xattr_jax.explain_image import explain_image
+
+    methods = parse_methods(args.method)
+    if len(methods) != 1:
+        raise UsageError("a figure file shows one method; give --out a folder for several")
+    try:
+        info = explain_image(args.inputs[0], args.checkpoint, methods[0], args.out, target=args.target,
+                             layer=args.layer, preprocess=args.preprocess)  # fmt: skip
+    except (FileNotFoundError, ImportError, ValueError, TypeError, IsADirectoryError) as err:
+        raise UsageError(str(err).splitlines()[0]) from None
+    name = lambda k: f" ({info[k + '_name']})" if info[k + "_name"] else ""  # noqa: E731
+    print(f"{Path(info['image']).name}: predicted class {info['predicted']}{name('predicted')}; "
+          f"{info['method']} map for class {info['target']}{name('target')} "
+          f"({info['map_shape'][0]}x{info['map_shape'][1]}, input {info['input_size'][0]}x"
+          f"{info['input_size'][1]}) -> {info['out']}")  # fmt: skip
+    return 0
+
+
+def _run_job(args) -> int:
+    from xattr_jax.data.preprocess import default_preprocess
+    from xattr_jax.data.samples import file_samples
+    from xattr_jax.harness.job import run_job, top_k_plan
+    from xattr_jax.harness.records import RecordStore
+
+    if args.dataset is None and not args.inputs:
+        raise UsageError("nothing to explain: give image files, folders or lists, or --dataset")
+    if args.dataset is not None and args.inputs:
+        raise UsageError("give either INPUT files or --dataset, not both")
+    out = Path(args.out)
+    if out.suffix.lower() in FIGURE_SUFFIXES and not out.is_dir():
+        raise UsageError(f"--out {out} is a figure file, which holds one image's map; give a folder "
+                         "for several images")  # fmt: skip
+    methods = parse_methods(args.method)
+    options = method_options_from_args(args, methods)
+    for m in methods:
+        for k in ("layer", "signal"):
+            if getattr(args, k) is not None:
+                options[m][k] = getattr(args, k)
+    try:
+        samples = dataset_samples(args) if args.dataset else file_samples(args.inputs)
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err).splitlines()[0]) from None
+    model, variables, arch = load_model(args.checkpoint)
+    mode = default_preprocess(arch) if args.preprocess == "auto" else args.preprocess
+    n = num_classes(model, variables, mode)
+    if args.target is not None and args.target >= n:
+        raise UsageError(f"--target {args.target} is out of range: the model has {n} classes (0..{n - 1})")
+    if args.top_k > n:
+        raise UsageError(f"--top-k {args.top_k} exceeds the model's {n} classes")
+    settings = {"command": "explain", "checkpoint": args.checkpoint, "preprocess": mode,
+                "target": args.target, "top_k": args.top_k, "options": options,
+                "map_dtype": args.map_dtype}  # fmt: skip
+    check_job_settings(out, settings)
+    import jax
+
+    with RecordStore(out, jax.process_index(), jax.process_count(), args.map_dtype) as store:
+        res = run_job(model, variables, samples, methods, preprocess=mode, store=store, options=options,
+                      plan=top_k_plan(args.top_k, args.target), batch_size=args.batch_size,
+                      progress=not args.no_progress)  # fmt: skip
+    for key, why in res.unreadable:
+        print(f"xattr explain: warning: {key} skipped: {why}", file=sys.stderr)
+    for m, msg in res.failed.items():
+        print(f"xattr explain: error: method {m} failed: {msg}", file=sys.stderr)
+    print(f"{res.images} image(s) attributed, {res.skipped} already done; records "
+          f"{dict(res.records)} -> {store.path}")  # fmt: skip
+    return 1 if res.failed else 0
