@@ -137,3 +137,50 @@ def test_job_settings_must_match_to_resume(folder, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "other settings (top_k: 1 there, 3 now)" in err and err.count("\n") == 1
     assert json.loads((out / "job.json").read_text())["top_k"] == 1
+
+
+def _maps_by_key(out):
+    return {(r["image"], r["method"], r["target"]): (r, load_map(out, r)) for r in read_records(out)}
+
+
+def _same_maps(a, b):
+    assert set(a) == set(b)
+    for k, (ra, ma) in a.items():
+        rb, mb = b[k]
+        assert ra["status"] == rb["status"] == "ok" and ra["predicted"] == rb["predicted"]
+        assert np.abs(ma - mb).max() <= 1e-5 * max(float(np.abs(ma).max()), 1e-30), k
+
+
+def test_job_on_8_devices_and_on_2_processes_equals_one_device(folder, tmp_path):
+    """The same job on one device, sharded over 8 forced host devices, and split over two processes
+    under ``jax.distributed`` (each with its own records file) gives the same maps."""
+    import socket
+
+    names = sorted((folder / "images").glob("img_00[0-2]*.png"))[:24]
+    lst = tmp_path / "list.txt"
+    lst.write_text("\n".join(str(p) for p in names) + "\n")
+    base = [sys.executable, "-m", "xattr_jax.cli", "explain", str(lst), "--checkpoint", "embedded:small_vgg",
+            "--method", "gradient,excitation_backprop", "--batch-size", "8", "--no-progress"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    one = subprocess.run([*base, "--out", str(tmp_path / "one")], capture_output=True, text=True, env=env)
+    assert one.returncode == 0, one.stderr
+    assert "on 1 device(s)" in one.stdout
+    eight = subprocess.run([*base, "--out", str(tmp_path / "eight")], capture_output=True, text=True,
+                           env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})  # fmt: skip
+    assert eight.returncode == 0, eight.stderr
+    assert "24 image(s) attributed on 8 device(s)" in eight.stdout
+    _same_maps(_maps_by_key(tmp_path / "one"), _maps_by_key(tmp_path / "eight"))
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [subprocess.Popen([*base, "--out", str(tmp_path / "two"), "--coordinator", f"127.0.0.1:{port}",
+                               "--num-processes", "2", "--process-id", str(i)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    files = sorted(f.name for f in (tmp_path / "two").glob("records*.jsonl"))
+    assert files == ["records-p0-of-2.jsonl", "records-p1-of-2.jsonl"]
+    for f in files:  # each process took its half
+        assert len((tmp_path / "two" / f).read_text().splitlines()) == 24
+    _same_maps(_maps_by_key(tmp_path / "one"), _maps_by_key(tmp_path / "two"))

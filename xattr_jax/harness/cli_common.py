@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -23,6 +24,8 @@ __all__ = [
     "add_option_flags",
     "method_options_from_args",
     "check_job_settings",
+    "add_distributed_arguments",
+    "start_distributed",
     "DATASET_LAYOUTS",
 ]
 
@@ -222,6 +225,35 @@ def method_options_from_args(args, methods) -> dict[str, dict]:
     return out
 
 
+def add_distributed_arguments(p) -> None:
+    """Flags that start ``jax.distributed`` (one process per host; each takes its share of the data)."""
+    g = p.add_argument_group("several hosts (jax.distributed): run the same command on every host")
+    g.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize(): on TPU pods, SLURM, MPI or Kubernetes the "
+                   "coordinator, process count and id are detected; elsewhere give the three flags below")  # fmt: skip
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address (implies --distributed)")
+    g.add_argument("--num-processes", type=int_at_least(1), help="how many processes take part")
+    g.add_argument("--process-id", type=int_at_least(0), help="this process's index, 0..N-1")
+
+
+def start_distributed(args) -> None:
+    """``jax.distributed.initialize`` when asked for (before any computation)."""
+    explicit = (args.coordinator, args.num_processes, args.process_id)
+    if not (args.distributed or any(v is not None for v in explicit)):
+        return
+    if any(v is not None for v in explicit) and any(v is None for v in explicit):
+        raise UsageError("--coordinator, --num-processes and --process-id go together; give all "
+                         "three, or only --distributed where the cluster is detected")  # fmt: skip
+    if args.process_id is not None and args.process_id >= args.num_processes:
+        raise UsageError(f"--process-id {args.process_id} must be below --num-processes {args.num_processes}")
+    import jax
+
+    try:
+        jax.distributed.initialize(*explicit)
+    except (RuntimeError, ValueError) as err:
+        raise UsageError(f"jax.distributed.initialize failed: {str(err).splitlines()[0]}") from None
+
+
 def check_job_settings(out, settings: dict) -> None:
     """Record the settings of a job in ``OUT/job.json``, or check a resumed job has the same ones.
 
@@ -241,4 +273,6 @@ def check_job_settings(out, settings: dict) -> None:
                              f"{settings.get(k)!r} now); use another --out, or delete {out} to start over")  # fmt: skip
         return
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n")
+    tmp = out / f".job.json.{os.getpid()}"  # processes of one job may write it at once: atomically
+    tmp.write_text(json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)

@@ -25,6 +25,7 @@ from pathlib import Path
 from xattr_jax.harness.cli_common import (
     UsageError,
     add_dataset_arguments,
+    add_distributed_arguments,
     add_option_flags,
     check_job_settings,
     dataset_samples,
@@ -33,6 +34,7 @@ from xattr_jax.harness.cli_common import (
     method_options_from_args,
     num_classes,
     parse_methods,
+    start_distributed,
 )
 
 __all__ = ["add_arguments", "run", "FIGURE_SUFFIXES"]
@@ -66,6 +68,7 @@ def add_arguments(p) -> None:
                    help="a folder for a job (records.jsonl, maps/); or, for one image file, a figure "
                    f"file ({', '.join(FIGURE_SUFFIXES)})")  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
+    add_distributed_arguments(p)
     add_dataset_arguments(p, default=None)
     add_option_flags(p)
 
@@ -131,6 +134,7 @@ def _run_job(args) -> int:
         samples = dataset_samples(args) if args.dataset else file_samples(args.inputs)
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err).splitlines()[0]) from None
+    start_distributed(args)  # before anything runs on a device
     model, variables, arch = load_model(args.checkpoint)
     mode = default_preprocess(arch) if args.preprocess == "auto" else args.preprocess
     n = num_classes(model, variables, mode)
@@ -152,6 +156,6 @@ def _run_job(args) -> int:
         print(f"xattr explain: warning: {key} skipped: {why}", file=sys.stderr)
     for m, msg in res.failed.items():
         print(f"xattr explain: error: method {m} failed: {msg}", file=sys.stderr)
-    print(f"{res.images} image(s) attributed, {res.skipped} already done; records "
-          f"{dict(res.records)} -> {store.path}")  # fmt: skip
+    print(f"{res.images} image(s) attributed on {res.devices} device(s), {res.skipped} already done; "
+          f"records {dict(res.records)} -> {store.path}")  # fmt: skip
     return 1 if res.failed else 0

@@ -49,6 +49,7 @@ class JobResult:
 
     images: int = 0
     skipped: int = 0
+    devices: int = 1
     records: dict = dataclasses.field(default_factory=lambda: defaultdict(int))
     failed: dict = dataclasses.field(default_factory=dict)  # method -> first error message
     seconds: dict = dataclasses.field(default_factory=lambda: defaultdict(float))
@@ -152,7 +153,7 @@ def run_job(
 
     say = log or (lambda s: print(s, file=sys.stderr, flush=True))
     plan = plan or top_k_plan(1)
-    result = JobResult()
+    result = JobResult(devices=len(jax.local_devices()))
     if distribute and jax.process_count() > 1:
         samples = list(samples)[jax.process_index() :: jax.process_count()]
     fns = {}
