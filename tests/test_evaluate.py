@@ -336,3 +336,32 @@ def test_eval_resumes_from_its_records_and_records_an_unreadable_image(tmp_path,
         for k in ("pointing_all", "box_acc", "max_box_acc", "deletion_auc", "insertion_auc"):
             assert again["methods"][m][k] == first["methods"][m][k], (m, k)
     assert first["unreadable"] and first["unreadable"][0][0] == "000003"
+
+
+def test_eval_split_over_two_processes_reports_the_whole_dataset(tmp_path):
+    """``jax.distributed`` with two local processes: each evaluates half, process 0 reports all."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "xattr_jax.cli", "eval", "--dataset", "synthetic", "--num-images", "8",
+            "--methods", "gradient,grad_cam", "--deletion-images", "4", "--deletion-steps", "4",
+            "--batch-size", "4", "--no-progress"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    one = subprocess.run([*base, "--out", str(tmp_path / "one")], capture_output=True, text=True, env=env)
+    assert one.returncode == 0, one.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [subprocess.Popen([*base, "--out", str(tmp_path / "two"), "--coordinator", f"127.0.0.1:{port}",
+                               "--num-processes", "2", "--process-id", str(i)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    a = json.loads((tmp_path / "one" / "eval.json").read_text())
+    b = json.loads((tmp_path / "two" / "eval.json").read_text())
+    assert b["num_trials"] == a["num_trials"]
+    for m in ("gradient", "grad_cam"):
+        for k in ("pointing_all", "pointing_difficult", "box_acc", "max_box_acc", "deletion_auc"):
+            assert b["methods"][m][k] == pytest.approx(a["methods"][m][k], abs=1e-9), (m, k)

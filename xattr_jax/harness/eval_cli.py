@@ -19,6 +19,7 @@ from typing import Sequence
 from xattr_jax.harness.cli_common import (
     UsageError,
     add_dataset_arguments,
+    add_distributed_arguments,
     add_option_flags,
     check_job_settings,
     dataset_samples,
@@ -28,6 +29,7 @@ from xattr_jax.harness.cli_common import (
     method_options_from_args,
     nonneg_float,
     parse_methods,
+    start_distributed,
 )
 
 __all__ = ["add_arguments", "run", "main", "DEFAULT_METHODS", "SYNTHETIC_TOLERANCE"]
@@ -67,6 +69,7 @@ def add_arguments(p) -> None:
     p.add_argument("--save-maps", action="store_true", help="also store every trial's map under OUT/maps")
     p.add_argument("--out", required=True, help="folder for records.jsonl, eval.json and eval.md (resumable)")
     p.add_argument("--no-progress", action="store_true")
+    add_distributed_arguments(p)
     add_option_flags(p)
 
 
@@ -81,6 +84,7 @@ def run(args) -> int:
     try:
         methods = parse_methods(args.methods)
         options = method_options_from_args(args, methods)
+        start_distributed(args)  # before anything runs on a device
         model, variables, arch = load_model(args.checkpoint)
         samples = dataset_samples(args)
         if not samples:
@@ -111,9 +115,12 @@ def run(args) -> int:
     )  # fmt: skip
     result.update(dataset=args.dataset, checkpoint=args.checkpoint, arch=arch, preprocess=mode)
     title = f"{args.dataset} · {arch}"
-    js, md = write_report(result, args.out, title=title)
-    print(markdown_table(result, title))
-    print(f"wrote {js} and {md}")
+    import jax
+
+    if jax.process_index() == 0:  # under jax.distributed the report covers every process's records
+        js, md = write_report(result, args.out, title=title)
+        print(markdown_table(result, title))
+        print(f"wrote {js} and {md}")
     for key, why in result["unreadable"]:
         print(f"xattr eval: warning: {key} skipped: {why}", file=sys.stderr)
     failed = {m: e["error"] for m, e in result["methods"].items() if "error" in e}

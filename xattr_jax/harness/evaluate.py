@@ -18,7 +18,7 @@ import numpy as np
 
 from xattr_jax.harness import protocols
 from xattr_jax.harness.job import MemoryStore, run_job
-from xattr_jax.harness.records import RecordStore
+from xattr_jax.harness.records import RecordStore, read_records
 
 __all__ = ["evaluate", "EB_METHODS", "is_fully_convolutional", "harness_options"]
 
@@ -80,6 +80,8 @@ def evaluate(
       score: ``"sigmoid"`` or ``"softmax"`` probability for deletion/insertion.
       options: extra options per method, ``{method: {option: value}}``.
       out: a folder: records go to ``out/records.jsonl`` and a rerun resumes; ``None``: in memory.
+        Under ``jax.distributed`` each process evaluates its share of ``samples`` and the result
+        covers every process's records (``out`` required).
       save_maps: also store every trial's map (with ``out``).
       progress: a progress bar on stderr.
       log: where messages go (default: stderr).
@@ -97,6 +99,8 @@ def evaluate(
         raise ValueError(f"score must be 'sigmoid' or 'softmax', got {score!r}")
     if not samples:
         raise ValueError("no samples to evaluate")
+    if out is None and jax.process_count() > 1:
+        raise ValueError("under jax.distributed, evaluate needs out= (the processes share their records there)")
     ts = protocols.DEFAULT_THRESHOLDS if max_box_thresholds is None else tuple(max_box_thresholds)
     trials = [t for s in samples for t in s.trials]
     apply = jax.jit(model.apply if hasattr(model, "apply") else model)
@@ -104,7 +108,8 @@ def evaluate(
     predict = lambda x: squash(apply(variables, x))  # noqa: E731
     opts = {m: {**harness_options(m, variables), **dict((options or {}).get(m, {}))} for m in methods}
     deletion_keys = {s.key for s in list(samples)[: max(0, deletion_images)]}
-    store = MemoryStore() if out is None else RecordStore(out)
+    n_proc = jax.process_count()
+    store = MemoryStore() if out is None else RecordStore(out, jax.process_index(), n_proc)
     try:
         job = run_job(
             model, variables, samples, methods, preprocess=preprocess, store=store, options=opts,
@@ -116,13 +121,19 @@ def evaluate(
     finally:
         if out is not None:
             store.close()
-    summary = protocols.summarise(store.records, ts)
+    records = store.records
+    if out is not None and n_proc > 1:  # every process's records, once all have finished
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("xattr evaluate: records written")
+        records = read_records(out)
+    summary = protocols.summarise(records, ts)
     result: dict[str, Any] = {
         "num_images": len(samples),
         "num_trials": len(trials),
         "num_difficult": int(sum(bool(t.difficult) for t in trials)),
         "difficult_flags": all(t.difficult is not None for t in trials),
-        "unreadable": sorted({(r["image"], r["status"]) for r in store.records
+        "unreadable": sorted({(r["image"], r["status"]) for r in records
                               if r["status"].startswith("unreadable")}),  # fmt: skip
         "tolerance_px": tolerance,
         "box_threshold": box_threshold,
