@@ -1,4 +1,4 @@
-"""CAM (METHODS.md §5.8) against its definition, computed here with numpy.
+"""CAM (docs/methods.md#cam) against its definition, computed here with numpy.
 
 ``M_c(u) = Σ_k w_kc A_k(u)``: ``A`` the activations at the last ReLU before the global average pool
 (captured with :func:`xattr_jax.program.interpret`), ``w`` the dense layer's kernel. Checked on a

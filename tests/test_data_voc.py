@@ -113,7 +113,7 @@ def test_shipped_difficult_list_format():
         pytest.skip("torchray without its benchmark files")
     flags = read_difficult_list(path, 20)
     assert len(flags) == 4952
-    assert sum(int(v.sum()) for v in flags.values()) == 2230  # METHODS.md §6.1
+    assert sum(int(v.sum()) for v in flags.values()) == 2230  # docs/evaluation.md#difficult-subset
     assert sum(bool(v.any()) for v in flags.values()) == 1467
 
 

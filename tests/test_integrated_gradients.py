@@ -68,7 +68,7 @@ def test_gnl_gradient_is_the_guided_gradient_with_positive_pool_routing(tiny_net
     t = jnp.array([0, 4, 2])
     g = xa.explain(model, v, x, t, method="gnl_gradient", signal="logit").relevance
     gb = xa.explain(model, v, x, t, method="guided_backprop").relevance
-    # every max-pool in TinyNet feeds a ReLU's backward, so the pool clamp is redundant (METHODS §4.4)
+    # every max-pool in TinyNet feeds a ReLU's backward, so the pool clamp is redundant (docs/methods.md#gnl-integrated-gradients)
     np.testing.assert_allclose(np.asarray(g), np.asarray(gb), rtol=0, atol=1e-6)
 
 
@@ -113,7 +113,7 @@ def _guided_relu_fwd(z):
 
 
 def _guided_relu_bwd(z, g):
-    return (g * (z > 0) * (g > 0),)  # forward mask AND positive-gradient mask (METHODS.md §4.2)
+    return (g * (z > 0) * (g > 0),)  # forward mask AND positive-gradient mask (docs/methods.md#gnl-integrated-gradients)
 
 
 _guided_relu.defvjp(_guided_relu_fwd, _guided_relu_bwd)

@@ -1,6 +1,6 @@
 """Relative Sectional Propagation: the conv rule against a naive float64 reference, invariance to the
 layer's weights, conservation layer by layer, batch == per-sample, the multi-class "hostile" seed
-against steps 1-7 of METHODS.md §2.3a computed by hand, and a signed map.
+against steps 1-7 of docs/methods.md#rsp-hostile-seed computed by hand, and a signed map.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _conv_fn(params, x, *, stride, pad):
 
 
 def _naive_rsp_conv(x, r, k, stride, pad):
-    """METHODS.md §2.3d with explicit loops, float64, one sample at a time."""
+    """docs/methods.md#rsp-conv-rule with explicit loops, float64, one sample at a time."""
     x, r = np.asarray(x, np.float64), np.asarray(r, np.float64)
     n, H, W, cin = x.shape
     _, h, w, cout = r.shape
@@ -272,7 +272,7 @@ def test_batch_equals_per_sample_and_signed_map(nets, net):
 
 
 def _hand_seed(g, a, target, hostile):
-    """Steps 1-7 of METHODS.md §2.3a in float64 numpy for one sample."""
+    """Steps 1-7 of docs/methods.md#rsp-hostile-seed in float64 numpy for one sample."""
     def cam(c):
         m = a * g[c].mean(axis=(0, 1), keepdims=True)
         return m / (m.max() + 1e-9)

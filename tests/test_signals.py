@@ -1,4 +1,4 @@
-"""The top signal ``signal="pointing"`` (METHODS.md §3.4, §6.1) against a seed built here by hand.
+"""The top signal ``signal="pointing"`` (docs/methods.md#top-signal, docs/evaluation.md#pointing-game) against a seed built here by hand.
 
 For a fully-convolutional model whose output is a class-score map ``s: [N, h, w, C]`` the seed is
 the one-hot of the target class weighted by the spatial softmax of that class's score map,

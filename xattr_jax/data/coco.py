@@ -1,6 +1,6 @@
 """COCO (2014) instances reader for the pointing game, with a small numpy mask rasteriser.
 
-Pointing-game ground truth (METHODS.md §6.1) for a class is the union of the segmentation masks of
+Pointing-game ground truth (docs/evaluation.md#pointing-game) for a class is the union of the segmentation masks of
 all its instances in the image (crowd regions included unless asked otherwise). The 80 categories
 are mapped to contiguous class indices 0..79 in increasing category-id order.
 

@@ -5,7 +5,7 @@ JPEGImages/<id>.jpg}``. Boxes in the XML files are 1-based inclusive pixel coord
 are converted to **0-based inclusive** ``(x0, y0, x1, y1) = (xmin − 1, ymin − 1, xmax − 1, ymax − 1)``
 (clipped to the image), the convention of :mod:`xattr_jax.metrics.localization`.
 
-Pointing-game ground truth (METHODS.md §6.1) for a class is the union of all its boxes in the
+Pointing-game ground truth (docs/evaluation.md#pointing-game) for a class is the union of all its boxes in the
 image (difficult boxes included unless asked otherwise), and a class whose boxes are **all**
 flagged difficult is left out of the game.
 """

@@ -1,7 +1,7 @@
 """Excitation Backprop (MWP) and contrastive Excitation Backprop (c-MWP).
 
 Zhang, Bargal, Lin, Brandt, Shen & Sclaroff, *Top-down Neural Attention by Excitation Backprop*,
-ECCV 2016 / IJCV 2018. METHODS.md §3 and Decision 1.
+ECCV 2016 / IJCV 2018. docs/methods.md#excitation-backprop and #decision-1.
 
 Rules (one modified backward pass, read at ``layer``):
 

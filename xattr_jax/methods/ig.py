@@ -3,7 +3,7 @@
 * ``integrated_gradients`` (Sundararajan et al., ICML 2017):
   ``IG_i = (x_i − x'_i) Σ_s w_s ∂S/∂x_i (x' + α_s (x − x'))``.
 * ``gnl_integrated_gradients`` (Kwon, Koo & Cho, ICPR 2020; rules are our interpretation of the
-  abstract, METHODS.md §4): the same path sum with the guided-non-linearity gradient — ReLU
+  abstract, docs/methods.md#gnl-integrated-gradients): the same path sum with the guided-non-linearity gradient — ReLU
   backward ``g·[x>0]·[g>0]``, max-pool routes ``max(g, 0)`` to the argmax, other layers ordinary.
 * ``gnl_gradient``: the single-step guided-non-linearity gradient at ``x``.
 

@@ -1,7 +1,7 @@
 """Relative Sectional Propagation (RSP): bi-polar relevance from a Grad-CAM channel seed.
 
 Nam, Choi & Lee, *Relative Sectional Propagation: Interpreting Deep Networks as a Whole*,
-AAAI 2021 (arXiv 2012.03434). The released algorithm, METHODS.md §2.3 a–f and Decision 2:
+AAAI 2021 (arXiv 2012.03434). The released algorithm, docs/methods.md#rsp and #decision-2:
 
 1. **Seed** at ``seed_layer`` (default: the last ReLU after the last conv — VGG ``features.29``,
    ResNet ``layer4.2.relu``, the output of ``layer4``): the Grad-CAM *channel* map
@@ -17,7 +17,7 @@ AAAI 2021 (arXiv 2012.03434). The released algorithm, METHODS.md §2.3 a–f and
 3. **Map** ``Σ_RGB R_in``: signed, at input resolution (``relevance`` is ``R_in``). With ``layer=``
    (below the seed) the signal at that layer is read instead.
 
-**ResNet** (our extension, METHODS.md §2.3g; the released code cannot run RSP on ResNet): batch-norm
+**ResNet** (our extension, docs/methods.md#rsp-on-resnet; the released code cannot run RSP on ResNet): batch-norm
 is the identity masked where ``x·γ/√(σ²+ε) = 0`` (:func:`~xattr_jax.rules.rsp_batchnorm`); the
 residual sum splits ``R`` in proportion to ``max(a, 0) + 1e-9`` and ``max(b, 0) + 1e-9``
 (:func:`~xattr_jax.rules.rsp_add`); at a fan-out (clone) the branch relevances add up.
@@ -41,7 +41,7 @@ classes the model predicts present, ``sigmoid(logit) ≥ 0.5`` (the successor's 
 ``max_hostile`` of them — the highest-scoring ones (a static bound, needed for compilation; our
 choice, documented).
 
-``purge=`` (METHODS.md §9.2; applied to the relevance entering every conv rule): ``"none"``
+``purge=`` (docs/methods.md#rsp-purge; applied to the relevance entering every conv rule): ``"none"``
 (default; the released purge line is a no-op), ``"sign_consistent"`` (zero the units whose sign
 differs from the channel sum at their position; our reading of the paper) or ``"uniform_spread"``
 (replace each position's channels by their mean, as the multi-class seed does).

@@ -1,4 +1,4 @@
-"""Evaluation metrics for saliency maps (METHODS.md §6).
+"""Evaluation metrics for saliency maps (docs/evaluation.md).
 
 * :func:`resize_map` — bilinear, ``align_corners=False`` (PyTorch) resizing.
 * Pointing game — :func:`pointing_game`, :func:`point_hit`, :func:`argmax_point`.

@@ -1,4 +1,4 @@
-"""Deletion and insertion curves (Petsiuk et al., RISE, BMVC 2018; METHODS.md §6.3)."""
+"""Deletion and insertion curves (Petsiuk et al., RISE, BMVC 2018; docs/evaluation.md#deletion-and-insertion)."""
 
 from __future__ import annotations
 

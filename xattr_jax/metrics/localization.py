@@ -1,4 +1,4 @@
-"""Weakly-supervised localisation boxes from saliency maps (Grad-CAM protocol, METHODS.md §6.2).
+"""Weakly-supervised localisation boxes from saliency maps (Grad-CAM protocol, docs/evaluation.md#localisation-boxes).
 
 Conventions used throughout this module:
 

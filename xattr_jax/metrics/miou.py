@@ -1,4 +1,4 @@
-"""Mean IoU of binarised saliency maps against segmentation masks (RSP's mIoU, METHODS.md §6.4 [interp])."""
+"""Mean IoU of binarised saliency maps against segmentation masks (RSP's mIoU, docs/evaluation.md#miou, our interpretation)."""
 
 from __future__ import annotations
 

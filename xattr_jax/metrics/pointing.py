@@ -1,4 +1,4 @@
-"""Pointing game (Zhang et al., ECCV 2016), with TorchRay's operational definition (METHODS.md §6.1)."""
+"""Pointing game (Zhang et al., ECCV 2016), with TorchRay's operational definition (docs/evaluation.md#pointing-game)."""
 
 from __future__ import annotations
 

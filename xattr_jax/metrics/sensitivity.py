@@ -1,4 +1,4 @@
-"""Model-randomisation sensitivity (Adebayo et al., NeurIPS 2018; METHODS.md §6.5).
+"""Model-randomisation sensitivity (Adebayo et al., NeurIPS 2018; docs/evaluation.md#randomisation-sensitivity).
 
 Cascading randomisation re-initialises the layers of a trained network from the top down,
 cumulatively, and compares each new map with the original one by Spearman rank correlation

@@ -350,7 +350,7 @@ def contrastive_excitation() -> Rule:
     with negated weights (the "dual" output unit). No clamping: ``Δ`` is signed. Because EB is
     linear in ``p``, one backward pass below this layer yields the contrastive map.
     Two terms of the linear engine. (Zhang et al., Top-down Neural Attention by Excitation
-    Backprop, ECCV 2016 / IJCV 2018, §3.5 of METHODS.md.)
+    Backprop, ECCV 2016 / IJCV 2018, docs/methods.md#contrastive-excitation-backprop.)
 
     Example:
       >>> rules = {"classifier.6": contrastive_excitation(), "features.28": excitation()}
@@ -399,7 +399,7 @@ def zbox_global() -> Rule:
     ``R_in = x ⊙ f*(W, S) − L ⊙ f*(W⁺, S) − H ⊙ f*(W⁻, S)``. The min/max run over every channel and
     pixel of one sample — not the per-channel pixel-domain bounds of :func:`zbox`. Signed ``R``
     passes through linearly. (Nam et al., Relative Attributing Propagation, AAAI 2020; RSP, AAAI
-    2021; METHODS.md §2.3e.)
+    2021; docs/methods.md#rsp-input-layer.)
     """
     terms = [
         Term(params=_mod(None, _zero)),
@@ -422,7 +422,7 @@ def rsp_add(offset: float = 1e-9) -> Rule:
 
     ``a' = max(a, 0) + δ``, ``b' = max(b, 0) + δ``, ``R_a = a'·R/(a' + b')``, ``R_b = b'·R/(a' + b')``
     with ``δ = offset`` (1e-9 in the released code). Conserves ``R``. (Nam et al. AAAI 2021;
-    METHODS.md §2.3g.)
+    docs/methods.md#rsp-on-resnet.)
     """
     offset = _check_number("offset", offset, low=0.0, inclusive=False)
     clamp = lambda x: jnp.maximum(x, 0) + jnp.asarray(offset, x.dtype)  # noqa: E731
@@ -439,7 +439,7 @@ def rsp_batchnorm() -> Rule:
     """RSP's batch-norm rule: the identity, masked where the input times the BN scale is 0.
 
     ``R_in = R · [x · γ/√(σ² + ε) ≠ 0]``. This is what the released rule (bias share subtracted,
-    then added back through an ``x·(R/(x·w))·w`` form) computes algebraically (METHODS.md §2.3g).
+    then added back through an ``x·(R/(x·w))·w`` form) computes algebraically (docs/methods.md#rsp-on-resnet).
     """
 
     def backward(fn, params, xs, y, ct):
@@ -455,7 +455,7 @@ PURGES = ("none", "sign_consistent", "uniform_spread")
 
 
 def _purge(r, purge):
-    """The per-position purge of RSP's incoming relevance (METHODS.md §9.2)."""
+    """The per-position purge of RSP's incoming relevance (docs/methods.md#rsp-purge)."""
     if purge == "none":
         return r
     s = jnp.sum(r, axis=-1, keepdims=True)
@@ -478,7 +478,7 @@ def rsp_conv(purge: str = "none", factor: float = 2.0) -> Rule:
       ``C`` (both per sample), so ``ΣR_in = ΣR``.
 
     The layer's weights and bias are never used — only ``x``, ``R`` and the conv geometry (stride,
-    padding, dilation, kernel size); this is the released algorithm, kept as is (METHODS.md §9.3).
+    padding, dilation, kernel size); this is the released algorithm, kept as is (docs/methods.md#rsp-conv-rule).
     The kernels are built per sample (the released code sums them over the batch, which is only
     right at batch size 1).
 
@@ -499,7 +499,7 @@ def rsp_conv(purge: str = "none", factor: float = 2.0) -> Rule:
     Raises:
       ValueError: unknown ``purge``, or ``factor`` not a finite number ``> 0``.
 
-    (Nam, Choi & Lee, Relative Sectional Propagation, AAAI 2021; METHODS.md §2.3d.)
+    (Nam, Choi & Lee, Relative Sectional Propagation, AAAI 2021; docs/methods.md#rsp-conv-rule.)
 
     Example:
       >>> rules = {"features.28": rsp_conv(), "features.0": zbox_global()}
