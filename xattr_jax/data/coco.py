@@ -1,25 +1,19 @@
-"""COCO (2014) instances reader for the pointing game, with a small numpy mask rasteriser.
+"""COCO (2014) instances reader for the pointing game; masks decoded by pycocotools (the ``coco`` extra).
 
 Pointing-game ground truth (docs/evaluation.md#pointing-game) for a class is the union of the segmentation masks of
 all its instances in the image (crowd regions included unless asked otherwise). The 80 categories
 are mapped to contiguous class indices 0..79 in increasing category-id order.
 
-Mask conventions:
-
-* **Polygons** (``[[x1, y1, x2, y2, ...], ...]``, pixel units, (0, 0) the top-left corner of the
-  top-left pixel): pixel ``(r, c)`` is inside when its centre ``(c + 0.5, r + 0.5)`` is inside by
-  the **even-odd** rule (a point exactly on a left/top edge is inside, on a right/bottom edge
-  outside). The polygons of one annotation are unioned. This may differ from pycocotools' own
-  rasteriser by a pixel along edges.
-* **RLE**: uncompressed (``counts`` a list of ints) and compressed (``counts`` a string, COCO's
-  6-bit character encoding) run lengths over the mask in column-major order, starting with a run
-  of zeros.
+Masks (polygons and RLE, compressed or not) are decoded by pycocotools, as COCO's own tools do:
+``pip install 'xattr-jax[coco]'``. Reading the annotations without masks needs nothing extra.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -40,107 +34,76 @@ __all__ = [
 ]
 
 
+def _mask_api():
+    """pycocotools' mask API (the optional ``coco`` extra), its numpy-2 deprecation noise silenced."""
+    try:
+        from pycocotools import mask
+    except ImportError as err:
+        raise ImportError("COCO masks are decoded by pycocotools: pip install 'xattr-jax[coco]' "
+                          f"(or pip install pycocotools) ({err})") from None  # fmt: skip
+    return mask
+
+
+@contextlib.contextmanager
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "__array__ implementation doesn't accept a copy", DeprecationWarning)
+        yield
+
+
 def polygon_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
-    """Rasterise polygons (even-odd rule, pixel-centre sampling) to a bool ``[height, width]`` mask.
+    """Rasterise polygons (``[[x1, y1, x2, y2, ...], ...]``, unioned) to a bool ``[height, width]`` mask.
 
-    For each polygon and each pixel row (centre ``y = r + 0.5``), the edges with
-    ``min(y_i, y_j) <= y < max(y_i, y_j)`` cross the row at ``x = x_i + (y − y_i)(x_j − x_i)/(y_j − y_i)``;
-    a pixel is inside when an odd number of crossings lie at or left of its centre. Vectorised over
-    all edges and rows; the polygons' masks are unioned.
-
-    Args:
-      polygons: a sequence of flat coordinate lists ``[x1, y1, x2, y2, ...]`` (≥ 3 points each).
-      height, width: mask size.
-
-    Returns:
-      bool ``[height, width]``.
+    pycocotools' rasteriser (``frPyObjects`` + ``merge`` + ``decode``), the one COCO's own tools use.
 
     Raises:
       ValueError: a polygon with an odd number of coordinates, fewer than 3 points, or non-finite values.
     """
-    out = np.zeros((height, width), bool)
+    polys = []
     for k, poly in enumerate(polygons):
         p = np.asarray(poly, np.float64)
         if p.ndim != 1 or p.size % 2 or p.size < 6:
-            raise ValueError(
-                f"polygon {k} must be a flat list of at least 3 (x, y) pairs, got {p.size} numbers"
-            )
+            raise ValueError(f"polygon {k} must be a flat list of at least 3 (x, y) pairs, got {p.size} numbers")
         if not np.all(np.isfinite(p)):
             raise ValueError(f"polygon {k} has non-finite coordinates")
-        xy = p.reshape(-1, 2)
-        x0, y0 = xy[:, 0], xy[:, 1]
-        x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
-        ylo, yhi = np.minimum(y0, y1), np.maximum(y0, y1)
-        # rows whose centre r + 0.5 lies in [ylo, yhi): r in [ceil(ylo - 0.5), ceil(yhi - 0.5))
-        r_start = np.clip(np.ceil(ylo - 0.5), 0, height).astype(np.int64)
-        r_stop = np.clip(np.ceil(yhi - 0.5), 0, height).astype(np.int64)
-        n_rows = np.maximum(r_stop - r_start, 0)
-        if n_rows.sum() == 0:
-            continue
-        edge = np.repeat(np.arange(xy.shape[0]), n_rows)
-        rows = np.repeat(r_start, n_rows) + (
-            np.arange(edge.size) - np.repeat(np.cumsum(n_rows) - n_rows, n_rows)
-        )
-        yc = rows + 0.5
-        xc = x0[edge] + (yc - y0[edge]) * (x1[edge] - x0[edge]) / (y1[edge] - y0[edge])
-        # the crossing counts for pixels whose centre c + 0.5 >= xc, i.e. c >= ceil(xc - 0.5)
-        col = np.clip(np.ceil(xc - 0.5), 0, width).astype(np.int64)
-        toggles = np.zeros((height, width + 1), np.int64)
-        np.add.at(toggles, (rows, col), 1)
-        out |= (np.cumsum(toggles[:, :width], axis=1) % 2).astype(bool)
-    return out
-
-
-def _decode_counts_string(s: str) -> list[int]:
-    """COCO's compressed RLE string: 5 data bits per character (offset 48), bit 0x20 = more
-    characters follow, bit 0x10 of the last one = negative; from the third count on, each value is
-    stored as the difference to the count two places before."""
-    counts: list[int] = []
-    p = 0
-    while p < len(s):
-        x, k, more = 0, 0, True
-        while more:
-            if p >= len(s):
-                raise ValueError("compressed RLE string ends in the middle of a number")
-            c = ord(s[p]) - 48
-            if not 0 <= c < 64:
-                raise ValueError(f"invalid character {s[p]!r} in a compressed RLE string")
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
-    return counts
+        polys.append(p.tolist())
+    if not polys:
+        return np.zeros((height, width), bool)
+    mu = _mask_api()
+    with _quiet():
+        return mu.decode(mu.merge(mu.frPyObjects(polys, height, width))).astype(bool)
 
 
 def rle_decode(rle: dict) -> np.ndarray:
     """Decode a COCO run-length encoding ``{"size": [h, w], "counts": ...}`` to a bool ``[h, w]`` mask.
 
-    ``counts`` alternates runs of 0 and 1 (starting with 0) over the pixels in column-major order;
-    it is either a list of ints (uncompressed) or a string (compressed).
+    ``counts`` alternates runs of 0 and 1 (starting with 0) over the pixels in column-major order,
+    as a list of ints (uncompressed) or COCO's compressed string; decoded by pycocotools.
 
     Raises:
-      ValueError: malformed size or counts, or counts that do not add up to ``h · w``.
+      ValueError: malformed size or counts, or counts that do not cover ``h · w`` pixels.
     """
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
         raise ValueError("an RLE must be a dict with 'size' and 'counts'")
     h, w = (int(v) for v in rle["size"])
     counts = rle["counts"]
-    if isinstance(counts, bytes):
-        counts = counts.decode("ascii")
-    if isinstance(counts, str):
-        counts = _decode_counts_string(counts)
-    counts = np.asarray(counts, np.int64)
-    if counts.ndim != 1 or np.any(counts < 0):
-        raise ValueError("RLE counts must be non-negative run lengths")
-    if counts.sum() != h * w:
-        raise ValueError(f"RLE counts add up to {int(counts.sum())}, expected {h} x {w} = {h * w}")
-    values = (np.arange(counts.size) % 2).astype(bool)
-    return np.repeat(values, counts).reshape(w, h).T
+    mu = _mask_api()
+    with _quiet():
+        if isinstance(counts, (list, tuple, np.ndarray)):
+            c = np.asarray(counts, np.int64)
+            if c.ndim != 1 or np.any(c < 0):
+                raise ValueError("RLE counts must be non-negative run lengths")
+            if c.sum() != h * w:
+                raise ValueError(f"RLE counts add up to {int(c.sum())}, expected {h} x {w} = {h * w}")
+            compressed = mu.frPyObjects({"size": [h, w], "counts": c.tolist()}, h, w)
+        elif isinstance(counts, (str, bytes)):
+            compressed = {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+        else:
+            raise ValueError(f"RLE counts must be a list of ints or a string, got {type(counts).__name__}")
+        m = mu.decode(compressed)
+        if mu.encode(np.asfortranarray(m))["counts"] != compressed["counts"]:
+            raise ValueError(f"malformed compressed RLE for a {h} x {w} mask (its runs do not cover the mask)")
+        return m.astype(bool)
 
 
 def annotation_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
