@@ -1,4 +1,4 @@
-"""Attention Backpropagation (our interpretation, METHODS.md §1.3): one map per layer in network order,
+"""Attention Backpropagation (our interpretation, docs/methods.md#attention-backprop): one map per layer in network order,
 AB-I equals Excitation Backprop at every layer, AB-II's seed equals Grad-CAM's positive channel
 contributions, conservation per layer, and the whole-inference-process PNG figure.
 """
@@ -13,7 +13,7 @@ import pytest
 
 import xattr_jax as xa
 from xattr_jax import nn as xnn
-from xattr_jax import viz
+from xattr_jax.viz import raster as viz
 from xattr_jax.program import interpret
 from xattr_jax.models import BasicBlock, vgg11
 

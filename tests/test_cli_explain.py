@@ -1,12 +1,14 @@
-"""`xattr explain` on small image files, and the PNG/PPM codec it reads them with."""
+"""`xattr explain IMAGE --out FIGURE`: several methods in one process, option flags, top-k with class
+names, the figure format from the extension, and every bad input answered with exit code 2 and one
+line on stderr (no traceback)."""
 
-import sys
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from xattr_jax.cli import main
-from xattr_jax.viz_overlay import read_image, read_png, read_ppm, write_png
 
 
 def _picture(h=48, w=56):
@@ -16,38 +18,36 @@ def _picture(h=48, w=56):
     return img
 
 
-def test_png_roundtrip_and_ppm(tmp_path):
-    img = _picture()
-    p = write_png(tmp_path / "a.png", img)
-    np.testing.assert_allclose(read_png(p), np.round(img * 255) / 255, atol=1e-6)
-    q = tmp_path / "a.ppm"
-    u8 = np.round(img * 255).astype(np.uint8)
-    q.write_bytes(b"P6\n# comment\n56 48\n255\n" + u8.tobytes())
-    np.testing.assert_allclose(read_ppm(q), u8 / 255.0, atol=1e-6)
+@pytest.fixture()
+def png(tmp_path):
+    p = tmp_path / "shape.png"
+    Image.fromarray(np.round(_picture() * 255).astype(np.uint8)).save(p)
+    return p
 
 
-def test_png_decoder_matches_pillow_on_every_filter(tmp_path):
-    PIL = pytest.importorskip("PIL.Image")
-    rng = np.random.default_rng(0)
-    img = (rng.random((23, 31, 3)) * 255).astype(np.uint8)
-    img[5:15] = np.linspace(0, 255, 31, dtype=np.uint8)[None, :, None]  # smooth rows: Sub/Paeth
-    for mode, arr in (("RGB", img), ("RGBA", np.dstack([img, img[..., :1]])), ("L", img[..., 0])):
-        path = tmp_path / f"{mode}.png"
-        PIL.fromarray(arr, mode).save(path, optimize=True)
-        ref = np.asarray(PIL.open(path).convert("RGB"), np.float32) / 255
-        np.testing.assert_allclose(read_png(path), ref, atol=1e-6)
-
-
-def test_explain_embedded_on_a_png(tmp_path, capsys):
-    src = write_png(tmp_path / "shape.png", _picture())
-    out = tmp_path / "out.png"
-    rc = main(["explain", str(src), "--checkpoint", "embedded:small_vgg", "--method", "grad_cam",
-               "--out", str(out)])  # fmt: skip
-    assert rc == 0
-    fig = read_png(out)
-    assert fig.shape[0] >= 64 and fig.shape[1] > fig.shape[0]  # input | overlay side by side
+def test_explain_several_methods_with_options_into_each_format(png, tmp_path, capsys):
+    out = tmp_path / "fig.png"
+    rc = main(["explain", str(png), "--checkpoint", "embedded:small_vgg", "--method",
+               "grad_cam,integrated_gradients", "--steps", "4", "--out", str(out)])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
     text = capsys.readouterr().out
-    assert "predicted class" in text and "grad_cam" in text
+    assert "top 5:" in text and "embedded preprocessing" in text
+    # the shipped model's classes have names: the top-1 line names its class and probability
+    top1 = text.split("top 5: ", 1)[1].split(",")[0]
+    from xattr_jax.data import CLASS_NAMES
+
+    c = int(top1.split()[0])
+    assert CLASS_NAMES[c] in top1 and "grad_cam (8x8)" in text and "integrated_gradients (64x64)" in text
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for ext, magic in ((".jpg", b"\xff\xd8"), (".pdf", b"%PDF")):
+        p = tmp_path / f"fig{ext}"
+        assert main(["explain", str(png), "--checkpoint", "embedded:small_vgg", "--out", str(p)]) == 0
+        assert p.read_bytes().startswith(magic)
+    svg = tmp_path / "fig.svg"
+    assert main(["explain", str(png), "--checkpoint", "embedded:small_vgg", "--top-k", "2", "--out", str(svg)]) == 0
+    assert ET.parse(svg).getroot().tag.endswith("svg")
+    with Image.open(tmp_path / "fig.jpg") as im:
+        assert im.format == "JPEG"
 
 
 def test_explain_with_target_layer_and_checkpoint_dir(tmp_path, capsys):
@@ -63,23 +63,69 @@ def test_explain_with_target_layer_and_checkpoint_dir(tmp_path, capsys):
     rc = main(["explain", str(src), "--checkpoint", str(ckpt), "--method", "gradient", "--target",
                "3", "--layer", "layer3", "--out", str(out)])  # fmt: skip
     assert rc == 0 and out.is_file()
-    assert "class 3 (yellow disk)" in capsys.readouterr().out
-    # bad input: exit code 2 and one line, not a traceback
-    assert main(["explain", str(src), "--checkpoint", str(ckpt), "--target", "99",
-                 "--out", str(out)]) == 2  # fmt: skip
-    assert "out of range" in capsys.readouterr().err
-    assert main(["explain", str(src), "--checkpoint", str(ckpt), "--layer", "nope",
-                 "--out", str(out)]) == 2  # fmt: skip
-    assert main(["explain", str(tmp_path / "missing.png"), "--checkpoint", str(ckpt),
-                 "--out", str(out)]) == 2  # fmt: skip
+    assert "explained class 3 (yellow disk)" in capsys.readouterr().out
 
 
-def test_jpeg_without_pillow_is_a_clear_error(tmp_path, monkeypatch, capsys):
-    jpg = tmp_path / "x.jpg"
-    jpg.write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 64)
-    monkeypatch.setitem(sys.modules, "PIL", None)  # import PIL -> ImportError
-    with pytest.raises(ImportError, match="pip install pillow"):
-        read_image(jpg)
-    rc = main(["explain", str(jpg), "--checkpoint", "embedded:small_vgg", "--out",
-               str(tmp_path / "o.png")])  # fmt: skip
-    assert rc == 2 and "Pillow" in capsys.readouterr().err
+def _bad_inputs(tmp_path, png):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(png.read_bytes()[:60])
+    text = tmp_path / "notes.png"
+    text.write_text("not an image\n")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "weights.bin").write_bytes(b"\0" * 16)
+    folder_png = tmp_path / "figs.png"
+    folder_png.mkdir()
+    ok = ["--checkpoint", "embedded:small_vgg"]
+    return {
+        "missing image": ([str(tmp_path / "missing.png"), *ok, "--out", str(tmp_path / "o.png")], "not found"),
+        "empty image": ([str(empty), *ok, "--out", str(tmp_path / "o.png")], "empty"),
+        "truncated image": ([str(truncated), *ok, "--out", str(tmp_path / "o.png")], "truncated"),
+        "text named .png": ([str(text), *ok, "--out", str(tmp_path / "o.png")], "not an image"),
+        "missing checkpoint": ([str(png), "--checkpoint", str(tmp_path / "nockpt"), "--out",
+                                str(tmp_path / "o.png")], "no checkpoint at"),  # fmt: skip
+        "foreign checkpoint": ([str(png), "--checkpoint", str(foreign), "--out", str(tmp_path / "o.png")],
+                               "xattr convert"),  # fmt: skip
+        "unknown embedded": ([str(png), "--checkpoint", "embedded:nope", "--out", str(tmp_path / "o.png")],
+                             "unknown embedded model"),  # fmt: skip
+        "out is a folder": ([str(png), *ok, "--out", str(folder_png)], "is a folder"),
+        "unknown method": ([str(png), *ok, "--method", "nope", "--out", str(tmp_path / "o.png")],
+                           "unknown method(s) ['nope']"),  # fmt: skip
+        "option of another method": ([str(png), *ok, "--method", "gradient", "--steps", "3", "--out",
+                                      str(tmp_path / "o.png")], "none of the chosen methods"),  # fmt: skip
+        "bad option value": ([str(png), *ok, "--method", "lrp", "--composite", "nope", "--out",
+                              str(tmp_path / "o.png")], "composite"),  # fmt: skip
+        "target out of range": ([str(png), *ok, "--target", "99", "--out", str(tmp_path / "o.png")],
+                                "out of range"),  # fmt: skip
+        "unknown layer": ([str(png), *ok, "--layer", "nope", "--out", str(tmp_path / "o.png")], "unknown layer"),
+        "two images, one figure": ([str(png), str(png), *ok, "--out", str(tmp_path / "o.png")], "shows one image"),
+        "unsupported figure format": ([str(png), *ok, "--out", str(tmp_path / "o.tiff")], ".png, .jpg"),
+    }
+
+
+def test_every_bad_input_exits_2_with_one_line(png, tmp_path, capsys):
+    for what, (args, needle) in _bad_inputs(tmp_path, png).items():
+        rc = main(["explain", *args])
+        err = capsys.readouterr().err
+        assert rc == 2, (what, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("xattr explain: error: "), (what, err)
+        assert "Traceback" not in err and needle in lines[0], (what, lines[0])
+
+
+def test_bad_numbers_and_unknown_flags_are_refused_by_the_parser(png, tmp_path, capsys):
+    for args in (["--top-k", "0"], ["--batch-size", "-1"], ["--target", "x"], ["--no-such-flag"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["explain", str(png), "--checkpoint", "embedded:small_vgg", "--out", str(tmp_path / "o.png"), *args])
+        assert exc.value.code == 2
+        assert "Traceback" not in capsys.readouterr().err
+
+
+def test_help_states_the_preprocessing_and_the_method_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["explain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "resized to 256 (antialiased), centre crop 224x224" in text and "shorter side resized to 224" in text
+    assert "--composite" in text and "--steps" in text and "--noise" in text

@@ -12,7 +12,6 @@ import pytest
 from xattr_jax.cli import main
 from xattr_jax.data import load_imagenet, read_synsets
 from xattr_jax.data.samples import imagenet_samples
-from xattr_jax.viz_overlay import write_png
 
 # class order of the fake synsets file: tench 0, goldfish 1, great white shark 2, tiger shark 3
 SYNSETS = ["n01440764", "n01443537", "n01484850", "n01491361"]
@@ -45,6 +44,14 @@ SPECS = {
     # 8x6: a tiger shark at the top left and a tench at the bottom right
     ID2: (8, 6, [("n01491361", (0, 0, 3, 2)), ("n01440764", (4, 2, 7, 5))]),
 }
+
+
+def write_png(path, img):
+    """PNG bytes (lossless) whatever the name says: readers go by the content, not the extension."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)).save(path, format="PNG")
 
 
 def _tree(root, folders=None, names=None, specs=SPECS):

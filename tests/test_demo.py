@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from xattr_jax.viz_overlay import read_png
+from xattr_jax.imageio import read_image
 
 _NO_TORCH = """
 import sys
@@ -28,7 +28,7 @@ def test_demo_without_torch_within_five_minutes(tmp_path):
     pngs = sorted(Path(out).glob("*.png"))
     assert len(pngs) >= 5, [p.name for p in pngs]
     for p in pngs:
-        assert read_png(p).ndim == 3
+        assert read_image(p).ndim == 3
     summary = json.loads((out / "demo.json").read_text())
     assert not summary["failed"], summary["failed"]
     table = (out / "pointing.md").read_text()

@@ -1,123 +1,233 @@
-"""``xattr_jax.viz``: normalisation, bilinear resize, colour maps, overlays and the PNG writer.
-
-The PNG is decoded here with ``zlib`` and ``struct`` only (chunk CRCs, IHDR, filter bytes, pixels).
-"""
+"""``xattr_jax.viz``: the figures' matplotlib objects (titles, colour bars, norms, panels, warnings)
+and the pixel-level heatmaps of ``viz.raster``. Agg only; nothing is shown."""
 
 from __future__ import annotations
 
-import struct
-import zlib
+import io
 
 import numpy as np
 import pytest
+from matplotlib.colors import TwoSlopeNorm
+from PIL import Image
 
+import xattr_jax as xa
 from xattr_jax import viz
+from xattr_jax.viz import raster
+
+RNG = np.random.default_rng(0)
+IMG = RNG.random((32, 24, 3))
 
 
 def decode_png(data: bytes):
-    """``(pixels uint8 [H, W, C], {tEXt key: value})`` of an 8-bit, filter-0, non-interlaced PNG."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "PNG signature"
-    pos, idat, text, ihdr = 8, b"", {}, None
-    while pos < len(data):
-        (n,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]
-        (crc,) = struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])
-        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF, f"CRC of chunk {kind!r}"
-        if kind == b"IHDR":
-            ihdr = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat += body
-        elif kind == b"tEXt":
-            k, v = body.split(b"\x00", 1)
-            text[k.decode("latin-1")] = v.decode("latin-1")
-        pos += 12 + n
-    w, h, depth, color, _, _, interlace = ihdr
-    assert depth == 8 and interlace == 0
-    ch = {0: 1, 2: 3}[color]
-    raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + w * ch)
-    assert np.all(raw[:, 0] == 0), "every row uses filter 0"
-    return raw[:, 1:].reshape(h, w, ch), text
+    """``(pixels uint8 [H, W, C], {tEXt key: value})`` of PNG bytes, as Pillow decodes them."""
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.format == "PNG"
+        return np.asarray(im), {k: v for k, v in im.info.items() if isinstance(v, str)}
 
 
-def test_png_round_trip_rgb_and_grey(tmp_path):
-    rng = np.random.default_rng(0)
-    px = rng.integers(0, 256, (7, 5, 3), dtype=np.uint8)
-    p = tmp_path / "a.png"
-    viz.write_png(p, px, text={"hello": "world"})
-    got, text = decode_png(p.read_bytes())
-    np.testing.assert_array_equal(got, px, err_msg="RGB pixels survive the PNG round trip exactly")
-    assert text == {"hello": "world"}
-    grey = rng.integers(0, 256, (3, 4), dtype=np.uint8)
-    got, _ = decode_png(viz.encode_png(grey))
-    np.testing.assert_array_equal(got[..., 0], grey)
-    with pytest.raises(TypeError, match="uint8"):
-        viz.encode_png(px.astype(np.float32))
-    with pytest.raises(ValueError, match="shape"):
-        viz.encode_png(np.zeros((2, 2, 4), np.uint8))
+def _colorbars(fig):
+    return [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
 
 
-def test_normalize_modes():
-    m = np.array([[[-2.0, 0.0], [1.0, 4.0]]])
-    np.testing.assert_allclose(viz.normalize(m, "max"), [[[0, 0], [0.25, 1]]])
-    np.testing.assert_allclose(viz.normalize(m, "abs"), [[[-0.5, 0], [0.25, 1]]])
-    np.testing.assert_allclose(viz.normalize(m, "minmax"), [[[0, 2 / 6], [3 / 6, 1]]])
-    np.testing.assert_array_equal(viz.normalize(np.zeros((2, 2)), "max"), np.zeros((2, 2)))
-    with pytest.raises(ValueError, match="valid"):
-        viz.normalize(m, "bogus")
+def _panels(fig):
+    """The axes that draw a map (a map image over the grey image), in order."""
+    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>" and len(ax.images) == 2]
 
 
-def test_resize_matches_torch_bilinear_align_corners_false():
-    torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(1)
-    for (h, w), (H, W) in [((7, 5), (224, 160)), ((14, 14), (9, 20)), ((1, 3), (4, 4))]:
-        m = rng.standard_normal((2, h, w))
-        ref = torch.nn.functional.interpolate(torch.from_numpy(m)[:, None], size=(H, W), mode="bilinear",
-                                              align_corners=False)[:, 0].numpy()
-        got = viz.resize(m, (H, W))
-        assert np.max(np.abs(got - ref)) <= 1e-5 * np.max(np.abs(ref)), (
-            f"resize {h}x{w} -> {H}x{W} vs torch bilinear: tolerance 1e-5 x max")
+def _map_image(ax):
+    return ax.images[-1]
 
 
-def test_colormaps_and_overlay():
-    jet = viz.colormap(np.array([0.0, 0.5, 1.0]), "jet")
-    assert jet.dtype == np.uint8 and jet.shape == (3, 3)
-    assert jet[0, 2] > 100 and jet[0, 0] == 0, "jet starts dark blue"
-    assert jet[2, 0] > 100 and jet[2, 2] == 0, "jet ends dark red"
-    sei = viz.colormap(np.array([-1.0, 0.0, 1.0]), "seismic")
-    np.testing.assert_array_equal(sei[1], [255, 255, 255], err_msg="seismic is white at 0")
-    assert sei[0, 2] > sei[0, 0] and sei[2, 0] > sei[2, 2]
-    img = np.full((8, 8, 3), 100, np.uint8)
-    out = viz.overlay(img, np.ones((2, 2)), alpha=0.0)
-    np.testing.assert_array_equal(out, img, err_msg="alpha 0 keeps the image")
-    out = viz.overlay(img, np.ones((2, 2)), alpha=1.0)
-    np.testing.assert_array_equal(out, np.broadcast_to(viz.colormap(1.0, "jet"), img.shape))
+def test_every_method_is_classified_signed_or_unsigned():
+    for m in xa.methods_available():
+        assert (m in viz.SIGNED_METHODS) != (m in viz.UNSIGNED_METHODS), f"{m} needs exactly one class"
+    for m in ("lrp", "integrated_gradients", "input_x_gradient", "rsp", "gnl_integrated_gradients"):
+        assert viz.is_signed(m)
+    for m in ("excitation_backprop", "grad_cam", "gradient", "smoothgrad", "guided_backprop"):
+        assert not viz.is_signed(m)
+    pos = RNG.random((4, 4))
+    assert viz.is_signed(None, pos - 0.5), "negative values make a map signed"
+    assert viz.is_signed("attention_backprop", pos - 0.5), "whatever the method's usual sign"
+    assert not viz.is_signed(None, pos) and not viz.is_signed("grad_cam", pos)
+    noise = pos.copy()
+    noise[0, 0] = -1e-9 * pos.max()
+    assert not viz.is_signed(None, noise), "rounding noise is not a sign"
+    noise[0, 0] = -1e-3 * pos.max()
+    assert viz.is_signed(None, noise)
+    with pytest.raises(ValueError, match="unknown method"):
+        viz.is_signed("my_method")
+
+
+def test_signed_overlay_is_centred_with_title_and_colorbar():
+    m = RNG.standard_normal((8, 6)) + 0.3
+    fig = viz.overlay_figure(IMG, m, method="lrp", model="vgg16", class_name="tabby cat", score=0.873)
+    title = fig.get_suptitle()
+    for part in ("lrp", "vgg16", "tabby cat", "0.873"):
+        assert part in title, (part, title)
+    assert len(_colorbars(fig)) == 1
+    (ax,) = _panels(fig)
+    im = _map_image(ax)
+    norm = im.norm
+    assert isinstance(norm, TwoSlopeNorm) and norm.vcenter == 0
+    assert norm.vmin == -norm.vmax, "symmetric limits"
+    assert norm.vmax == pytest.approx(np.percentile(np.abs(m), 99.5)), "clipped at the 99.5th pct"
+    assert im.cmap.name == "RdBu_r"
+    assert im.get_array().shape == IMG.shape[:2], "the map is resized to the image"
+    base = ax.images[0].get_array()
+    np.testing.assert_allclose(base, IMG @ [0.299, 0.587, 0.114], err_msg="drawn over a grey copy")
+    assert 0 < im.get_alpha() < 1
+
+
+def test_unsigned_overlay_is_sequential_from_zero_and_clips_outliers():
+    m = RNG.random((16, 16))
+    m[0, 0] = 1000.0  # one outlier
+    fig = viz.overlay_figure(IMG, m, method="grad_cam", class_name=3, score=2.5)
+    assert "class 3" in fig.get_suptitle() and "2.5" in fig.get_suptitle()
+    im = _map_image(_panels(fig)[0])
+    assert not isinstance(im.norm, TwoSlopeNorm) and im.norm.vmin == 0
+    assert im.norm.vmax == pytest.approx(np.percentile(m, 99.5)) and im.norm.vmax < 10
+    assert im.cmap.name == "inferno"
+    assert _colorbars(fig)[0]._colorbar.extend == "max", "the colour bar shows the clipping"
+    full = viz.overlay_figure(IMG, m, method="grad_cam", percentile=100)
+    assert _map_image(_panels(full)[0]).norm.vmax == pytest.approx(1000.0)
+    with pytest.raises(ValueError, match="2-D"):
+        viz.overlay_figure(IMG, RNG.random((2, 4, 4)), method="grad_cam")
+    with pytest.raises(ValueError, match="normalisation"):
+        viz.overlay_figure(IMG * 4 - 2, m, method="grad_cam")
+
+
+def test_layer_figure_one_titled_panel_per_layer():
+    from types import SimpleNamespace
+
+    maps = {"input": RNG.random((2, 32, 24)), "features.0": RNG.random((2, 16, 12)),
+            "features.3": RNG.random((2, 8, 6)), "layer4": RNG.random((2, 4, 3)),
+            "top": RNG.random((2, 2, 2))}  # fmt: skip
+    table = [SimpleNamespace(name="features.3", kind="maxpool", shape=(2, 8, 6, 64))]
+    fig = viz.layer_figure(IMG, maps, sample=1, model="small_vgg", class_name="disk", score=0.5,
+                           layers=table)  # fmt: skip
+    panels = _panels(fig)
+    assert len(panels) == len(maps), "one panel per layer"
+    titles = [ax.get_title() for ax in panels]
+    for (name, m), t in zip(maps.items(), titles):
+        assert t.startswith(name), (name, t)
+    assert "16×12" in titles[1] and "8×6×64" in titles[2] and "maxpool" in titles[2]
+    assert len(_colorbars(fig)) == 1
+    assert "attention_backprop" in fig.get_suptitle() and "disk" in fig.get_suptitle()
+    # each panel scaled by its own limit onto one shared [0, 1] scale
+    for ax in panels:
+        assert (_map_image(ax).norm.vmin, _map_image(ax).norm.vmax) == (0.0, 1.0)
+    m = maps["input"][1]  # at the image's size: drawn without resizing
+    np.testing.assert_allclose(_map_image(panels[0]).get_array(), m / np.percentile(m, 99.5), rtol=1e-5)
+    signed = viz.layer_figure(IMG, {"a": RNG.standard_normal((4, 4)), "b": RNG.random((4, 4))})
+    assert all(isinstance(_map_image(ax).norm, TwoSlopeNorm) for ax in _panels(signed))
+    with pytest.raises(ValueError, match="empty"):
+        viz.layer_figure(IMG, {})
+
+
+def test_grid_shares_one_norm_per_method_row():
+    images = [RNG.random((16, 16, 3)) for _ in range(3)]
+    maps = {"lrp": [RNG.standard_normal((8, 8)) * (k + 1) for k in range(3)],
+            "grad_cam": [RNG.random((4, 4)) for _ in range(3)]}  # fmt: skip
+    fig = viz.grid_figure(images, maps, model="m", class_names=["a", "b", "c"], scores=[0.1, 0.2, 0.3])
+    panels = _panels(fig)
+    assert len(panels) == 6
+    rows = [panels[:3], panels[3:]]
+    for (method, ms), row in zip(maps.items(), rows):
+        norms = {id(_map_image(ax).norm) for ax in row}
+        assert len(norms) == 1, f"{method}: one norm for the row"
+        norm = _map_image(row[0]).norm
+        assert norm.vmax == pytest.approx(viz.clip_limit(ms)), "limit over all of the row's maps"
+        assert row[0].get_ylabel() == method
+    assert isinstance(_map_image(rows[0][0]).norm, TwoSlopeNorm)
+    assert not isinstance(_map_image(rows[1][0]).norm, TwoSlopeNorm)
+    assert len(_colorbars(fig)) == 2, "one colour bar per method row"
+    heads = [fig.axes[j].get_title() for j in range(3)]
+    assert heads[1] == "b\nscore 0.2", heads
+    with pytest.raises(ValueError, match="one map per image"):
+        viz.grid_figure(images, {"lrp": maps["lrp"][:2]})
+
+
+def _warning_texts(ax):
+    return [t for t in ax.texts if t.get_visible() and "WARNING" in t.get_text()]
+
+
+def test_empty_and_nonfinite_maps_warn_and_say_so_in_the_panel():
+    with pytest.warns(viz.EmptyMapWarning, match="all-zero"):
+        fig = viz.overlay_figure(IMG, np.zeros((4, 4)), method="grad_cam")
+    (ax,) = _panels(fig)
+    (text,) = _warning_texts(ax)
+    assert "all-zero" in text.get_text()
+
+    bad = RNG.random((4, 4))
+    bad[1, 2] = np.nan
+    with pytest.warns(viz.EmptyMapWarning, match="non-finite"):
+        fig = viz.grid_figure([IMG, IMG], {"gradient": [RNG.random((4, 4)), bad]})
+    first, second = _panels(fig)
+    assert not _warning_texts(first) and _warning_texts(second)
+    assert np.ma.getmaskarray(_map_image(second).get_array()).any(), "NaN pixels are left blank"
+
+    with pytest.warns(viz.EmptyMapWarning, match="layer 'b'"):
+        viz.layer_figure(IMG, {"a": RNG.random((4, 4)), "b": np.zeros((4, 4))})
+
+
+def test_save_writes_each_format(tmp_path):
+    fig = viz.overlay_figure(IMG, RNG.random((4, 4)), method="gradient")
+    assert viz.save(fig, tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    assert viz.save(fig, tmp_path / "f.pdf").read_bytes()[:4] == b"%PDF"
+    assert viz.save(fig, tmp_path / "f.jpg").read_bytes()[:2] == b"\xff\xd8"
+    assert b"<svg" in viz.save(fig, tmp_path / "f.svg").read_bytes()[:2000]
+    px = viz.read_image(tmp_path / "f.png")
+    assert px.shape[0] > 100 and px.std() > 0.05, "a rendered figure, not a blank page"
+
+
+# ----------------------------------------------------------------------------------------------
+# viz.raster
+
+
+def test_raster_overlay_conventions():
+    img = RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    grey = np.round(img @ [0.299, 0.587, 0.114]).astype(np.uint8)
+    out = raster.overlay(img, RNG.random((2, 2)), alpha=0.0)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, np.repeat(grey[..., None], 3, -1), err_msg="alpha 0: grey image")
+    signed = np.zeros((4, 4))
+    signed[0, 0], signed[3, 3] = -1.0, 1.0
+    px = raster.overlay(img, signed, alpha=1.0, method="lrp", percentile=100)
+    centre = np.round(np.asarray(__import__("matplotlib").colormaps["RdBu_r"](0.5)[:3]) * 255)
+    np.testing.assert_array_equal(px[4, 4], centre, err_msg="0 is the diverging map's centre")
+    assert px[0, 0, 2] > px[0, 0, 0] and px[7, 7, 0] > px[7, 7, 2], "blue < 0 < red"
+    f = raster.overlay(img / 255.0, RNG.random((2, 2)))
+    assert f.dtype == np.float32 and f.shape == (8, 8, 3)
     with pytest.raises(ValueError, match="alpha"):
-        viz.overlay(img, np.ones((2, 2)), alpha=2)
-    with pytest.raises(ValueError, match="colormap"):
-        viz.colormap(0.5, "nope")
+        raster.overlay(img, np.ones((2, 2)), alpha=2)
+    with pytest.warns(viz.EmptyMapWarning):
+        raster.overlay(img, np.zeros((2, 2)))
 
 
-def test_to_image_inverts_the_normalisation():
+def test_raster_tile_upscale_to_image():
+    a, b = np.zeros((2, 3, 3), np.uint8), np.full((2, 3, 3), 7, np.uint8)
+    t = raster.tile([a, b, a], columns=2, pad=1)
+    assert t.shape == (5, 7, 3) and t.dtype == np.uint8
+    assert t[0, 4, 0] == 7 and t[2, 0, 0] == 255 and t[4, 6, 0] == 255
+    assert raster.upscale(b, 3).shape == (6, 9, 3)
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-    pix = np.random.default_rng(2).integers(0, 256, (4, 4, 3))
-    x = (pix / 255.0 - mean) / std
-    np.testing.assert_array_equal(viz.to_image(x), pix.astype(np.uint8))
+    pix = RNG.integers(0, 256, (4, 4, 3))
+    np.testing.assert_array_equal(raster.to_image((pix / 255.0 - mean) / std), pix.astype(np.uint8))
 
 
-def test_layer_figure_has_one_panel_per_map_in_order(tmp_path):
-    rng = np.random.default_rng(3)
-    maps = {"input": rng.random((2, 16, 16)), "conv": rng.random((2, 8, 8)), "pool": rng.random((2, 4, 4)),
-            "relu": rng.random((2, 4, 4)), "top": rng.random((2, 2, 2))}
-    img = rng.integers(0, 256, (16, 12, 3), dtype=np.uint8)
+def test_raster_layer_figure_png_has_one_panel_per_map_in_order(tmp_path):
+    maps = {"input": RNG.random((2, 16, 12)), "conv": RNG.random((2, 8, 8)), "pool": RNG.random((2, 4, 4)),
+            "relu": RNG.random((2, 4, 4)), "top": RNG.random((2, 2, 2))}  # fmt: skip
+    img = RNG.integers(0, 256, (16, 12, 3), dtype=np.uint8)
     p = tmp_path / "fig.png"
-    names = viz.save_layer_figure(p, img, maps, sample=1, cols=3, pad=2)
+    names = raster.save_layer_figure(p, img, maps, sample=1, cols=3, pad=2)
     assert names == list(maps)
     px, text = decode_png(p.read_bytes())
     assert px.shape == (2 * 16 + 2, 3 * 12 + 4, 3), f"2x3 grid of 16x12 panels, got {px.shape}"
     assert text["panels"].split(",") == list(maps)
     assert text["layout"] == "rows=2 cols=3 panel=16x12 pad=2"
-    second = px[0:16, 14:26]
-    np.testing.assert_array_equal(second, viz.overlay(img, maps["conv"][1]), err_msg="panel 2 = 'conv', sample 1")
+    np.testing.assert_array_equal(px[0:16, 14:26], raster.overlay(img, maps["conv"][1]),
+                                  err_msg="panel 2 = 'conv', sample 1")  # fmt: skip
     assert np.all(px[18:, 2 * 14:] == 255), "the unused sixth cell stays white"
     with pytest.raises(ValueError, match="empty"):
-        viz.layer_grid(img, {})
+        raster.layer_grid(img, {})

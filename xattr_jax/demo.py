@@ -2,18 +2,24 @@
 
 Writes into ``--out``:
 
-* ``inputs.png`` — the demo images (the held-out synthetic benchmark) with their class names in
-  ``demo.json``;
-* ``<method>.png`` — one row per method: the map of the first ground-truth class of each image
-  overlaid on it (maps resized to the image, smoothed for the gradient family as in the pointing
-  game);
+* ``inputs.png`` — the demo images (the held-out synthetic benchmark), each titled with its
+  classes (also listed in ``demo.json``);
+* ``<method>.png`` — one figure per method: the map of the first ground-truth class of each shown
+  image over the image in grey, titled with the class and the model's score for it (sigmoid
+  probability: the synthetic models are multi-label), one colour scale for the row and its colour
+  bar (diverging and centred at 0 for signed maps, sequential for unsigned ones; clipped at the
+  99.5th percentile of ``|map|``). The maps are the pointing game's (resized to the image, smoothed
+  for the gradient family);
+* ``all_methods.png`` — every method × the shown images in one grid, one colour scale per row;
 * ``attention_backprop_layers.png`` — Attention Backpropagation's map at every layer of the
-  network for the first image (with ``xattr_jax.viz.save_layer_figure`` when that helper exists,
-  else a plain grid);
+  network for the first image, one panel per layer titled with its name, kind and shape
+  (:func:`xattr_jax.viz.layer_figure`);
 * ``pointing.md`` / ``pointing.json`` — pointing game (all / difficult), box accuracy and MaxBoxAcc
-  per method on the demo images (the ``xattr eval`` harness, :mod:`xattr_jax.evaluate`).
+  per method on the demo images (the ``xattr eval`` harness, :mod:`xattr_jax.harness`);
+* ``demo.json`` — what was run and written.
 
-Needs only the core dependencies (no torch, no Pillow, no matplotlib).
+Progress (``rich``, on stderr): one bar over the methods with its ETA (each method's time includes
+its compilation), one line per finished method, then one bar over the figures.
 
 Example:
   xattr demo --out demo_out
@@ -39,15 +45,50 @@ DEMO_OPTIONS = {
 }
 
 
-def _layer_grid(image: np.ndarray, layer_maps, scale: int = 2) -> np.ndarray:
-    from xattr_jax.viz_overlay import overlay, tile, upscale
+def _progress(enabled: bool):
+    """A rich progress display on stderr: description, bar, done/total, elapsed, ETA."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    panels = [upscale(image, scale)]
-    for name, m in layer_maps.items():
-        m = np.asarray(m, np.float32)
-        panels.append(upscale(overlay(image, m, alpha=0.6), scale))
-    cols = min(8, len(panels))
-    return tile(panels, columns=cols)
+    return Progress(
+        TextColumn("{task.description:<44}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled,
+    )  # fmt: skip
+
+
+def _attributions(model, variables, samples, methods, bar, say) -> dict:
+    """The evaluation harness, one method at a time (a progress step per method, compile included)."""
+    from xattr_jax.harness import evaluate
+    from xattr_jax.harness.eval_cli import SYNTHETIC_TOLERANCE
+
+    task = bar.add_task("attributions", total=len(methods))
+    result = None
+    for method in methods:
+        bar.update(task, description=f"attributions: {method}")
+        t0 = time.perf_counter()
+        r = evaluate(
+            model, variables, samples, [method],
+            preprocess="embedded", batch_size=32, tolerance=SYNTHETIC_TOLERANCE, deletion_images=0,
+            keep_maps=True, options=DEMO_OPTIONS, progress=False, log=say,
+        )  # fmt: skip
+        if result is None:
+            result = r
+        else:
+            result["methods"].update(r["methods"])
+            result["maps"].update(r["maps"])
+        if not bar.disable:
+            state = "failed" if "error" in r["methods"][method] else "done"
+            bar.console.print(f"  {method:<34} {state} in {time.perf_counter() - t0:5.1f} s")
+        bar.advance(task)
+    bar.update(task, description="attributions")
+    return result
 
 
 def run_demo(
@@ -58,7 +99,6 @@ def run_demo(
     num_shown: int = 6,
     methods: Optional[Sequence[str]] = None,
     progress: bool = True,
-    scale: int = 2,
 ) -> dict:
     """Run the demo; returns a summary (files written, pointing results, seconds).
 
@@ -70,78 +110,78 @@ def run_demo(
       methods: method names (default: all of :func:`xattr_jax.methods_available`); SmoothGrad
         and the integrated gradients run with fewer samples/steps (:data:`DEMO_OPTIONS`).
       progress: progress bars on stderr.
-      scale: nearest-neighbour enlargement of the 64×64 images in the figures.
     """
+    import jax
     import jax.numpy as jnp
 
     import xattr_jax as xa
-    from xattr_jax.data import CLASS_NAMES
-    from xattr_jax.evaluate import SYNTHETIC_TOLERANCE, evaluate, synthetic_samples, write_report
+    from xattr_jax import viz
+    from xattr_jax.data import CLASS_NAMES, normalize
+    from xattr_jax.data.samples import synthetic_samples
+    from xattr_jax.harness import write_report
     from xattr_jax.models import load_embedded
-    from xattr_jax.viz_overlay import overlay, tile, upscale, write_png
 
     t0 = time.perf_counter()
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder (it is created if missing)")
     out.mkdir(parents=True, exist_ok=True)
     model, variables = load_embedded(arch)
     samples = synthetic_samples(max(num_images, num_shown))
     methods = list(xa.methods_available() if methods is None else methods)
+    if not methods:
+        raise ValueError(f"no methods to run; give some of {list(xa.methods_available())} or 'all'")
     shown = min(num_shown, len(samples))
-    # the first trial of each shown image comes first in the harness' batch order (trials are
-    # grouped by input shape, then listed image by image), so keep enough maps to cover them
-    first_trial = {}
-    k = 0
-    for i, s in enumerate(samples):
-        for j in range(len(s.trials)):
-            if j == 0 and i < shown:
-                first_trial[k] = i
-            k += 1
-    keep = max(first_trial) + 1 if first_trial else 0
-
-    result = evaluate(
-        model, variables, samples, methods,
-        batch_size=32, tolerance=SYNTHETIC_TOLERANCE, deletion_images=0, keep_maps=keep,
-        options=DEMO_OPTIONS, progress=progress,
-    )  # fmt: skip
     files = []
-    images = [s.image for s in samples[:shown]]
-    p = write_png(out / "inputs.png", tile([upscale(im, scale) for im in images]))
-    files.append(p.name)
-    for method, entry in result["methods"].items():
-        if "error" in entry:
-            continue
-        by_image = {i: m for (i, j, m) in entry["maps"] if j == 0 and i < shown}
-        panels = [upscale(overlay(images[i], by_image[i]), scale) for i in sorted(by_image)]
-        files.append(write_png(out / f"{method}.png", tile(panels)).name)
+    with _progress(progress) as bar:
+        say = bar.console.print if progress else (lambda s: print(s, file=sys.stderr, flush=True))
+        result = _attributions(model, variables, samples, methods, bar, say)
+        kept = result.pop("maps")
 
-    ab_file = None
-    if "attention_backprop" in methods and "error" not in result["methods"].get(
-        "attention_backprop", {"error": ""}
-    ):
-        try:
-            s = samples[0]
-            res = xa.explain(model, variables, jnp.asarray(s.x[None]),
-                             jnp.asarray([s.trials[0].class_id]), method="attention_backprop")  # fmt: skip
-            layer_maps = {k: np.asarray(v)[0] for k, v in (res.layer_maps or {}).items()}
-            target = out / "attention_backprop_layers.png"
+        images = [s.pixels for s in samples[:shown]]
+        classes = [s.trials[0].class_id for s in samples[:shown]]
+        names = [CLASS_NAMES[c] for c in classes]
+        xs = jnp.asarray(normalize(np.stack(images)))
+        logits = np.asarray(jax.jit(model.apply)(variables, xs))
+        scores = [float(1 / (1 + np.exp(-logits[i, c]))) for i, c in enumerate(classes)]
+        done = {m: e for m, e in result["methods"].items() if "error" not in e}
+        rows = {}
+        for method, entry in done.items():
+            rows[method] = [kept[method][(s.key, c)] for s, c in zip(samples[:shown], classes)]
+        ab = "attention_backprop" in done
+        figs = bar.add_task("figures", total=1 + len(rows) + int(bool(rows)) + int(ab))
+
+        def write(name, fig):
+            files.append(viz.save(fig, out / name).name)
+            bar.advance(figs)
+
+        all_classes = [", ".join(CLASS_NAMES[t.class_id] for t in s.trials) for s in samples[:shown]]
+        write("inputs.png", viz.grid_figure(images, {}, class_names=all_classes,
+                                            title="demo images (held-out synthetic) and their classes"))
+        for method, ms in rows.items():
+            bar.update(figs, description=f"figures: {method}")
+            write(f"{method}.png", viz.grid_figure(
+                images, {method: ms}, model=arch, class_names=names, scores=scores,
+                title=f"{method} · {arch} · map of the first class of each image"))  # fmt: skip
+        if rows:
+            bar.update(figs, description="figures: all methods")
+            write("all_methods.png", viz.grid_figure(images, rows, model=arch, class_names=names,
+                                                     scores=scores))  # fmt: skip
+        if ab:
+            bar.update(figs, description="figures: attention_backprop layers")
             try:
-                from xattr_jax import viz  # written alongside; optional here
-            except ImportError:
-                viz = None
-            helper = getattr(viz, "save_layer_figure", None) if viz is not None else None
-            if helper is not None:
-                try:
-                    big = np.round(upscale(s.image, scale) * 255).astype(np.uint8)
-                    helper(str(target), big, layer_maps)
-                except Exception:  # fall back to the plain grid below
-                    helper = None
-            if helper is None or not target.is_file():
-                write_png(target, _layer_grid(s.image, layer_maps, scale))
-            ab_file = target.name
-            files.append(ab_file)
-        except Exception as err:
-            print(f"attention_backprop layer figure failed ({type(err).__name__}: {err}); skipped",
-                  file=sys.stderr)  # fmt: skip
+                s = samples[0]
+                x = jnp.asarray(normalize(s.pixels[None]))
+                c = s.trials[0].class_id
+                res = xa.explain(model, variables, x, jnp.asarray([c]), method="attention_backprop")
+                layer_maps = {k: np.asarray(v)[0] for k, v in (res.layer_maps or {}).items()}
+                write("attention_backprop_layers.png", viz.layer_figure(
+                    s.pixels, layer_maps, model=arch, class_name=CLASS_NAMES[c],
+                    score=float(1 / (1 + np.exp(-float(res.logits[0, c])))),
+                    layers=xa.layers(model, variables, x)))  # fmt: skip
+            except Exception as err:  # a figure must not cost the table
+                say(f"attention_backprop layer figure failed ({type(err).__name__}: {err}); skipped")
+        bar.update(figs, description="figures")
 
     result.update(dataset="synthetic (held-out)", checkpoint=f"embedded:{arch}", arch=arch)
     js, md = write_report(result, out, name="pointing", title=f"Demo: synthetic · {arch}")
@@ -165,12 +205,12 @@ def run_demo(
 
 def add_arguments(p) -> None:
     """The ``xattr demo`` options."""
-    p.add_argument("--out", required=True, help="output folder for the PNGs and tables")
+    p.add_argument("--out", required=True, help="output folder for the figures and tables")
     p.add_argument("--arch", choices=("small_vgg", "small_resnet"), default="small_vgg",
                    help="embedded model (default small_vgg)")  # fmt: skip
     p.add_argument("--num-images", type=int, default=16, help="images in the pointing table")
     p.add_argument("--methods", default="all", help="comma-separated method names, or 'all'")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args) -> int:
@@ -185,7 +225,7 @@ def run(args) -> int:
         return 1
     print((Path(args.out) / "pointing.md").read_text())
     pngs = [f for f in summary["files"] if f.endswith(".png")]
-    print(f"wrote {len(pngs)} PNGs and pointing.md/json to {args.out} in {summary['seconds']} s")
+    print(f"wrote {len(pngs)} PNG figures and pointing.md/json to {args.out} in {summary['seconds']} s")
     if summary["failed"]:
         print(f"methods that failed: {', '.join(summary['failed'])}")
     return 0

@@ -1,72 +1,69 @@
-"""``xattr explain IMAGE``: one attribution map for one image file, written as a PNG overlay.
+"""``xattr explain IMAGE --out FIGURE``: one image file, one or more methods, one figure.
 
-Input-size conventions (``--preprocess auto``):
+Preprocessing (``--preprocess``, :mod:`xattr_jax.data.preprocess`): ``auto`` takes ``embedded``
+(the whole image resized to 64×64) for the shipped models and ``imagenet`` (TorchRay: shorter side
+224, aspect kept) for others; ``torchvision`` is resize 256 + centre crop 224. Then ImageNet's mean
+and std. Images are read with Pillow (8/16-bit, grey, palette, alpha composited over white).
 
-* embedded checkpoints (``embedded:small_vgg``, ``embedded:small_resnet``, or a directory holding
-  one of those architectures): the whole image resized to 64×64 (their training size);
-* any other checkpoint (converted torchvision models): TorchRay's evaluation preprocessing,
-  shorter side resized to 224 with the aspect ratio kept, no crop.
-
-Both resize bilinearly (``align_corners=False``, no antialiasing) and normalise with ImageNet's
-mean and std. PNG and PPM/PGM images are read without extra packages; JPEG and other formats need
-Pillow (``pip install pillow``). The target defaults to the predicted (top-1) class.
-
-The PNG shows the resized input and the map overlaid on it (the map resized bilinearly to the
-input; jet colour map of the map's positive part over its maximum).
+The figure (:mod:`xattr_jax.viz`) shows the image and its map over a grey copy of it, signed maps on
+a diverging colour map centred at 0, unsigned ones on a sequential map, both with a colour bar,
+titled with the method, the model, the class name and its probability; several methods give one
+row each. The format comes from ``--out``'s extension (PNG, JPEG, PDF, SVG). The target defaults to
+the top-1 class; the top-k predictions are reported with names and probabilities.
 
 Example:
-  xattr explain cat.png --checkpoint resnet50_ckpt --method grad_cam --layer layer4 --out cat_gc.png
+  xattr explain cat.jpg --checkpoint resnet50_ckpt --method grad_cam,lrp --out cat.pdf
   xattr explain shapes.png --checkpoint embedded:small_vgg --method excitation_backprop --out eb.png
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-from typing import Optional
+import warnings
+from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["explain_image", "class_names_for", "add_arguments", "run"]
-
-
-def class_names_for(arch: str, num_classes: int) -> Optional[tuple[str, ...]]:
-    """Class names when they are known: the synthetic classes, or VOC's for 20-class models."""
-    from xattr_jax.data import CLASS_NAMES, VOC_CLASSES
-    from xattr_jax.models import EMBEDDED
-
-    if arch in EMBEDDED and num_classes == len(CLASS_NAMES):
-        return tuple(CLASS_NAMES)
-    if num_classes == len(VOC_CLASSES):
-        return tuple(VOC_CLASSES)
-    return None
+__all__ = ["explain_image"]
 
 
 def explain_image(
     image_path,
     checkpoint: str,
-    method: str,
+    methods: Sequence[str],
     out,
     *,
     target: Optional[int] = None,
+    top_k: int = 1,
+    report: int = 5,
     layer: Optional[str] = None,
+    signal: Optional[str] = None,
     preprocess: str = "auto",
+    options: Optional[dict] = None,
 ) -> dict:
-    """Explain one image file and write ``out`` (PNG). Returns what was done (target, scores, ...).
+    """Explain one image file with each of ``methods`` and write one figure to ``out``.
+
+    The classes explained are ``target``, or else the ``top_k`` most probable ones; one panel per
+    (method, class). ``report`` predictions are returned with names and probabilities.
+
+    Returns:
+      what was done: ``arch``, ``preprocess``, ``input_size``, ``top`` (``[(class, name, prob)]``),
+      ``targets``, ``maps`` (``{method: shape}``), ``warnings``, ``out``.
 
     Raises:
-      FileNotFoundError, ImportError (JPEG without Pillow), ValueError (bad checkpoint, method,
-      layer or target).
+      FileNotFoundError, ValueError (unreadable image, bad checkpoint, method, option, layer or
+      target, an output path that is a folder or has an unknown extension),
+      :class:`~xattr_jax.harness.cli_common.UsageError` (a checkpoint that cannot be loaded).
     """
     import jax
     import jax.numpy as jnp
 
     import xattr_jax as xa
+    from xattr_jax import viz
+    from xattr_jax.data.labels import class_names_for
     from xattr_jax.data.preprocess import default_preprocess
     from xattr_jax.data.preprocess import preprocess as prep
     from xattr_jax.harness.cli_common import load_model
-    from xattr_jax.harness.protocols import resize as _resize
-    from xattr_jax.viz_overlay import overlay, read_image, tile, upscale, write_png
+    from xattr_jax.imageio import read_image
 
     image = read_image(image_path)
     model, variables, arch = load_model(checkpoint)
@@ -74,58 +71,42 @@ def explain_image(
     x, resized = prep(image, mode)
     logits = np.asarray(model.apply(variables, jnp.asarray(x[None])))[0]
     n = logits.shape[-1]
-    predicted = int(np.argmax(logits))
-    tgt = predicted if target is None else int(target)
-    if not 0 <= tgt < n:
-        raise ValueError(f"target {tgt} is out of range: the model has {n} classes (0..{n - 1})")
-    res = xa.explain(model, variables, jnp.asarray(x[None]), jnp.asarray([tgt]), method=method,
-                     layer=layer, key=jax.random.key(0))  # fmt: skip
-    m = _resize(np.asarray(res.map)[0], x.shape[:2])
-    scale = max(1, 224 // max(x.shape[:2]))
-    fig = tile([upscale(resized, scale), upscale(overlay(resized, m), scale)])
-    path = write_png(out, fig)
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
     names = class_names_for(arch, n)
+    name = (lambda c: names[c]) if names else (lambda c: None)  # noqa: E731
+    order = np.argsort(-logits, kind="stable")
+    targets = [int(c) for c in order[: max(1, top_k)]] if target is None else [int(target)]
+    if not all(0 <= t < n for t in targets):
+        raise ValueError(f"target {target} is out of range: the model has {n} classes (0..{n - 1})")
+    maps = {}
+    xs = jnp.asarray(np.repeat(x[None], len(targets), axis=0))
+    for m in methods:
+        kw = dict((options or {}).get(m, {}))
+        kw.update({k: v for k, v in (("layer", layer), ("signal", signal)) if v is not None})
+        res = xa.explain(model, variables, xs, jnp.asarray(targets), method=m, key=jax.random.key(0), **kw)
+        maps[m] = np.asarray(res.map)
+    labels = [name(t) if name(t) is not None else f"class {t}" for t in targets]
+    scores = [float(probs[t]) for t in targets]  # softmax probabilities
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", viz.EmptyMapWarning)
+        if len(methods) == 1 and len(targets) == 1:
+            fig = viz.overlay_figure(resized, maps[methods[0]][0], method=methods[0], model=arch,
+                                     class_name=labels[0], score=scores[0])  # fmt: skip
+        else:
+            fig = viz.grid_figure([resized] * len(targets), {m: list(v) for m, v in maps.items()},
+                                  model=arch, class_names=labels, scores=scores,
+                                  title=f"{', '.join(methods)} · {arch}")  # fmt: skip
+    path = viz.save(fig, out)
     return {
         "image": str(image_path),
         "checkpoint": checkpoint,
         "arch": arch,
         "preprocess": mode,
         "input_size": tuple(int(v) for v in x.shape[:2]),
-        "method": method,
-        "layer": layer,
-        "predicted": predicted,
-        "predicted_name": names[predicted] if names else None,
-        "target": tgt,
-        "target_name": names[tgt] if names else None,
-        "target_logit": float(logits[tgt]),
-        "map_shape": tuple(int(v) for v in np.shape(res.map)[1:]),
+        "top": [(int(c), name(int(c)), float(probs[c])) for c in order[: max(report, 1)]],
+        "targets": [(t, name(t), float(probs[t])) for t in targets],
+        "maps": {m: tuple(int(v) for v in v.shape[1:]) for m, v in maps.items()},
+        "warnings": [str(w.message) for w in caught if issubclass(w.category, viz.EmptyMapWarning)],
         "out": str(path),
     }
-
-
-def add_arguments(p) -> None:
-    """The ``xattr explain`` options."""
-    p.add_argument("image", help="image file (PNG or PPM; JPEG and others need Pillow)")
-    p.add_argument("--checkpoint", required=True,
-                   help="checkpoint directory, or embedded:small_vgg / embedded:small_resnet")  # fmt: skip
-    p.add_argument("--method", default="grad_cam", help="attribution method (default grad_cam)")
-    p.add_argument("--target", type=int, default=None, help="class index (default: predicted)")
-    p.add_argument("--layer", default=None, help="dotted layer name (default: the method's)")
-    p.add_argument("--preprocess", choices=("auto", "embedded", "imagenet"), default="auto")
-    p.add_argument("--out", required=True, help="PNG file to write")
-
-
-def run(args) -> int:
-    """Handler of ``xattr explain``."""
-    try:
-        info = explain_image(args.image, args.checkpoint, args.method, args.out, target=args.target,
-                             layer=args.layer, preprocess=args.preprocess)  # fmt: skip
-    except (FileNotFoundError, ImportError, ValueError, TypeError) as err:
-        print(f"xattr explain: error: {err}", file=sys.stderr)
-        return 1
-    name = lambda k: f" ({info[k + '_name']})" if info[k + "_name"] else ""  # noqa: E731
-    print(f"{Path(info['image']).name}: predicted class {info['predicted']}{name('predicted')}; "
-          f"{info['method']} map for class {info['target']}{name('target')} "
-          f"({info['map_shape'][0]}x{info['map_shape'][1]}, input {info['input_size'][0]}x"
-          f"{info['input_size'][1]}) -> {info['out']}")  # fmt: skip
-    return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Union
 
 import numpy as np
@@ -51,24 +50,15 @@ def read_difficult_list(path: PathLike, num_classes: int) -> dict[str, np.ndarra
 
 
 def load_image(path: PathLike) -> np.ndarray:
-    """Decode an image file to float32 RGB ``[H, W, 3]`` in [0, 1].
-
-    Image decoding uses Pillow, which is an optional dependency (annotation parsing does not need it).
+    """Decode an image file to float32 RGB ``[H, W, 3]`` in [0, 1] (:func:`xattr_jax.imageio.read_image`).
 
     Raises:
-      ImportError: Pillow is not installed (``pip install pillow``).
       FileNotFoundError: missing file.
+      ValueError: a folder, an empty, truncated or damaged file, or not an image.
     """
-    try:
-        from PIL import Image
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "decoding images needs Pillow, an optional dependency: pip install pillow"
-        ) from e
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), np.float32) / 255.0
+    from xattr_jax.imageio import read_image
+
+    return read_image(path)
 
 
 def box_union_mask(boxes, height: int, width: int) -> np.ndarray:

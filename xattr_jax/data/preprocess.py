@@ -40,22 +40,10 @@ def _short_side(h: int, w: int, side: int) -> tuple[int, int]:
     return (side, max(1, int(round(w * s)))) if h <= w else (max(1, int(round(h * s))), side)
 
 
-def _resize_bilinear(img: np.ndarray, size) -> np.ndarray:
-    from xattr_jax.metrics import resize_map
+def _resize(img: np.ndarray, size, antialias: bool) -> np.ndarray:
+    from xattr_jax.imageio import resize
 
-    if tuple(img.shape[:2]) == tuple(size):
-        return img
-    return np.moveaxis(np.asarray(resize_map(np.moveaxis(img, -1, 0), size)), 0, -1)
-
-
-def _resize_antialiased(img: np.ndarray, size) -> np.ndarray:
-    """Bilinear with antialiasing (Pillow's filter support grows with the reduction)."""
-    from PIL import Image
-
-    h, w = size
-    chans = [Image.fromarray(np.ascontiguousarray(img[..., c], np.float32), mode="F")
-             .resize((w, h), Image.Resampling.BILINEAR) for c in range(img.shape[-1])]  # fmt: skip
-    return np.stack([np.asarray(c, np.float32) for c in chans], axis=-1)
+    return resize(img, size, antialias=antialias)
 
 
 def preprocess(image: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
@@ -78,15 +66,15 @@ def preprocess(image: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"image must be [H, W, 3] with H, W > 0, got shape {img.shape}")
     h, w = img.shape[:2]
     if mode == "embedded":
-        resized = _resize_bilinear(img, (EMBEDDED_SIZE, EMBEDDED_SIZE))
+        resized = _resize(img, (EMBEDDED_SIZE, EMBEDDED_SIZE), False)
     elif mode == "imagenet":
-        resized = _resize_bilinear(img, _short_side(h, w, TORCHRAY_SHORT_SIDE))
+        resized = _resize(img, _short_side(h, w, TORCHRAY_SHORT_SIDE), False)
     elif mode == "torchvision":
-        resized = _resize_antialiased(img, _short_side(h, w, TORCHVISION_RESIZE))
+        resized = _resize(img, _short_side(h, w, TORCHVISION_RESIZE), True)
         rh, rw = resized.shape[:2]
         c = TORCHVISION_CROP
         if rh < c or rw < c:  # only for images under 256 px on the shorter side after rounding
-            resized = _resize_antialiased(resized, (max(rh, c), max(rw, c)))
+            resized = _resize(resized, (max(rh, c), max(rw, c)), True)
             rh, rw = resized.shape[:2]
         top, left = int(round((rh - c) / 2.0)), int(round((rw - c) / 2.0))
         resized = resized[top : top + c, left : left + c]

@@ -75,8 +75,6 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     """Handler of ``xattr eval``."""
-    import numpy as np
-
     from xattr_jax.data.preprocess import default_preprocess
     from xattr_jax.harness.evaluate import evaluate
     from xattr_jax.harness.report import markdown_table, write_report

@@ -60,6 +60,7 @@ def evaluate(
     options: Optional[dict] = None,
     out=None,
     save_maps: bool = False,
+    keep_maps: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict:
@@ -83,6 +84,8 @@ def evaluate(
         Under ``jax.distributed`` each process evaluates its share of ``samples`` and the result
         covers every process's records (``out`` required).
       save_maps: also store every trial's map (with ``out``).
+      keep_maps: return the maps too, ``result["maps"] = {method: {(image key, class): map}}`` (the
+        method's map at its own resolution; in memory, so without ``out``).
       progress: a progress bar on stderr.
       log: where messages go (default: stderr).
 
@@ -109,6 +112,8 @@ def evaluate(
     opts = {m: {**harness_options(m, variables), **dict((options or {}).get(m, {}))} for m in methods}
     deletion_keys = {s.key for s in list(samples)[: max(0, deletion_images)]}
     n_proc = jax.process_count()
+    if keep_maps and out is not None:
+        raise ValueError("keep_maps keeps the maps in memory: use it without out= (or save_maps=True with out=)")
     store = MemoryStore() if out is None else RecordStore(out, jax.process_index(), n_proc)
     try:
         job = run_job(
@@ -116,7 +121,7 @@ def evaluate(
             plan=protocols.eval_plan(deletion_keys),
             consume=protocols.eval_consume(predict, tolerance=tolerance, box_threshold=box_threshold,
                                            thresholds=ts, deletion_steps=deletion_steps),
-            batch_size=batch_size, save_maps=save_maps, progress=progress, log=say,
+            batch_size=batch_size, save_maps=save_maps or keep_maps, progress=progress, log=say,
         )  # fmt: skip
     finally:
         if out is not None:
@@ -153,4 +158,9 @@ def evaluate(
         else:
             entry["seconds"] = round(job.seconds.get(m, 0.0), 2)
             result["methods"][m] = entry
+    if keep_maps:
+        result["maps"] = {m: {} for m in methods}
+        for r in records:
+            if r["status"] == "ok" and r.get("protocol") == "pointing":
+                result["maps"][r["method"]][(r["image"], r["target"])] = store.load_map(r)
     return result

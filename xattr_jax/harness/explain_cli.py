@@ -8,7 +8,7 @@ Two forms:
   of image paths) or ``xattr explain --dataset voc07 --root ROOT --out FOLDER``: a dataset job
   (:func:`xattr_jax.harness.run_job`). Images stream through a parallel decoder onto every local
   device; ``FOLDER/records.jsonl`` gets one record per (image, method, target) as batches finish
-  (``image``, ``method``, ``target``, ``status``, ``logit``, ``prob``, ``predicted``, ``rank``,
+  (``image``, ``method``, ``target``, ``target_name``, ``status``, ``logit``, ``prob``, ``predicted``, ``rank``,
   ``map_file``, ``map_key``) and ``FOLDER/maps/<method>/*.npz`` the maps. Running the same command
   again resumes where a killed run stopped; an unreadable image is recorded with its reason.
 
@@ -74,10 +74,13 @@ def add_arguments(p) -> None:
 
 
 def _figure_mode(args) -> bool:
-    out = Path(args.out)
-    one = len(args.inputs) == 1 and args.dataset is None
-    return one and out.suffix.lower() in FIGURE_SUFFIXES and not out.is_dir() and not (
-        Path(args.inputs[0]).is_dir() or Path(args.inputs[0]).suffix.lower() in (".txt", ".lst"))
+    from xattr_jax.data.samples import IMAGE_SUFFIXES
+
+    suffix = Path(args.out).suffix.lower()
+    if suffix in IMAGE_SUFFIXES and suffix not in FIGURE_SUFFIXES:
+        raise UsageError(f"--out {args.out}: figures are written as {', '.join(FIGURE_SUFFIXES)}; "
+                         "use one of those, or a folder for a job")  # fmt: skip
+    return suffix in FIGURE_SUFFIXES
 
 
 def run(args) -> int:
@@ -94,23 +97,34 @@ def run(args) -> int:
 def _run_figure(args) -> int:
     from xattr_jax.explain_image import explain_image
 
+    one = len(args.inputs) == 1 and args.dataset is None
+    if not one or Path(args.inputs[0]).is_dir() or Path(args.inputs[0]).suffix.lower() in (".txt", ".lst"):
+        raise UsageError(f"a figure file ({Path(args.out).name}) shows one image; give one image file, "
+                         "or --out a folder for a job over several")  # fmt: skip
+    if Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out} is a folder; give a file name such as {Path(args.out) / 'map.png'}")
     methods = parse_methods(args.method)
-    if len(methods) != 1:
-        raise UsageError("a figure file shows one method; give --out a folder for several")
+    options = method_options_from_args(args, methods)
     try:
-        info = explain_image(args.inputs[0], args.checkpoint, methods[0], args.out, target=args.target,
-                             layer=args.layer, preprocess=args.preprocess)  # fmt: skip
+        info = explain_image(args.inputs[0], args.checkpoint, methods, args.out, target=args.target,
+                             top_k=args.top_k, layer=args.layer, signal=args.signal,
+                             preprocess=args.preprocess, options=options)  # fmt: skip
     except (FileNotFoundError, ImportError, ValueError, TypeError, IsADirectoryError) as err:
-        raise UsageError(str(err).splitlines()[0]) from None
-    name = lambda k: f" ({info[k + '_name']})" if info[k + "_name"] else ""  # noqa: E731
-    print(f"{Path(info['image']).name}: predicted class {info['predicted']}{name('predicted')}; "
-          f"{info['method']} map for class {info['target']}{name('target')} "
-          f"({info['map_shape'][0]}x{info['map_shape'][1]}, input {info['input_size'][0]}x"
-          f"{info['input_size'][1]}) -> {info['out']}")  # fmt: skip
+        raise UsageError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+    top = ", ".join(f"{c} {nm or ''} ({p:.3f})".replace("  ", " ") for c, nm, p in info["top"])
+    print(f"{Path(info['image']).name}: {info['arch']} on {info['input_size'][0]}x{info['input_size'][1]} "
+          f"({info['preprocess']} preprocessing); top {len(info['top'])}: {top}")  # fmt: skip
+    for t, nm, p in info["targets"]:
+        print(f"  explained class {t}{f' ({nm})' if nm else ''}, p = {p:.3f}, with "
+              f"{', '.join(f'{m} ({s[0]}x{s[1]})' for m, s in info['maps'].items())}")  # fmt: skip
+    for w in info["warnings"]:
+        print(f"xattr explain: warning: {w}", file=sys.stderr)
+    print(f"  -> {info['out']}")
     return 0
 
 
 def _run_job(args) -> int:
+    from xattr_jax.data.labels import class_names_for
     from xattr_jax.data.preprocess import default_preprocess
     from xattr_jax.data.samples import file_samples
     from xattr_jax.harness.job import run_job, top_k_plan
@@ -121,9 +135,6 @@ def _run_job(args) -> int:
     if args.dataset is not None and args.inputs:
         raise UsageError("give either INPUT files or --dataset, not both")
     out = Path(args.out)
-    if out.suffix.lower() in FIGURE_SUFFIXES and not out.is_dir():
-        raise UsageError(f"--out {out} is a figure file, which holds one image's map; give a folder "
-                         "for several images")  # fmt: skip
     methods = parse_methods(args.method)
     options = method_options_from_args(args, methods)
     for m in methods:
@@ -151,6 +162,7 @@ def _run_job(args) -> int:
     with RecordStore(out, jax.process_index(), jax.process_count(), args.map_dtype) as store:
         res = run_job(model, variables, samples, methods, preprocess=mode, store=store, options=options,
                       plan=top_k_plan(args.top_k, args.target), batch_size=args.batch_size,
+                      class_names=class_names_for(arch, n),
                       progress=not args.no_progress)  # fmt: skip
     for key, why in res.unreadable:
         print(f"xattr explain: warning: {key} skipped: {why}", file=sys.stderr)

@@ -115,6 +115,7 @@ def run_job(
     batch_size: int = 16,
     key: int = 0,
     save_maps: bool = True,
+    class_names: Optional[Sequence[str]] = None,
     threads: Optional[int] = None,
     distribute: bool = True,
     progress: bool = True,
@@ -137,6 +138,7 @@ def run_job(
         (the last call of a group is padded: one compilation per input shape and method).
       key: seed of the noise keys (methods that draw noise).
       save_maps: store the maps in the records' shards.
+      class_names: the model's class names; records then carry ``target_name``.
       threads: decoding threads (default: CPU count).
       distribute: under ``jax.distributed``, take this process's share of ``samples``.
       progress: a progress bar on stderr (images done, ETA).
@@ -223,6 +225,8 @@ def run_job(
                     rec = _record(t, m, of, "ok")
                     rec.update(logit=float(logits[i_img, t.target]), prob=float(probs[i_img, t.target]),
                                predicted=int(np.argmax(logits[i_img])), **extra[i])  # fmt: skip
+                    if class_names is not None:
+                        rec["target_name"] = class_names[t.target]
                     if save_maps:
                         rec["map_key"] = f"{t.loaded.sample.key}#{t.target}"
                         rec["map_shape"] = list(maps[i].shape)

@@ -1,8 +1,8 @@
 """Attention Backpropagation (AB) — **our interpretation**; the paper's rule is not public.
 
 Dong, Liu, Lo et al., *Attention Backpropagation*, CCEAI 2021 (DOI 10.1145/3448218.3448227). The
-paper is closed access and no description of its algorithm could be found (METHODS.md §1.1). What
-is built here is the interpretation of METHODS.md §1.3 and Decision 3, and results from it should
+paper is closed access and no description of its algorithm could be found (docs/methods.md#attention-backprop). What
+is built here is the interpretation of docs/methods.md#attention-backprop and #decision-3, and results from it should
 be labelled "AB (interpretation)": a conserving, top-down attention propagation that records a map
 at **every** layer ("the whole inference process").
 
@@ -34,13 +34,13 @@ Output: ``layer_maps`` is an ordered mapping ``{name: [N, h, w] map}`` (``[N, K,
 ``conservation`` holds the total attention per sample at the same layers (≈ 1 with the default
 ``"gradcam"`` seed and ``"zplus"``). ``map``/``relevance`` are read at ``layer`` (the input when
 None). Upsample a map with ``xattr_jax.metrics.resize_map`` or draw all of them with
-:func:`xattr_jax.viz.save_layer_figure`.
+:func:`xattr_jax.viz.layer_figure` (one labelled panel per layer).
 
 Example:
   >>> res = xa.explain(model, variables, x, jnp.array([3]), method="attention_backprop")
   >>> list(res.layer_maps)[:3]   # ['input', 'features.0', 'features.1']
   >>> from xattr_jax import viz
-  >>> viz.save_layer_figure("ab.png", viz.to_image(x[0]), res.layer_maps)
+  >>> viz.save(viz.layer_figure(viz.to_image(x[0]), res.layer_maps), "ab.png")
 """
 
 from __future__ import annotations
