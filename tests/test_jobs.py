@@ -133,9 +133,10 @@ def test_job_settings_must_match_to_resume(folder, tmp_path, capsys):
     out = tmp_path / "o"
     args = ["explain", str(folder / "images" / "img_0001.png"), str(folder / "images" / "img_0002.png"),
             "--checkpoint", "embedded:small_vgg", "--no-progress", "--out", str(out)]  # fmt: skip
-    assert main(args) == 0
+    assert main([*args, "--figures", "svg"]) == 0
     recs = read_records(out)
     assert [(r["image"], r["method"]) for r in recs] == [("img_0001", "grad_cam"), ("img_0002", "grad_cam")]
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["img_0001.svg", "img_0002.svg"]
     assert main([*args, "--top-k", "3"]) == 2
     err = capsys.readouterr().err
     assert "other settings (top_k: 1 there, 3 now)" in err and err.count("\n") == 1

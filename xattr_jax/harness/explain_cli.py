@@ -64,6 +64,8 @@ def add_arguments(p) -> None:
                    + "; then ImageNet mean/std normalisation")  # fmt: skip
     p.add_argument("--batch-size", type=int_at_least(1), default=16, help="tasks per attribution call")
     p.add_argument("--map-dtype", choices=("float32", "float16"), default="float32")
+    p.add_argument("--figures", choices=("png", "jpg", "pdf", "svg"), default=None,
+                   help="a job also draws one figure per image (methods x targets) into OUT/figures/")
     p.add_argument("--out", required=True,
                    help="a folder for a job (records.jsonl, maps/); or, for one image file, a figure "
                    f"file ({', '.join(FIGURE_SUFFIXES)})")  # fmt: skip
@@ -123,6 +125,42 @@ def _run_figure(args) -> int:
     return 0
 
 
+def write_figures(out, samples, mode: str, arch: str, fmt: str, progress: bool = True) -> int:
+    """One figure per recorded image, ``OUT/figures/<image>.<fmt>``: its methods (rows) x targets
+    (columns) over the preprocessed image; figures already there are kept (a resumed job)."""
+    import warnings
+    from collections import defaultdict
+
+    from xattr_jax import viz
+    from xattr_jax.data.preprocess import preprocess
+    from xattr_jax.harness.progress import progress_bar
+    from xattr_jax.harness.records import load_map, read_records
+
+    by_image = defaultdict(list)
+    for r in read_records(out):
+        if r["status"] == "ok" and r.get("map_file"):
+            by_image[r["image"]].append(r)
+    todo = [s for s in samples if s.key in by_image and not (out / "figures" / f"{s.key}.{fmt}").exists()]
+    with progress_bar(len(todo), "figures", progress) as bar:
+        for s in todo:
+            recs = by_image[s.key]
+            targets = list(dict.fromkeys(r["target"] for r in recs))
+            methods = list(dict.fromkeys(r["method"] for r in recs))
+            at = {(r["method"], r["target"]): r for r in recs}
+            _, image = preprocess(s.read(), mode)
+            maps = {m: [load_map(out, at[(m, t)]) for t in targets] for m in methods
+                    if all((m, t) in at for t in targets)}  # fmt: skip
+            names = [at[(methods[0], t)].get("target_name") or f"class {t}" for t in targets]
+            probs = [at[(methods[0], t)]["prob"] for t in targets]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", viz.EmptyMapWarning)  # the panel says so
+                fig = viz.grid_figure([image] * len(targets), maps, model=arch, class_names=names,
+                                      scores=probs, title=f"{s.key} · {arch}")  # fmt: skip
+            viz.save(fig, out / "figures" / f"{s.key}.{fmt}")
+            bar.advance(1)
+    return len(todo)
+
+
 def _run_job(args) -> int:
     from xattr_jax.data.labels import class_names_for
     from xattr_jax.data.preprocess import default_preprocess
@@ -166,6 +204,9 @@ def _run_job(args) -> int:
                       progress=not args.no_progress)  # fmt: skip
     for key, why in res.unreadable:
         print(f"xattr explain: warning: {key} skipped: {why}", file=sys.stderr)
+    if args.figures:
+        n_fig = write_figures(out, samples, mode, arch, args.figures, progress=not args.no_progress)
+        print(f"{n_fig} figure(s) drawn -> {out / 'figures'}")
     for m, msg in res.failed.items():
         print(f"xattr explain: error: method {m} failed: {msg}", file=sys.stderr)
     print(f"{res.images} image(s) attributed on {res.devices} device(s), {res.skipped} already done; "
