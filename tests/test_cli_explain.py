@@ -127,5 +127,5 @@ def test_help_states_the_preprocessing_and_the_method_options(capsys):
     with pytest.raises(SystemExit):
         main(["explain", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "resized to 256 (antialiased), centre crop 224x224" in text and "shorter side resized to 224" in text
+    assert "resized to 256 (antialiased), centre crop 224x224" in text and "torchvision = " in text and "shorter side resized to 224" in text
     assert "--composite" in text and "--steps" in text and "--noise" in text

@@ -56,7 +56,7 @@ def add_arguments(p) -> None:
                    help="checkpoint directory or embedded:small_vgg / embedded:small_resnet")  # fmt: skip
     p.add_argument("--preprocess", choices=("auto", *PREPROCESSING), default="auto",
                    help="auto: embedded for the shipped models, else imagenet; "
-                   + "; ".join(f"{k}: {v}" for k, v in PREPROCESSING.items()))  # fmt: skip
+                   + "; ".join(f"{k} = {v}" for k, v in PREPROCESSING.items()))  # fmt: skip
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated method names, or 'all'")
     p.add_argument("--tolerance", type=nonneg_float, default=None,
                    help="pointing-game radius in px (default 15; synthetic: 15*64/224 = 4.3)")

@@ -60,7 +60,7 @@ def add_arguments(p) -> None:
                    help="what is propagated from the top (default: the method's)")  # fmt: skip
     p.add_argument("--preprocess", choices=("auto", *PREPROCESSING), default="auto",
                    help="auto: embedded for the shipped models, imagenet (TorchRay) for others; "
-                   + "; ".join(f"{k}: {v}" for k, v in PREPROCESSING.items())
+                   + "; ".join(f"{k} = {v}" for k, v in PREPROCESSING.items())
                    + "; then ImageNet mean/std normalisation")  # fmt: skip
     p.add_argument("--batch-size", type=int_at_least(1), default=16, help="tasks per attribution call")
     p.add_argument("--map-dtype", choices=("float32", "float16"), default="float32")
