@@ -39,6 +39,7 @@ def explain_image(
     signal: Optional[str] = None,
     preprocess: str = "auto",
     options: Optional[dict] = None,
+    progress: bool = False,
 ) -> dict:
     """Explain one image file with each of ``methods`` and write one figure to ``out``.
 
@@ -63,6 +64,7 @@ def explain_image(
     from xattr_jax.data.preprocess import default_preprocess
     from xattr_jax.data.preprocess import preprocess as prep
     from xattr_jax.harness.cli_common import load_model
+    from xattr_jax.harness.progress import progress_bar
     from xattr_jax.imageio import read_image
 
     image = read_image(image_path)
@@ -81,11 +83,15 @@ def explain_image(
         raise ValueError(f"target {target} is out of range: the model has {n} classes (0..{n - 1})")
     maps = {}
     xs = jnp.asarray(np.repeat(x[None], len(targets), axis=0))
-    for m in methods:
-        kw = dict((options or {}).get(m, {}))
-        kw.update({k: v for k, v in (("layer", layer), ("signal", signal)) if v is not None})
-        res = xa.explain(model, variables, xs, jnp.asarray(targets), method=m, key=jax.random.key(0), **kw)
-        maps[m] = np.asarray(res.map)
+    with progress_bar(len(methods), "methods", progress) as bar:
+        for m in methods:
+            bar.describe(f"{m} (compiling and running)")
+            kw = dict((options or {}).get(m, {}))
+            kw.update({k: v for k, v in (("layer", layer), ("signal", signal)) if v is not None})
+            res = xa.explain(model, variables, xs, jnp.asarray(targets), method=m, key=jax.random.key(0), **kw)
+            maps[m] = np.asarray(res.map)
+            bar.advance(1)
+        bar.describe("methods")
     labels = [name(t) if name(t) is not None else f"class {t}" for t in targets]
     scores = [float(probs[t]) for t in targets]  # softmax probabilities
     with warnings.catch_warnings(record=True) as caught:

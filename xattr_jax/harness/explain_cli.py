@@ -110,7 +110,8 @@ def _run_figure(args) -> int:
     try:
         info = explain_image(args.inputs[0], args.checkpoint, methods, args.out, target=args.target,
                              top_k=args.top_k, layer=args.layer, signal=args.signal,
-                             preprocess=args.preprocess, options=options)  # fmt: skip
+                             preprocess=args.preprocess, options=options,
+                             progress=not args.no_progress)  # fmt: skip
     except (FileNotFoundError, ImportError, ValueError, TypeError, IsADirectoryError) as err:
         raise UsageError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
     top = ", ".join(f"{c} {nm or ''} ({p:.3f})".replace("  ", " ") for c, nm, p in info["top"])
