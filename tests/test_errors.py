@@ -217,3 +217,17 @@ def test_unknown_layer_of_a_users_model_lists_the_table():
     assert names[0] == "Conv_0" and names[-1] == "Dense_0", names
     with pytest.raises(ValueError, match=r"unknown layer 'conv9'; valid layer names: \['input', 'Conv_0', .*'Dense_0'\]"):
         xa.explain(_GeluNet(), v, x, jnp.array([0, 1]), method="grad_cam", layer="conv9")
+
+
+def test_methods_are_discoverable_with_descriptions_and_option_tables():
+    from xattr_jax.methods import get_method
+
+    described = xa.methods_available(describe=True)
+    assert list(described) == list(xa.methods_available())
+    for name, line in described.items():
+        assert line and "\n" not in line and "(" in line, (name, line)  # one line naming its paper
+        table = xa.method_options(name)
+        for opt, o in get_method(name).opts.items():  # every option: its name, default and meaning
+            row = next(r for r in table.splitlines() if r.split()[0] == opt)
+            assert repr(o.default) in row and o.doc in row, row
+    assert "steps" in xa.explain.__doc__ and "composite" in xa.explain.__doc__

@@ -77,9 +77,14 @@ def register(method: Method) -> Method:
     return method
 
 
-def available() -> tuple:
-    """Names of every registered method."""
-    return tuple(sorted(_REGISTRY))
+def available(describe: bool = False):
+    """Names of every registered method; ``describe=True``: ``{name: one-line description}``."""
+    names = tuple(sorted(_REGISTRY))
+    if not describe:
+        return names
+    from .summaries import SUMMARIES
+
+    return {n: SUMMARIES.get(n, "") for n in names}
 
 
 def get_method(name) -> Method:
