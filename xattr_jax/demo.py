@@ -46,21 +46,9 @@ DEMO_OPTIONS = {
 
 
 def _progress(enabled: bool):
-    """A rich progress display on stderr: description, bar, done/total, elapsed, ETA."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from xattr_jax.progress import progress
 
-    return Progress(
-        TextColumn("{task.description:<44}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled,
-    )  # fmt: skip
+    return progress(enabled)
 
 
 def _attributions(model, variables, samples, methods, bar, say) -> dict:

@@ -64,7 +64,7 @@ def explain_image(
     from xattr_jax.data.preprocess import default_preprocess
     from xattr_jax.data.preprocess import preprocess as prep
     from xattr_jax.harness.cli_common import load_model
-    from xattr_jax.harness.progress import progress_bar
+    from xattr_jax.progress import progress_bar
     from xattr_jax.imageio import read_image
 
     image = read_image(image_path)

@@ -134,7 +134,7 @@ def write_figures(out, samples, mode: str, arch: str, fmt: str, progress: bool =
 
     from xattr_jax import viz
     from xattr_jax.data.preprocess import preprocess
-    from xattr_jax.harness.progress import progress_bar
+    from xattr_jax.progress import progress_bar
     from xattr_jax.harness.records import load_map, read_records
 
     by_image = defaultdict(list)
