@@ -51,7 +51,7 @@ def _progress(enabled: bool):
     return progress(enabled)
 
 
-def _attributions(model, variables, samples, methods, bar, say) -> dict:
+def _attributions(model, variables, samples, methods, bar, say, verbose: bool) -> dict:
     """The evaluation harness, one method at a time (a progress step per method, compile included)."""
     from xattr_jax.harness import evaluate
     from xattr_jax.harness.eval_cli import SYNTHETIC_TOLERANCE
@@ -71,7 +71,7 @@ def _attributions(model, variables, samples, methods, bar, say) -> dict:
         else:
             result["methods"].update(r["methods"])
             result["maps"].update(r["maps"])
-        if not bar.disable:
+        if verbose:  # a line per method, also when stderr is a log file (no bar drawn there)
             state = "failed" if "error" in r["methods"][method] else "done"
             bar.console.print(f"  {method:<34} {state} in {time.perf_counter() - t0:5.1f} s")
         bar.advance(task)
@@ -123,7 +123,7 @@ def run_demo(
     files = []
     with _progress(progress) as bar:
         say = bar.console.print if progress else (lambda s: print(s, file=sys.stderr, flush=True))
-        result = _attributions(model, variables, samples, methods, bar, say)
+        result = _attributions(model, variables, samples, methods, bar, say, progress)
         kept = result.pop("maps")
 
         images = [s.pixels for s in samples[:shown]]

@@ -13,14 +13,18 @@ __all__ = ["progress", "progress_bar"]
 
 
 def progress(enabled: bool = True, width: int = 44):
-    """A rich progress display on stderr: description, bar, done/total, elapsed, ETA."""
+    """A rich progress display on stderr: description, bar, done/total, elapsed, ETA.
+
+    Drawn only when stderr is a terminal (a log file gets the commands' result lines instead).
+    """
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)  # fmt: skip
 
+    console = Console(stderr=True)
     return Progress(
         TextColumn(f"{{task.description:<{width}}}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled,
+        TextColumn("ETA"), TimeRemainingColumn(), console=console, disable=not (enabled and console.is_terminal),
     )  # fmt: skip
 
 
@@ -40,8 +44,9 @@ class _Bar:
 @contextlib.contextmanager
 def progress_bar(total: int, description: str, enabled: bool = True) -> Iterator[_Bar]:
     """A bar of ``total`` items on stderr; a no-op when ``enabled`` is false."""
-    if not enabled:
+    display = progress(enabled, width=max(24, len(description)))
+    if display.disable:
         yield _Bar(None, None)
         return
-    with progress(True, width=max(24, len(description))) as p:
+    with display as p:
         yield _Bar(p, p.add_task(description, total=max(total, 0)))
