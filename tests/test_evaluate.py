@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-
 from PIL import Image
 
 from xattr_jax.cli import main
@@ -19,6 +18,8 @@ from xattr_jax.data.samples import synthetic_samples, voc_samples
 from xattr_jax.harness import evaluate, markdown_table
 from xattr_jax.harness.eval_cli import SYNTHETIC_TOLERANCE
 from xattr_jax.harness.protocols import gaussian_smooth, pointing_map
+
+from _processes import run_on_two_processes
 
 
 def write_png(path, img):
@@ -341,7 +342,6 @@ def test_eval_resumes_from_its_records_and_records_an_unreadable_image(tmp_path,
 def test_eval_split_over_two_processes_reports_the_whole_dataset(tmp_path):
     """``jax.distributed`` with two local processes: each evaluates half, process 0 reports all."""
     import os
-    import socket
     import subprocess
     import sys
 
@@ -351,14 +351,7 @@ def test_eval_split_over_two_processes_reports_the_whole_dataset(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     one = subprocess.run([*base, "--out", str(tmp_path / "one")], capture_output=True, text=True, env=env)
     assert one.returncode == 0, one.stderr
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = [subprocess.Popen([*base, "--out", str(tmp_path / "two"), "--coordinator", f"127.0.0.1:{port}",
-                               "--num-processes", "2", "--process-id", str(i)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]  # fmt: skip
-    outs = [p.communicate(timeout=600) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    run_on_two_processes(base, tmp_path / "two", env)
     a = json.loads((tmp_path / "one" / "eval.json").read_text())
     b = json.loads((tmp_path / "two" / "eval.json").read_text())
     assert b["num_trials"] == a["num_trials"]

@@ -20,6 +20,8 @@ from PIL import Image
 from xattr_jax.data.synthetic import make_dataset
 from xattr_jax.harness.records import RecordStore, load_map, read_records
 
+from _processes import run_on_two_processes
+
 N_IMAGES = 200
 CORRUPT = "img_0117"
 METHODS = ["gradient", "lrp"]
@@ -158,7 +160,6 @@ def _same_maps(a, b):
 def test_job_on_8_devices_and_on_2_processes_equals_one_device(folder, tmp_path):
     """The same job on one device, sharded over 8 forced host devices, and split over two processes
     under ``jax.distributed`` (each with its own records file) gives the same maps."""
-    import socket
 
     names = sorted((folder / "images").glob("img_00[0-2]*.png"))[:24]
     lst = tmp_path / "list.txt"
@@ -175,14 +176,7 @@ def test_job_on_8_devices_and_on_2_processes_equals_one_device(folder, tmp_path)
     assert "24 image(s) attributed on 8 device(s)" in eight.stdout
     _same_maps(_maps_by_key(tmp_path / "one"), _maps_by_key(tmp_path / "eight"))
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = [subprocess.Popen([*base, "--out", str(tmp_path / "two"), "--coordinator", f"127.0.0.1:{port}",
-                               "--num-processes", "2", "--process-id", str(i)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]  # fmt: skip
-    outs = [p.communicate(timeout=600) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    run_on_two_processes(base, tmp_path / "two", env)
     files = sorted(f.name for f in (tmp_path / "two").glob("records*.jsonl"))
     assert files == ["records-p0-of-2.jsonl", "records-p1-of-2.jsonl"]
     for f in files:  # each process took its half
