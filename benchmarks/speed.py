@@ -277,6 +277,22 @@ def _temp_bytes(compiled):
         return None
 
 
+def build_model(arch):
+    """``(torch model, flax model, variables)``: random torchvision weights (seed 0) and their conversion."""
+    import torch
+    import torchvision
+
+    from converters.torchvision import convert
+
+    torch.manual_seed(0)
+    tm = getattr(torchvision.models, arch)(weights=None).eval()
+    for mod in tm.modules():
+        if isinstance(mod, torch.nn.ReLU):
+            mod.inplace = False
+    model, v = convert(arch, tm)
+    return tm, model, v
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["vgg16", "resnet50"])
@@ -304,21 +320,13 @@ def main(argv=None):
         return
 
     import torch
-    import torchvision
-
-    from converters.torchvision import convert
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     methods = a.methods or (list(xa.methods_available()) + list(VARIANTS))
     rows, forms = [], []
     t_start = time.perf_counter()
     for arch in a.models:
-        torch.manual_seed(0)
-        tm = getattr(torchvision.models, arch)(weights=None).eval()
-        for mod in tm.modules():
-            if isinstance(mod, torch.nn.ReLU):
-                mod.inplace = False
-        model, v = convert(arch, tm)
+        tm, model, v = build_model(arch)
         for n in a.batches:
             xt = torch.randn(n, 3, 224, 224, generator=torch.Generator().manual_seed(0))
             x = jnp.asarray(xt.permute(0, 2, 3, 1).numpy())
