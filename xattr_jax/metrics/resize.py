@@ -4,22 +4,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import jax
 import jax.numpy as jnp
-import numpy as np
 
 __all__ = ["resize_map"]
-
-
-def _axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices and weights for one axis (half-pixel centres, no antialias)."""
-    scale = n_in / n_out
-    src = (np.arange(n_out, dtype=np.float64) + 0.5) * scale - 0.5
-    src = np.maximum(src, 0.0)
-    i0 = np.floor(src).astype(np.int64)
-    i0 = np.minimum(i0, n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    w1 = src - i0
-    return i0, i1, w1
 
 
 def resize_map(map, size: Sequence[int]):
@@ -29,7 +17,8 @@ def resize_map(map, size: Sequence[int]):
     the source coordinate is ``s = max((d + 0.5) * n_in / n_out - 0.5, 0)``; with ``i0 = floor(s)``,
     ``i1 = min(i0 + 1, n_in - 1)`` and ``λ = s - i0`` the value is ``(1-λ) x[i0] + λ x[i1]``, applied
     separably along H and W. Downsampling takes no anti-aliasing (PyTorch's default
-    ``antialias=False``), so it samples the input rather than averaging it.
+    ``antialias=False``), so it samples the input rather than averaging it. This is
+    ``jax.image.resize(..., "bilinear", antialias=False)``, which computes the same weights.
 
     Args:
       map: array ``[..., H, W]`` (a single map or a batch of maps); jit-able when ``size`` is static.
@@ -55,10 +44,6 @@ def resize_map(map, size: Sequence[int]):
     h_in, w_in = x.shape[-2:]
     if h_in == 0 or w_in == 0:
         raise ValueError(f"cannot resize an empty map of shape {x.shape}")
-    r0, r1, wr = _axis_weights(h_in, h_out)
-    c0, c1, wc = _axis_weights(w_in, w_out)
-    lead = (1,) * (x.ndim - 2)
-    wr = jnp.asarray(wr, x.dtype).reshape(lead + (h_out, 1))
-    wc = jnp.asarray(wc, x.dtype).reshape(lead + (1, w_out))
-    rows = jnp.take(x, r0, axis=-2) * (1 - wr) + jnp.take(x, r1, axis=-2) * wr
-    return jnp.take(rows, c0, axis=-1) * (1 - wc) + jnp.take(rows, c1, axis=-1) * wc
+    if (h_in, w_in) == (h_out, w_out):
+        return x
+    return jax.image.resize(x, x.shape[:-2] + (h_out, w_out), method="bilinear", antialias=False)
