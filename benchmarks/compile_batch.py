@@ -44,7 +44,6 @@ import json
 import os
 import platform
 import re
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -54,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import OPTIONS, POINTS, SIGNALS, build_model  # noqa: E402
+from speed import OPTIONS, POINTS, SIGNALS, build_model, median_time  # noqa: E402
 
 import xattr_jax as xa  # noqa: E402
 
@@ -78,15 +77,6 @@ def program_size(compiled) -> dict:
     return size
 
 
-def steady_time(call, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(call())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def measure_lowered(jitted, args, run, repeats):
     """Trace + lowering, compile, program size and (``run``) steady time of ``jitted`` at ``args``."""
     t0 = time.perf_counter()
@@ -97,7 +87,7 @@ def measure_lowered(jitted, args, run, repeats):
     comp = time.perf_counter() - t0
     row = dict(trace_s=trace, compile_s=comp, **program_size(compiled))
     if run:
-        row["steady_s"] = steady_time(lambda: compiled(*args), repeats)
+        row["steady_s"] = median_time(lambda: compiled(*args), repeats)
     return row
 
 
@@ -112,7 +102,7 @@ def measure_eager(fn, args, run, repeats):
                compile_s=sum(events.get(COMPILE_EVENT, [])), programs_compiled=len(events.get(COMPILE_EVENT, [])),
                first_call_s=first)
     if run:
-        row["steady_s"] = steady_time(lambda: fn(*args), repeats)
+        row["steady_s"] = median_time(lambda: fn(*args), repeats)
         row["first_minus_steady_s"] = max(first - row["steady_s"], 0.0)
     return row
 

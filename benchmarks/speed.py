@@ -59,7 +59,8 @@ VARIANTS = {  # extra rows: label -> (method, layer)
 }
 
 
-def _median_time(f, repeats):
+def median_time(f, repeats):
+    """Median wall time of ``f()`` over ``repeats`` calls, each ended with ``block_until_ready``."""
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -76,7 +77,7 @@ def time_jax(fn_jitted, args, repeats):
     compiled = lowered.compile()
     compile_ = time.perf_counter() - t0
     jax.block_until_ready(compiled(*args))  # warm-up
-    return trace, compile_, _median_time(lambda: compiled(*args), repeats)
+    return trace, compile_, median_time(lambda: compiled(*args), repeats)
 
 
 def time_eager(fn, args, repeats):
@@ -84,7 +85,7 @@ def time_eager(fn, args, repeats):
     t0 = time.perf_counter()
     jax.block_until_ready(fn(*args))
     first = time.perf_counter() - t0
-    steady = _median_time(lambda: fn(*args), repeats)
+    steady = median_time(lambda: fn(*args), repeats)
     return None, max(first - steady, 0.0), steady
 
 
@@ -253,7 +254,7 @@ def ig_forms(model, v, x, t, steps, chunk, repeats):
         comp = lowered.compile()
         c = time.perf_counter() - t0
         jax.block_until_ready(comp(v, x, t))
-        out[name] = dict(steady_s=_median_time(lambda: comp(v, x, t), repeats), compile_s=c,
+        out[name] = dict(steady_s=median_time(lambda: comp(v, x, t), repeats), compile_s=c,
                          temp_bytes=_temp_bytes(comp))
     step = jax.jit(chunk_sum)
     comp = step.lower(v, x, t, alphas[0]).compile()
@@ -265,7 +266,7 @@ def ig_forms(model, v, x, t, steps, chunk, repeats):
         return acc
 
     jax.block_until_ready(loop())
-    out["Python loop over a jitted chunk (library, eager calls)"] = dict(steady_s=_median_time(loop, repeats), compile_s=None,
+    out["Python loop over a jitted chunk (library, eager calls)"] = dict(steady_s=median_time(loop, repeats), compile_s=None,
                                                   temp_bytes=_temp_bytes(comp))
     return out
 
@@ -343,7 +344,7 @@ def main(argv=None):
                     out[torch.arange(n), tg].sum().backward()
                     return xg.grad
 
-                torch_time = _median_time(torch_grad, a.repeats)
+                torch_time = median_time(torch_grad, a.repeats)
             print(f"{arch} batch {n}: jax.grad {g_time:.3f}s (compile {g_comp:.1f}s), torch grad {torch_time:.3f}s", flush=True)
             base = dict(model=arch, batch=n, jax_grad_s=g_time, torch_grad_s=torch_time)
             for label in methods:
@@ -373,7 +374,7 @@ def main(argv=None):
                         try:
                             with torch.enable_grad():
                                 jax.block_until_ready(run())  # warm-up, as for ours
-                                pt = _median_time(run, a.repeats)
+                                pt = median_time(run, a.repeats)
                             row.update(peer=name, peer_s=pt, ratio_to_peer=st / pt)
                         except Exception as e:
                             row.update(peer=name, peer_error=f"{type(e).__name__}: {e}"[:300])

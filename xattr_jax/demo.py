@@ -45,12 +45,6 @@ DEMO_OPTIONS = {
 }
 
 
-def _progress(enabled: bool):
-    from xattr_jax.progress import progress
-
-    return progress(enabled)
-
-
 def _attributions(model, variables, samples, methods, bar, say, verbose: bool) -> dict:
     """The evaluation harness, one method at a time (a progress step per method, compile included)."""
     from xattr_jax.harness import evaluate
@@ -108,6 +102,7 @@ def run_demo(
     from xattr_jax.data.samples import synthetic_samples
     from xattr_jax.harness import write_report
     from xattr_jax.models import load_embedded
+    from xattr_jax.progress import progress as progress_display
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -121,7 +116,7 @@ def run_demo(
         raise ValueError(f"no methods to run; give some of {list(xa.methods_available())} or 'all'")
     shown = min(num_shown, len(samples))
     files = []
-    with _progress(progress) as bar:
+    with progress_display(progress) as bar:
         say = bar.console.print if progress else (lambda s: print(s, file=sys.stderr, flush=True))
         result = _attributions(model, variables, samples, methods, bar, say, progress)
         kept = result.pop("maps")

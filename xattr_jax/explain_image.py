@@ -35,8 +35,6 @@ def explain_image(
     target: Optional[int] = None,
     top_k: int = 1,
     report: int = 5,
-    layer: Optional[str] = None,
-    signal: Optional[str] = None,
     preprocess: str = "auto",
     options: Optional[dict] = None,
     progress: bool = False,
@@ -86,8 +84,7 @@ def explain_image(
     with progress_bar(len(methods), "methods", progress) as bar:
         for m in methods:
             bar.describe(f"{m} (compiling and running)")
-            kw = dict((options or {}).get(m, {}))
-            kw.update({k: v for k, v in (("layer", layer), ("signal", signal)) if v is not None})
+            kw = dict((options or {}).get(m, {}))  # method options, layer and signal
             res = xa.explain(model, variables, xs, jnp.asarray(targets), method=m, key=jax.random.key(0), **kw)
             maps[m] = np.asarray(res.map)
             bar.advance(1)

@@ -199,7 +199,8 @@ def _literal(text: str):
 
 
 def method_options_from_args(args, methods) -> dict[str, dict]:
-    """``{method: {option: value}}`` from the generated flags; each option is checked by its method.
+    """``{method: {option: value}}`` from the generated flags (each option checked by its method),
+    with ``--layer`` and ``--signal`` for every method when the command has them.
 
     Raises:
       UsageError: an option none of ``methods`` has, or a value its method refuses.
@@ -222,6 +223,10 @@ def method_options_from_args(args, methods) -> dict[str, dict]:
             except ValueError as err:
                 raise UsageError(str(err)) from None
             out[m][name] = value
+    for k in ("layer", "signal"):  # attributor arguments every method takes (xattr explain's flags)
+        if getattr(args, k, None) is not None:
+            for m in methods:
+                out[m][k] = getattr(args, k)
     return out
 
 

@@ -109,8 +109,7 @@ def _run_figure(args) -> int:
     options = method_options_from_args(args, methods)
     try:
         info = explain_image(args.inputs[0], args.checkpoint, methods, args.out, target=args.target,
-                             top_k=args.top_k, layer=args.layer, signal=args.signal,
-                             preprocess=args.preprocess, options=options,
+                             top_k=args.top_k, preprocess=args.preprocess, options=options,
                              progress=not args.no_progress)  # fmt: skip
     except (FileNotFoundError, ImportError, ValueError, TypeError, IsADirectoryError) as err:
         raise UsageError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
@@ -176,10 +175,6 @@ def _run_job(args) -> int:
     out = Path(args.out)
     methods = parse_methods(args.method)
     options = method_options_from_args(args, methods)
-    for m in methods:
-        for k in ("layer", "signal"):
-            if getattr(args, k) is not None:
-                options[m][k] = getattr(args, k)
     try:
         samples = dataset_samples(args) if args.dataset else file_samples(args.inputs)
     except (FileNotFoundError, ValueError) as err:

@@ -65,10 +65,7 @@ def resize(m, size) -> np.ndarray:
     """Bilinear resize of ``[..., H, W]`` to ``size`` (``align_corners=False``, no antialiasing)."""
     from xattr_jax.metrics import resize_map
 
-    m = np.asarray(m, np.float32)
-    if tuple(m.shape[-2:]) == tuple(size):
-        return m
-    return np.asarray(resize_map(m, tuple(size)))
+    return np.asarray(resize_map(np.asarray(m, np.float32), tuple(size)))
 
 
 def pointing_map(map, method: str, input_size, orig_size) -> np.ndarray:

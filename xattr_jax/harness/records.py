@@ -25,11 +25,11 @@ import os
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 import numpy as np
 
-__all__ = ["RecordStore", "read_records", "records_file", "load_map", "statuses"]
+__all__ = ["RecordStore", "read_records", "records_file", "load_map"]
 
 
 def records_file(out, process_index: int = 0, process_count: int = 1) -> Path:
@@ -173,8 +173,3 @@ def _safe(name: str) -> str:
 
 def _line(r: dict) -> bytes:
     return (json.dumps(r, sort_keys=True, allow_nan=True) + "\n").encode()
-
-
-def statuses(records: Iterable[dict]) -> Counter:
-    """How many records per status kind (``ok``, ``unreadable``, ``failed``)."""
-    return Counter(r["status"].split(":", 1)[0] for r in records)
