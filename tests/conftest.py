@@ -84,8 +84,8 @@ def torch_pair():
     its float64 one (ReLU pre-activations within rounding of 0 flip in its float32 convolutions),
     ours in float32 is 8.9e-7 x max off it. Integrated gradients is the exception (one of its float32
     path points sits on a ReLU kink on either side) and runs float64 on both sides under ``x64``. On
-    ``image_batch`` three pre-activations lie within float32 rounding of 0 in our forward too, which
-    moves the plain input gradient; those cases also compare float64 (see ``_parity.KINK_TOL``).
+    ``image_batch`` some pre-activations lie within float32 rounding of 0 in our forward too, which
+    moves the plain input gradient; those cases compare against ``kinked_gradient``.
     """
     torch = pytest.importorskip("torch")
     tv = pytest.importorskip("torchvision")
@@ -143,3 +143,24 @@ def image_batch():
     with jax.enable_x64(True):
         xj = jnp.asarray(x.permute(0, 2, 3, 1).numpy())
     return x, xj
+
+
+@pytest.fixture(scope="session")
+def kinked_gradient(torch_pair, image_batch):
+    """``get(arch, targets) -> (g64, g32)``: the float64 input gradient of the logits at ``targets`` on
+    ``image_batch``, with the ReLU masks of the float64 forward (``g64``: the plain gradient) and of a
+    float32 forward on this machine (``g32``); see ``_parity.kinked_input_gradient``. Cached."""
+    from _parity import kinked_input_gradient
+    import numpy as np
+
+    cache = {}
+
+    def get(arch, targets):
+        key = (arch, tuple(targets))
+        if key not in cache:
+            _, model, v = torch_pair(arch)
+            x = np.asarray(image_batch[1])
+            cache[key] = tuple(kinked_input_gradient(model, v, x, targets, d) for d in (np.float64, np.float32))
+        return cache[key]
+
+    return get
