@@ -38,7 +38,8 @@ def _opts(method, x=None):
 def _close(a, b, what):
     a, b = np.asarray(a), np.asarray(b)
     assert a.shape == b.shape, f"{what}: shapes {a.shape} vs {b.shape}"
-    scale = max(float(np.max(np.abs(b))), 1e-12)
+    scale = float(np.max(np.abs(b)))
+    assert scale > 0 and np.all(np.isfinite(b)), f"{what}: the reference is all zero or not finite ({scale})"
     err = float(np.max(np.abs(a - b)))
     assert err <= REL * scale, f"{what}: max abs error {err:.3g} > {REL} x max|ref| ({scale:.3g})"
 
