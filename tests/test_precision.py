@@ -5,9 +5,8 @@ for its first present class. The forward runs in the half dtype (the model's own
 rules compute in at least float32 and the map comes back in the input dtype. What differs is what
 the half-precision forward decides differently — ReLU signs and max-pool winners near ties — so
 methods that route through many such decisions down to the input (gradient family, AB, IG) differ
-most. The floors below are the measured values (XLA:CPU, jax 0.8) with a margin; per image: the
-Pearson correlation of the maps and the largest difference as a fraction of the float32 map's
-largest value.
+most. The floors below are the measured values (XLA:CPU, jax 0.10) with a margin; per image: the
+Pearson correlation of the maps and the norm of the difference as a fraction of the float32 map's norm.
 """
 
 from __future__ import annotations
@@ -21,29 +20,35 @@ import xattr_jax as xa
 from xattr_jax.data import make_dataset, normalize
 from xattr_jax.models import load_embedded
 
+# The softmax-probability signal (IG's and GNL's default) of this trained model is saturated (p > 0.9999),
+# and its half-precision gradient is then off in scale (GNL gradient: relative error 0.72 in both dtypes,
+# correlation 0.99): a property of the signal, not of the rules. This test measures the rules, on logits.
 OPTIONS = {
-    "integrated_gradients": dict(steps=8, chunk=4),
-    "gnl_integrated_gradients": dict(steps=8, chunk=4),
+    "integrated_gradients": dict(steps=8, chunk=4, signal="logit"),
+    "gnl_integrated_gradients": dict(steps=8, chunk=4, signal="logit"),
+    "gnl_gradient": dict(signal="logit"),
     "smoothgrad": dict(samples=4, chunk=4),
 }
-# method: (bf16 min correlation, bf16 max error / max|map|, fp16 min correlation, fp16 max error)
-# measured: bf16 corr / err, fp16 corr / err, in the comments
+# method: (bf16 min correlation, bf16 max relative error, fp16 min correlation, fp16 max relative error)
+# where relative error = ||map - map32|| / ||map32|| per image (a few pixels next to a flipped ReLU or
+# max-pool decision move the largest difference by up to 0.9 x max|map|, so that is no measure).
+# measured (worst image): bf16 corr / error, fp16 corr / error, in the comments; bounds ~1.4 x.
 FLOORS = {
-    "attention_backprop": (0.70, 0.90, 0.99, 0.20),  # 0.758 / 0.731, 0.995 / 0.138
-    "cam": (0.9999, 0.03, 0.9999, 0.01),  # 1.0000 / 0.0139, 1.0000 / 0.0021
-    "contrastive_excitation_backprop": (0.999, 0.15, 0.9999, 0.015),  # 0.9996 / 0.084, 1.0000 / 0.0057
-    "deconvnet": (0.985, 0.30, 0.998, 0.15),  # 0.9924 / 0.208, 0.9991 / 0.105
-    "excitation_backprop": (0.9999, 0.02, 0.9999, 0.01),  # 1.0000 / 0.0083, 1.0000 / 0.0035
-    "gnl_gradient": (0.98, 0.85, 0.98, 0.85),  # 0.9900 / 0.711, 0.9897 / 0.722
-    "gnl_integrated_gradients": (0.985, 0.45, 0.995, 0.25),  # 0.9925 / 0.305, 0.9979 / 0.148
-    "grad_cam": (0.9999, 0.03, 0.9999, 0.01),  # 1.0000 / 0.0123, 1.0000 / 0.0021
-    "gradient": (0.975, 0.35, 0.994, 0.25),  # 0.9833 / 0.237, 0.9970 / 0.176
-    "guided_backprop": (0.996, 0.22, 0.999, 0.15),  # 0.9983 / 0.144, 0.9996 / 0.094
-    "input_x_gradient": (0.975, 0.33, 0.993, 0.20),  # 0.9824 / 0.223, 0.9963 / 0.133
-    "integrated_gradients": (0.94, 1.0, 0.99, 0.35),  # 0.9530 / 0.903, 0.9944 / 0.25
-    "lrp": (0.999, 0.14, 0.9998, 0.035),  # 0.9995 / 0.091, 0.9999 / 0.0215
-    "rsp": (0.997, 0.25, 0.9995, 0.09),  # 0.9987 / 0.167, 0.9998 / 0.059
-    "smoothgrad": (0.98, 0.35, 0.997, 0.15),  # 0.9857 / 0.24, 0.9986 / 0.101
+    "attention_backprop": (0.70, 0.95, 0.99, 0.14),  # 0.758 / 0.675, 0.995 / 0.100
+    "cam": (0.9999, 0.018, 0.9999, 0.0026),  # 1.0000 / 0.0127, 1.0000 / 0.0018
+    "contrastive_excitation_backprop": (0.999, 0.10, 0.9999, 0.0076),  # 0.9996 / 0.072, 1.0000 / 0.0054
+    "deconvnet": (0.985, 0.12, 0.998, 0.037),  # 0.9924 / 0.081, 0.9991 / 0.026
+    "excitation_backprop": (0.9999, 0.0081, 0.9999, 0.0029),  # 1.0000 / 0.0058, 1.0000 / 0.0020
+    "gnl_gradient": (0.99, 0.15, 0.998, 0.05),  # 0.9944 / 0.105, 0.9994 / 0.035
+    "gnl_integrated_gradients": (0.99, 0.16, 0.993, 0.13),  # 0.9938 / 0.108, 0.9957 / 0.092
+    "grad_cam": (0.9999, 0.018, 0.9999, 0.0026),  # 1.0000 / 0.0125, 1.0000 / 0.0018
+    "gradient": (0.975, 0.18, 0.994, 0.079),  # 0.9833 / 0.125, 0.9970 / 0.056
+    "guided_backprop": (0.996, 0.075, 0.999, 0.034),  # 0.9983 / 0.053, 0.9996 / 0.024
+    "input_x_gradient": (0.975, 0.27, 0.993, 0.13),  # 0.9824 / 0.187, 0.9963 / 0.088
+    "integrated_gradients": (0.96, 0.34, 0.993, 0.13),  # 0.9717 / 0.237, 0.9961 / 0.088
+    "lrp": (0.999, 0.05, 0.9998, 0.016),  # 0.9995 / 0.035, 0.9999 / 0.011
+    "rsp": (0.997, 0.073, 0.9995, 0.03),  # 0.9987 / 0.052, 0.9998 / 0.021
+    "smoothgrad": (0.98, 0.15, 0.997, 0.053),  # 0.9857 / 0.103, 0.9986 / 0.038
 }
 
 
@@ -79,12 +84,12 @@ def test_half_precision_maps_against_float32(batch, method):
         assert np.all(np.isfinite(a)), f"{method} {name}: non-finite map"
         min_corr, max_err = floors[name]
         for i in range(a.shape[0]):
-            scale = float(np.max(np.abs(ref[i])))
+            scale = float(np.linalg.norm(ref[i]))
             assert scale > 0, f"{method}: the float32 map of image {i} is all zero"
             corr = float(np.corrcoef(a[i].ravel(), ref[i].ravel())[0, 1])
-            err = float(np.max(np.abs(a[i] - ref[i]))) / scale
+            err = float(np.linalg.norm(a[i] - ref[i])) / scale
             assert corr >= min_corr, f"{method} {name} image {i}: correlation {corr:.4f} < {min_corr}"
-            assert err <= max_err, f"{method} {name} image {i}: max error {err:.3g} x max|map| > {max_err}"
+            assert err <= max_err, f"{method} {name} image {i}: ||map - map32|| = {err:.3g} x ||map32|| > {max_err}"
 
 
 @pytest.mark.parametrize("method", ["excitation_backprop", "lrp", "gradient"])
