@@ -119,7 +119,7 @@ class Composite(NamedTuple):
     name: str = "composite"
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{m!r} -> {r.name}" for m, r in self.entries)
+        inner = ", ".join(f"{m!r} -> {r!r}" for m, r in self.entries)
         return f"Composite({self.name}: {inner})"
 
     def where(self, matcher: Matcher) -> "Composite":
@@ -205,8 +205,8 @@ def resolve_layers(comp: Composite, layers: Sequence[LayerInfo], *, strict: bool
             if matcher.test(info, layers):
                 if info.kind not in rule.kinds:
                     raise ValueError(
-                        f"composite {comp.name!r}: {matcher!r} gives rule {rule.name} to layer "
-                        f"{info.name!r}, a {info.kind} layer, but {rule.name} applies to "
+                        f"composite {comp.name!r}: {matcher!r} gives rule {rule!r} to layer "
+                        f"{info.name!r}, a {info.kind} layer, but {rule!r} applies to "
                         f"{sorted(rule.kinds)} only"
                     )
                 out[info.name] = rule
