@@ -5,10 +5,11 @@ maps the output cotangent (the top-down signal ``R``) to the input cotangents::
 
     backward(fn, params, xs, y, R) -> (R_x1, R_x2, ...)
 
-where ``fn(params, *xs) = y`` is the layer's pure forward function. :func:`apply_rule` is the only
-place in the library where ``jax.custom_vjp`` is called; the layer parameters are explicit
-arguments of the custom_vjp function (never closed over), so attributions can be differentiated
-again (gradients *of* saliency maps).
+where ``fn(params, *xs) = y`` is the layer's pure forward function (a :class:`LayerFn`, which also
+carries the layer's kernel window). :func:`apply_rule` is the only place in the library where
+``jax.custom_vjp`` is called; the layer parameters are explicit arguments of the custom_vjp
+function (never closed over), so attributions can be differentiated again (gradients *of* saliency
+maps). Rules are immutable values compared by their hyperparameters (:class:`Rule`).
 
 The linear engine (:func:`linear_rule`) is the "modified gradient" form of the LRP literature: for
 terms ``t = 1..T`` with input modifiers ``x_t = m_t(x)`` and parameter modifiers ``θ_t = p_t(θ)``,
@@ -86,6 +87,8 @@ class Rule:
         object.__setattr__(self, "kinds", frozenset(self.kinds))
         if self.hyper is not None:
             object.__setattr__(self, "hyper", tuple(self.hyper))
+            if not all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in self.hyper):
+                raise TypeError(f"Rule {self.name!r}: hyper must be ((name, value), ...) pairs, got {self.hyper!r}")
         try:
             hash(self.hyper)
         except TypeError as err:

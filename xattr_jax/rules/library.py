@@ -1,4 +1,5 @@
-"""Rule constructors. Each validates its hyperparameters at once and returns a :class:`Rule`.
+"""Rule constructors. Each validates its hyperparameters at once and returns a :class:`Rule` that
+carries them (``hyper``) and compares equal to another exactly when they are equal.
 
 Linear-layer rules are parameterisations of the one engine in :mod:`xattr_jax.rules.core`
 (notation: ``z = Σ_j x_j w_jk + b_k``, ``R_k`` the relevance arriving at output ``k``):
