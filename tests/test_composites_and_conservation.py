@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -113,7 +115,8 @@ def test_interpreter_drops_the_negative_input_terms_after_relus(tiny_net):
         x64 = jnp.asarray(x, jnp.float64)
         t = jnp.array([0, 2, 4])
         zp = R.zplus()
-        full = zp._replace(nonnegative=None)
+        full = dataclasses.replace(zp, nonnegative=None)
+        assert full != zp
         counts, maps = {}, {}
         for label, rule in (("skip", zp), ("full", full)):
             comp = composite((kind("conv", "dense"), rule), (kind("relu"), R.pass_rule()),

@@ -80,7 +80,7 @@ def test_strict_mode_lists_every_unmatched_layer(tiny_net):
 
 def test_rule_on_the_wrong_layer_kind_is_refused(tiny_net):
     model, v, x = tiny_net
-    with pytest.raises(ValueError, match="gives rule guided_relu to layer 'conv1', a conv layer, but guided_relu applies to \\['relu'\\] only"):
+    with pytest.raises(ValueError, match="gives rule guided_relu\\(\\) to layer 'conv1', a conv layer, but guided_relu\\(\\) applies to \\['relu'\\] only"):
         resolve(composite((path("conv*"), R.guided_relu())), model, v, x)
 
 
@@ -231,3 +231,83 @@ def test_methods_are_discoverable_with_descriptions_and_option_tables():
             row = next(r for r in table.splitlines() if r.split()[0] == opt)
             assert repr(o.default) in row and o.doc in row, row
     assert "steps" in xa.explain.__doc__ and "composite" in xa.explain.__doc__
+
+
+# ----------------------------------------------------------------------------------------------
+# how a model is called: layout, argument order, output
+
+
+def _conv(x, w, layout):
+    return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=layout)
+
+
+def _nchw_model(p, x):
+    """A plain function written for channels-first inputs."""
+    return jnp.mean(jax.nn.relu(_conv(x, p["conv_oihw"], ("NCHW", "OIHW", "NCHW"))), axis=(2, 3)) @ p["fc"]
+
+
+def _nhwc_model(p, x):
+    return jnp.mean(jax.nn.relu(_conv(x, p["conv_hwio"], ("NHWC", "HWIO", "NHWC"))), axis=(1, 2)) @ p["fc"]
+
+
+def _plain_params():
+    k = jax.random.split(jax.random.key(0), 3)
+    w = jax.random.normal(k[0], (3, 3, 3, 4))
+    return {"conv_hwio": w, "conv_oihw": w.transpose(3, 2, 0, 1), "fc": jax.random.normal(k[1], (4, 5))}
+
+
+NHWC_X = jax.random.normal(jax.random.key(1), (2, 8, 9, 3))
+
+
+def test_a_channels_first_model_given_channels_first_x_is_refused():
+    p, t = _plain_params(), jnp.array([0, 1])
+    nchw_x = NHWC_X.transpose(0, 3, 1, 2)
+    msg = r"x must be NHWC \[N, H, W, C\].*first convolution \(\S+ at .*test_errors.py.*\[N, C, W\].*transpose inside"
+    with pytest.raises(ValueError, match=msg):
+        xa.explain(_nchw_model, p, nchw_x, t, method="gradient")
+    with pytest.raises(ValueError, match=msg):
+        xa.layers(_nchw_model, p, nchw_x)
+    # the fix the message gives: NHWC x, transposed inside the function; the same map as the NHWC model
+    fixed = xa.explain(lambda p, x: _nchw_model(p, x.transpose(0, 3, 1, 2)), p, NHWC_X, t, method="gradient")
+    want = xa.explain(_nhwc_model, p, NHWC_X, t, method="gradient")
+    assert fixed.map.shape == (2, 8, 9)
+    np.testing.assert_allclose(fixed.map, want.map, rtol=1e-5, atol=1e-6, err_msg="NCHW form = NHWC form (1e-5)")
+
+
+def test_a_channels_last_model_given_channels_first_x_is_refused():
+    with pytest.raises(ValueError, match=r"failed for x of shape \(2, 3, 8, 9\), but runs on x.transpose\(0, 2, 3, 1\)"
+                                         r": x must be NHWC"):
+        xa.explain(_nhwc_model, _plain_params(), NHWC_X.transpose(0, 3, 1, 2), jnp.array([0, 1]), method="gradient")
+
+
+def test_swapped_arguments_are_refused():
+    p, t = _plain_params(), jnp.array([0, 1])
+    with pytest.raises(ValueError, match=r"model\(variables, x\) failed, but model\(x, variables\) runs.*"
+                                         r"lambda v, x: f\(x, v\)"):
+        xa.explain(lambda x, p: _nhwc_model(p, x), p, NHWC_X, t, method="gradient")
+    with pytest.raises(ValueError, match=r"x is a dict and variables an array of shape \(2, 8, 9, 3\): the arguments "
+                                         r"look swapped; call explain\(model, variables, x, target\)"):
+        xa.explain(_nhwc_model, NHWC_X, p, t, method="gradient")
+    with pytest.raises(ValueError, match="look swapped"):
+        xa.layers(_nhwc_model, NHWC_X, p)
+
+
+@pytest.mark.parametrize("wrap,msg", [
+    (lambda f: lambda p, x: f(p, x)[:, 0], r"returned an array of shape \(2,\);.*\[N, classes\].*out\[:, None\]"),
+    (lambda f: lambda p, x: (f(p, x), x), r"returned a tuple of 2 \(\(2, 5\), \(2, 8, 9, 3\)\);.*f\(v, x\)\[0\]"),
+    (lambda f: lambda p, x: {"logits": f(p, x)}, r"returned a dict with keys \['logits'\];.*f\(v, x\)\['logits'\]"),
+    (lambda f: lambda p, x: f(p, x)[:1], r"returned an array of shape \(1, 5\) for a batch of 2;.*jax.vmap"),
+])
+def test_a_model_output_that_is_not_class_scores_is_refused(wrap, msg):
+    with pytest.raises(ValueError, match=msg):
+        xa.explain(wrap(_nhwc_model), _plain_params(), NHWC_X, jnp.array([0, 1]), method="gradient")
+
+
+def test_a_composite_that_matches_no_layer_is_refused(tiny_net):
+    model, v, x = tiny_net
+    comp = composite((path("features.*"), R.zplus()), (path("classifier.*") & kind("dense"), R.epsilon()),
+                     name="vgg_only")
+    msg = (r"composite 'vgg_only' matches no layer of the model.*path\('features\.\*',\).*path\('classifier\.\*',\)"
+           r".*conv1 \(conv\).*fc \(dense\).*kinds \[.*'avgpool'.*\].*xa.layers")
+    with pytest.raises(ValueError, match=msg):
+        xa.explain(model, v, x, jnp.array([0, 1, 2]), method="lrp", composite=comp)

@@ -309,7 +309,7 @@ def test_nonnegative_backward_equals_dense_reference_on_relu_outputs(layer, rule
         r = np.random.default_rng(200 + seed).normal(size=(2,) + tuple(out_shape))
         make, ref = CASES[rule]
         rule_ = make()
-        got = run_rule(rule_._replace(backward=rule_.nonnegative), mod, params, x, r)
+        got = run_rule(rule_.on_nonnegative(), mod, params, x, r)
         for n in range(2):
             want = ref(x[n].reshape(-1), M, b, r[n].reshape(-1), ones=ones)
             err = np.max(np.abs(got[n].reshape(-1) - want))

@@ -8,7 +8,7 @@ the target is a traced integer array, so a new target never retraces.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,15 @@ def _is_concrete(a) -> bool:
     return not isinstance(a, jax.core.Tracer)
 
 
+def _check_order(variables, x):
+    """Refuse ``(x, variables)`` given in place of ``(variables, x)``."""
+    if getattr(variables, "ndim", None) == 4 and not hasattr(x, "ndim"):
+        raise ValueError(
+            f"x is a {type(x).__name__} and variables an array of shape {tuple(variables.shape)}: the arguments "
+            "look swapped; call explain(model, variables, x, target) or fn(variables, x, target)"
+        )
+
+
 def _check_x(x):
     if not hasattr(x, "ndim") or x.ndim != 4:
         raise ValueError(
@@ -45,6 +54,27 @@ def _check_x(x):
         if bad.any():
             raise ValueError(f"x contains NaN or Inf values (samples {np.flatnonzero(bad).tolist()[:8]}); "
                              "attribution needs finite inputs")
+
+
+def _num_classes(out, n: int) -> int:
+    """The number of classes of a model output ``out`` for a batch of ``n``, which must be one
+    array ``[n, classes]`` (or ``[n, h, w, classes]``)."""
+    if isinstance(out, Mapping):
+        got, fix = f"a dict with keys {sorted(map(str, out))}", "return one entry, e.g. lambda v, x: f(v, x)['logits']"
+    elif isinstance(out, (tuple, list)):
+        shapes = ", ".join(str(tuple(getattr(o, "shape", ()))) for o in out)
+        got, fix = f"a {type(out).__name__} of {len(out)} ({shapes})", "return the logits only, e.g. lambda v, x: f(v, x)[0]"
+    elif not hasattr(out, "shape"):
+        got, fix = f"a {type(out).__name__}", "return a JAX array of class scores"
+    elif out.ndim < 2:
+        got, fix = f"an array of shape {tuple(out.shape)}", "for one score per example return out[:, None] and target 0"
+    elif out.shape[0] != n:
+        got, fix = (f"an array of shape {tuple(out.shape)} for a batch of {n}",
+                    "its first axis must be the batch (a model written for one example needs jax.vmap)")
+    else:
+        return out.shape[-1]
+    raise ValueError(f"the model returned {got}; attribution needs one array of class scores [N, classes] "
+                     f"(or [N, h, w, classes]): {fix}")
 
 
 def _check_target(target, n, num_classes):
@@ -198,11 +228,12 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, str
         key = (tuple(x.shape), str(x.dtype))
         if key not in out_cache:
             out = jax.eval_shape(call_model(model), variables, jax.ShapeDtypeStruct(x.shape, x.dtype))
-            out_cache[key] = out.shape[-1]
+            out_cache[key] = _num_classes(out, x.shape[0])
         return out_cache[key]
 
     @functools.wraps(core)
     def fn(variables, x, target, key=None):
+        _check_order(variables, x)
         x = jnp.asarray(x) if _is_concrete(x) else x
         target = jnp.asarray(target) if _is_concrete(target) else target
         _check_x(x)
@@ -310,7 +341,8 @@ def explain(model, variables, x, target, method: str = "gradient", layer: str | 
 
     ``key`` is the PRNG key of methods that draw noise (SmoothGrad); other methods ignore it.
     Attributors are cached per (model, method, layer, options) when those are hashable, so calling
-    ``explain`` in a loop compiles once.
+    ``explain`` in a loop compiles once; options compare by value (composites and rules by their
+    hyperparameters), so different composites never share a program.
 
     Example:
       >>> res = xa.explain(model, variables, x, jnp.array([3]), method="excitation_backprop",
@@ -337,6 +369,7 @@ def layers(model, variables, x) -> tuple:
       >>> for l in xa.layers(model, variables, x):
       ...     print(l.name, l.kind, l.shape, l.source)
     """
+    _check_order(variables, x)
     return trace(model, variables, x).layers
 
 

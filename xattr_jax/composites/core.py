@@ -119,7 +119,7 @@ class Composite(NamedTuple):
     name: str = "composite"
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{m!r} -> {r.name}" for m, r in self.entries)
+        inner = ", ".join(f"{m!r} -> {r!r}" for m, r in self.entries)
         return f"Composite({self.name}: {inner})"
 
     def where(self, matcher: Matcher) -> "Composite":
@@ -193,8 +193,10 @@ def custom(name: str, test: Callable[[LayerInfo, Sequence[LayerInfo]], bool]) ->
     return Matcher(name, "custom", (test,))
 
 
-def resolve_layers(comp: Composite, layers: Sequence[LayerInfo], *, strict: bool = False) -> Mapping[str, Rule]:
-    """Resolve a composite against already traced layers (see :func:`resolve`)."""
+def resolve_layers(comp: Composite, layers: Sequence[LayerInfo], *, strict: bool = False,
+                   require_match: bool = False) -> Mapping[str, Rule]:
+    """Resolve a composite against already traced layers (see :func:`resolve`); ``require_match``
+    refuses a composite that matches no layer at all."""
     if not isinstance(comp, Composite):
         raise TypeError(f"expected a Composite, got {type(comp).__name__}")
     out = {}
@@ -205,12 +207,14 @@ def resolve_layers(comp: Composite, layers: Sequence[LayerInfo], *, strict: bool
             if matcher.test(info, layers):
                 if info.kind not in rule.kinds:
                     raise ValueError(
-                        f"composite {comp.name!r}: {matcher!r} gives rule {rule.name} to layer "
-                        f"{info.name!r}, a {info.kind} layer, but {rule.name} applies to "
+                        f"composite {comp.name!r}: {matcher!r} gives rule {rule!r} to layer "
+                        f"{info.name!r}, a {info.kind} layer, but {rule!r} applies to "
                         f"{sorted(rule.kinds)} only"
                     )
                 out[info.name] = rule
                 break
+    if require_match and not out:
+        raise ValueError(_no_match(comp, layers))
     if strict:
         missing = [f"{l.name} ({l.kind})" for l in layers if l.kind in STRICT_KINDS and l.name not in out]
         if missing:
@@ -221,6 +225,18 @@ def resolve_layers(comp: Composite, layers: Sequence[LayerInfo], *, strict: bool
                 "ordinary gradient."
             )
     return MappingProxyType(out)
+
+
+def _no_match(comp: Composite, layers: Sequence[LayerInfo]) -> str:
+    """Why ``comp`` gives no layer a rule: its matchers beside the model's layer names and kinds."""
+    leaves = [l for l in layers if l.kind is not None]
+    shown = ", ".join(f"{l.name} ({l.kind})" for l in leaves[:12])
+    more = f", ... ({len(leaves) - 12} more)" if len(leaves) > 12 else ""
+    kinds = sorted({l.kind for l in leaves})
+    return (f"composite {comp.name!r} matches no layer of the model, so every layer would keep its plain "
+            f"gradient: its matchers [{', '.join(repr(m) for m, _ in comp.entries)}] select none of the "
+            f"model's layers [{shown}{more}] (kinds {kinds}). Match these names or kinds; "
+            "xa.layers(model, variables, x) lists them all")
 
 
 def resolve(comp: Composite, model, variables, x, *, strict: bool = False) -> Mapping[str, Rule]:

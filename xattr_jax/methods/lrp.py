@@ -38,7 +38,7 @@ def lrp_composite(o) -> Composite:
 def _lrp(ctx, x, target):
     o = options(ctx, LRP)
     comp = lrp_composite(o)
-    rules = dict(resolve_layers(comp, ctx.layers, strict=ctx.strict))
+    rules = dict(resolve_layers(comp, ctx.layers, strict=ctx.strict, require_match=True))
     if o["canonize"]:
         for bn in folded_batchnorms(ctx.program):
             rules[bn] = R.pass_rule()

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..rules.core import apply_rule
+from ..rules.core import LayerFn, apply_rule
 from .ir import LINEAR, Program, bind
 from .trace import trace
 
@@ -31,8 +31,9 @@ def _rebatch(op, vals, traced_in):
     return op
 
 
-def segment_fn(prog: Program, i: int) -> Callable:
-    """The pure forward ``fn(params, *xs)`` of segment ``i``: its own operations, in order.
+def segment_fn(prog: Program, i: int) -> LayerFn:
+    """The pure forward ``fn(params, *xs)`` of segment ``i`` (its own operations, in order), with
+    its kernel window.
 
     Linear layers also take a ``"bias"`` they do not have (a canonizer's folded bias): it is
     added to the output.
@@ -72,13 +73,14 @@ def segment_fn(prog: Program, i: int) -> Callable:
             y = y + jnp.broadcast_to(params["bias"], y.shape).astype(y.dtype)
         return y
 
+    window = None
     if main.prim.name == "conv_general_dilated":
         spec = main.params["dimension_numbers"].rhs_spec
         kshape = prog.shapes[main.ins[1]][0] if not isinstance(main.ins[1], tuple) else np.shape(main.ins[1][1])
-        fn.kernel_window = tuple(kshape[d] for d in spec[2:])  # the spatial window, any layout
+        window = tuple(kshape[d] for d in spec[2:])  # the spatial window, any layout
     elif seg.kind == "dense":
-        fn.kernel_window = ()
-    return fn
+        window = ()
+    return LayerFn(fn, window)
 
 
 def _in_shape(prog, op):
@@ -217,11 +219,11 @@ def run(prog: Program, variables, x, *, rules=None, probes=None, capture=(), fol
             else:
                 if seg.kind not in rule.kinds:
                     raise ValueError(
-                        f"rule {rule.name} applies to {sorted(rule.kinds)} layers, but layer {name!r} is a "
+                        f"rule {rule!r} applies to {sorted(rule.kinds)} layers, but layer {name!r} is a "
                         f"{seg.kind} layer"
                     )
                 if i in prog.nonneg and rule.nonnegative is not None:
-                    rule = rule._replace(backward=rule.nonnegative)
+                    rule = rule.on_nonnegative()
                 y = apply_rule(rule, fn, params, *xs, rule_params=rp)
             write(seg.output, y)
             continue

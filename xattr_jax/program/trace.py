@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .ir import (KEEPS_NONNEG, LINEAR, SHAPE_OPS, Program, find_facts, flatten_jaxpr, key_name,
@@ -30,23 +31,79 @@ def check_strict(layers) -> None:
         )
 
 
-def inference_only(fn):
-    """``fn`` with Flax's refusals of a training-mode model told in our words."""
+def check_channels_last(segs, names, ops, shapes, axes) -> None:
+    """Refuse an input whose last axis the model's first convolution reads as a spatial axis.
+
+    ``axes`` holds each value's channel axis with x's taken as last (NHWC); an NCHW model given
+    NCHW ``x`` feeds x's last axis (width) to its first convolution as a spatial axis, and every
+    map would come back ``[N, C, W]``.
+    """
+    first = next((i for i, s in enumerate(segs) if s.kind in LINEAR), None)
+    if first is None or segs[first].kind != "conv":
+        return
+    seg = segs[first]
+    op = ops[seg.ops[0]]
+    lhs = op.params["dimension_numbers"].lhs_spec
+    a = axes.get(seg.inputs[0])
+    if a is None or a == lhs[1]:
+        return
+    shape = shapes[seg.inputs[0]][0]
+    raise ValueError(
+        f"x must be NHWC [N, H, W, C]: the model's first convolution ({names[first]} at {op.source or 'unknown source'}) "
+        f"reads x's last axis as a spatial axis and the axis of size {shape[lhs[1]]} as its channels, so x is "
+        "laid out channels-first (NCHW) and every map would be [N, C, W]. Pass x as NHWC and transpose inside "
+        "your function, e.g. lambda v, x: f(v, x.transpose(0, 3, 1, 2))"
+    )
+
+
+def checked_call(fn):
+    """``fn(variables, x)`` with its failures told in our words: a Flax model in training mode,
+    a function that takes ``(x, variables)``, or channels-first ``x`` given to an NHWC model."""
 
     def call(variables, x):
         try:
             return fn(variables, x)
         except Exception as err:
-            text = str(err)
-            if "batch_stats" in text or "dropout" in text.lower() or "is immutable" in text:
-                raise ValueError(
-                    f"the model could not run in inference mode ({type(err).__name__}: {text.splitlines()[0]}); "
-                    "attribution calls it as model.apply(variables, x): build it with "
-                    "use_running_average=True / deterministic=True (or train=False)"
-                ) from err
+            hint = _training_mode(err) or _misuse(fn, variables, x)
+            if hint:
+                raise ValueError(hint) from err
             raise
 
     return call
+
+
+def _training_mode(err) -> str | None:
+    text = str(err)
+    if "batch_stats" in text or "dropout" in text.lower() or "is immutable" in text:
+        return (f"the model could not run in inference mode ({type(err).__name__}: {text.splitlines()[0]}); "
+                "attribution calls it as model.apply(variables, x): build it with "
+                "use_running_average=True / deterministic=True (or train=False)")
+    return None
+
+
+def _runs(fn, *args) -> bool:
+    """Whether ``fn(*args)`` traces without an error, on shapes only."""
+    spec = lambda a: jax.ShapeDtypeStruct(np.shape(a), getattr(a, "dtype", None) or jnp.result_type(a))  # noqa: E731
+    try:
+        jax.eval_shape(fn, *jax.tree_util.tree_map(spec, args))  # also fails on non-array leaves
+        return True
+    except Exception:  # noqa: BLE001 -- any failure means "not this way either"
+        return False
+
+
+def _misuse(fn, variables, x) -> str | None:
+    """Why ``fn(variables, x)`` failed when another reading of the arguments runs, else None."""
+    if _runs(fn, x, variables):
+        return ("model(variables, x) failed, but model(x, variables) runs: attribution calls "
+                "model(variables, x); pass a function that takes the variables first, e.g. "
+                "lambda v, x: f(x, v)")
+    shape = np.shape(x) if hasattr(x, "dtype") else ()
+    nhwc = jax.ShapeDtypeStruct((shape[0], shape[2], shape[3], shape[1]), x.dtype) if len(shape) == 4 else None
+    if nhwc is not None and _runs(fn, variables, nhwc):
+        return (f"model(variables, x) failed for x of shape {tuple(x.shape)}, but runs on "
+                "x.transpose(0, 2, 3, 1): x must be NHWC [N, H, W, C], not channels-first; transpose it "
+                "(or, for a channels-first model, transpose inside your function)")
+    return None
 
 
 def model_call(model):
@@ -55,11 +112,11 @@ def model_call(model):
         import flax.linen as nn
 
         if isinstance(model, nn.Module):
-            return inference_only(model.apply), True
+            return checked_call(model.apply), True
     except ImportError:  # pragma: no cover
         pass
     if callable(model):
-        return inference_only(model), False
+        return checked_call(model), False
     raise TypeError(
         f"model must be a flax.linen.Module or a callable model(variables, x) -> logits, got "
         f"{type(model).__name__}" + (" (it has .apply: pass model.apply)" if apply else "")
@@ -159,6 +216,8 @@ def trace(model, variables, x) -> Program:
         return v
 
     ins = [tuple(upstream(v) for v in s.inputs) for s in segs]
-    table, outputs = layer_rows(segs, names, ops, shapes, nonneg_segs, ins, channel_axes(ops, facts, shapes, x_ids))
+    axes = channel_axes(ops, facts, shapes, x_ids)
+    check_channels_last(segs, names, ops, shapes, axes)
+    table, outputs = layer_rows(segs, names, ops, shapes, nonneg_segs, ins, axes)
     return Program(tuple(ops), tuple(invars), tuple(consts), tuple(outs), tuple(segs),
                    tuple(names), seg_at, in_seg, table, outputs, frozenset(nonneg_segs), folds, shapes)

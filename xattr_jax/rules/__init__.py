@@ -1,6 +1,6 @@
 """Rules: backward-pass replacements that keep each layer's forward pass exact."""
 
-from .core import ALL_KINDS, LINEAR_KINDS, Rule, Term, apply_rule, linear_rule, safe_divide, stabilize
+from .core import ALL_KINDS, LINEAR_KINDS, LayerFn, Rule, Term, apply_rule, linear_rule, safe_divide, stabilize
 from .library import (
     PURGES,
     alpha_beta,
@@ -27,6 +27,7 @@ from .library import (
 
 __all__ = [
     "Rule",
+    "LayerFn",
     "Term",
     "apply_rule",
     "linear_rule",

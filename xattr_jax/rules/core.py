@@ -5,10 +5,11 @@ maps the output cotangent (the top-down signal ``R``) to the input cotangents::
 
     backward(fn, params, xs, y, R) -> (R_x1, R_x2, ...)
 
-where ``fn(params, *xs) = y`` is the layer's pure forward function. :func:`apply_rule` is the only
-place in the library where ``jax.custom_vjp`` is called; the layer parameters are explicit
-arguments of the custom_vjp function (never closed over), so attributions can be differentiated
-again (gradients *of* saliency maps).
+where ``fn(params, *xs) = y`` is the layer's pure forward function (a :class:`LayerFn`, which also
+carries the layer's kernel window). :func:`apply_rule` is the only place in the library where
+``jax.custom_vjp`` is called; the layer parameters are explicit arguments of the custom_vjp
+function (never closed over), so attributions can be differentiated again (gradients *of* saliency
+maps). Rules are immutable values compared by their hyperparameters (:class:`Rule`).
 
 The linear engine (:func:`linear_rule`) is the "modified gradient" form of the LRP literature: for
 terms ``t = 1..T`` with input modifiers ``x_t = m_t(x)`` and parameter modifiers ``θ_t = p_t(θ)``,
@@ -21,6 +22,7 @@ terms ``t = 1..T`` with input modifiers ``x_t = m_t(x)`` and parameter modifiers
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Callable, NamedTuple, Sequence
 
@@ -29,6 +31,7 @@ import jax.numpy as jnp
 
 __all__ = [
     "Rule",
+    "LayerFn",
     "Term",
     "apply_rule",
     "linear_rule",
@@ -46,38 +49,99 @@ ACTIVATION_KINDS = frozenset({"relu"})
 ALL_KINDS = frozenset({"conv", "dense", "batchnorm", "relu", "maxpool", "avgpool", "add"})
 
 
-class Rule(NamedTuple):
-    """A backward-pass replacement for one layer; a value compared by name and layer kinds (give
-    distinct rules distinct names).
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class Rule:
+    """A backward-pass replacement for one layer; an immutable value compared by what it computes.
 
     Attributes:
-      name: a short readable name, e.g. ``"epsilon(1e-06)"``.
+      name: the rule's name, e.g. ``"epsilon"`` (printed with its hyperparameters).
       backward: ``(fn, params, xs, y, R) -> tuple`` of cotangents, one per input in ``xs``.
       kinds: the layer kinds the rule may attach to (``"conv"``, ``"dense"``, ``"relu"``, ...).
       nonnegative: optional cheaper ``backward`` with the same result whenever every input is
         ``>= 0``; the interpreter uses it where it knows that statically (inputs that come from a
         ReLU, through pools, flattening and sums of such).
+      hyper: the values that determine ``backward``, ``((name, value), ...)``; ``None`` when the
+        callables themselves are the definition.
+
+    Equality and hashing are by value: by ``(name, kinds, hyper)`` when ``hyper`` is given (every
+    constructor in :mod:`xattr_jax.rules` gives it, so ``epsilon(0.1234567) != epsilon(0.1234568)``
+    and equal rules built twice are equal), else by ``(name, kinds)`` and the *identity* of
+    ``backward`` and ``nonnegative``. Equal composites share one compiled program; different ones
+    never do.
+
+    Example:
+      >>> Rule("clip", lambda fn, params, xs, y, r: (jnp.clip(r, -1, 1),), {"relu"})
     """
 
     name: str
     backward: Callable
     kinds: frozenset
     nonnegative: Callable | None = None
+    hyper: tuple | None = None
 
-    def __repr__(self) -> str:
-        return f"Rule({self.name})"
+    def __post_init__(self):
+        if not isinstance(self.name, str):
+            raise TypeError(f"Rule name must be a str, got {self.name!r}")
+        if not callable(self.backward) or not (self.nonnegative is None or callable(self.nonnegative)):
+            raise TypeError(f"Rule {self.name!r}: backward and nonnegative must be callables")
+        object.__setattr__(self, "kinds", frozenset(self.kinds))
+        if self.hyper is not None:
+            object.__setattr__(self, "hyper", tuple(self.hyper))
+            if not all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in self.hyper):
+                raise TypeError(f"Rule {self.name!r}: hyper must be ((name, value), ...) pairs, got {self.hyper!r}")
+        try:
+            hash(self.hyper)
+        except TypeError as err:
+            raise TypeError(f"Rule {self.name!r}: hyper must be hashable (tuples, numbers, strings, "
+                            f"callables), got {self.hyper!r}") from err
 
-    # Rules are values: two rules compare equal when their names (which carry the
-    # hyperparameters, e.g. ``epsilon(1e-06)``) and layer kinds are equal, so composites built
-    # the same way are equal and an attributor for one is reused for the other (no recompile).
+    def _value(self) -> tuple:
+        if self.hyper is not None:
+            return (self.name, self.kinds, self.hyper, self.nonnegative is None)
+        return (self.name, self.kinds, None, self.backward, self.nonnegative)
+
     def __eq__(self, other) -> bool:
-        return isinstance(other, Rule) and (self.name, self.kinds) == (other.name, other.kinds)
-
-    def __ne__(self, other) -> bool:
-        return not self == other
+        return isinstance(other, Rule) and self._value() == other._value()
 
     def __hash__(self) -> int:
-        return hash(("Rule", self.name, self.kinds))
+        return hash(("Rule",) + self._value())
+
+    def __repr__(self) -> str:
+        shown = [f"{k}={v!r}" for k, v in self.hyper or () if not _is_callable_tree(v)]
+        return f"{self.name}({', '.join(shown)})"
+
+    def on_nonnegative(self) -> "Rule":
+        """This rule with its cheaper ``nonnegative`` backward (valid where every input is ``>= 0``).
+
+        Raises:
+          ValueError: the rule has no such backward.
+        """
+        if self.nonnegative is None:
+            raise ValueError(f"rule {self!r} has no backward for non-negative inputs")
+        hyper = None if self.hyper is None else self.hyper + (("nonnegative_input", True),)
+        return Rule(self.name, self.nonnegative, self.kinds, None, hyper)
+
+
+def _is_callable_tree(v) -> bool:
+    """Whether ``v`` is a callable or a tuple holding one (shown by name only)."""
+    return callable(v) or (isinstance(v, tuple) and any(_is_callable_tree(a) for a in v))
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerFn:
+    """A layer's exact forward ``fn(params, *xs)`` as a rule receives it, with its geometry.
+
+    Attributes:
+      forward: the pure forward function ``forward(params, *xs) -> y``.
+      kernel_window: a convolution's spatial window in any kernel layout (``(3, 3)``), ``()`` for
+        a dense layer, ``None`` for other layers.
+    """
+
+    forward: Callable
+    kernel_window: tuple | None = None
+
+    def __call__(self, params, *xs):
+        return self.forward(params, *xs)
 
 
 def apply_rule(rule: Rule, fn: Callable, params, *xs, rule_params=None):
@@ -165,6 +229,8 @@ def linear_rule(
     mapper: Callable,
     reducer: Callable,
     kinds: frozenset = LINEAR_KINDS,
+    *,
+    hyper: tuple | None = None,
 ) -> Rule:
     """Build a rule from the generic linear-layer engine.
 
@@ -175,11 +241,17 @@ def linear_rule(
         (``None`` skips a term that only serves the denominator, such as γ's sign reference).
       reducer: ``([x_t], [g_t]) -> R_x``; combines the pulled-back gradients per input.
       kinds: layer kinds the rule applies to (linear in the input for every kind listed).
+      hyper: the hyperparameters that determine ``terms``, ``mapper`` and ``reducer``
+        (``((name, value), ...)``, as the library's constructors give); ``None``: the rule is
+        defined by these callables, and two rules are equal when they have the same name and the
+        *same* (identical) callables — a rule rebuilt from new lambdas is a new rule.
 
     Returns:
       A :class:`Rule`.
     """
     terms = tuple(terms)
+    if hyper is None:
+        hyper = (("terms", terms), ("mapper", mapper), ("reducer", reducer))
 
     def backward(fn, params, xs, y, ct, skip_negative=False):
         del y
@@ -211,4 +283,4 @@ def linear_rule(
     nonnegative = None
     if any(t.negative for t in terms):
         nonnegative = functools.partial(backward, skip_negative=True)
-    return Rule(name, backward, frozenset(kinds), nonnegative)
+    return Rule(name, backward, frozenset(kinds), nonnegative, hyper)

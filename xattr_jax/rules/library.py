@@ -1,4 +1,5 @@
-"""Rule constructors. Each validates its hyperparameters at once and returns a :class:`Rule`.
+"""Rule constructors. Each validates its hyperparameters at once and returns a :class:`Rule` that
+carries them (``hyper``) and compares equal to another exactly when they are equal.
 
 Linear-layer rules are parameterisations of the one engine in :mod:`xattr_jax.rules.core`
 (notation: ``z = Σ_j x_j w_jk + b_k``, ``R_k`` the relevance arriving at output ``k``):
@@ -38,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .core import Rule, Term, linear_rule, safe_divide, stabilize
+from .core import LayerFn, Rule, Term, linear_rule, safe_divide, stabilize
 
 __all__ = [
     "epsilon",
@@ -97,13 +98,6 @@ _zero = jnp.zeros_like
 _ones = jnp.ones_like
 
 
-def _stab(stabilizer, alone=False):
-    """The stabiliser in a rule's name when it is not the default (rules compare by name)."""
-    if stabilizer == 1e-6:
-        return ""
-    return f"({stabilizer:g})" if alone else f",stabilizer={stabilizer:g}"
-
-
 def _negative_term(weight):
     """The term ``x⁻ · weight(W)`` with no bias: exactly zero after a ReLU, where it is skipped."""
     return Term(_neg, _mod(weight, _zero), negative=True)
@@ -121,16 +115,17 @@ def epsilon(eps: float = 1e-6) -> Rule:
     """
     eps = _check_number("epsilon", eps, low=0.0)
     return linear_rule(
-        f"epsilon({eps:g})",
+        "epsilon",
         [Term()],
         lambda r, zs: [r / stabilize(zs[0], eps)],
         _sum_of_products,
+        hyper=(("eps", eps),),
     )
 
 
 def zero() -> Rule:
     """LRP-0: ``R_j = Σ_k x_j w_jk / z_k · R_k`` (0 where ``z_k = 0``)."""
-    return linear_rule("zero", [Term()], lambda r, zs: [safe_divide(r, zs[0])], _sum_of_products)
+    return linear_rule("zero", [Term()], lambda r, zs: [safe_divide(r, zs[0])], _sum_of_products, hyper=())
 
 
 def norm(stabilizer: float = 1e-6) -> Rule:
@@ -140,10 +135,11 @@ def norm(stabilizer: float = 1e-6) -> Rule:
     """
     stabilizer = _check_number("stabilizer", stabilizer, low=0.0)
     return linear_rule(
-        f"norm({stabilizer:g})",
+        "norm",
         [Term()],
         lambda r, zs: [r / stabilize(zs[0], stabilizer)],
         _sum_of_products,
+        hyper=(("stabilizer", stabilizer),),
     )
 
 
@@ -154,10 +150,11 @@ def zplus(stabilizer: float = 1e-6) -> Rule:
     """
     stabilizer = _check_number("stabilizer", stabilizer, low=0.0)
     return linear_rule(
-        f"zplus({stabilizer:g})",
+        "zplus",
         [Term(_pos, _mod(_pos, _pos)), _negative_term(_neg)],
         lambda r, zs: [r / stabilize(zs[0] + zs[1], stabilizer)] * 2,
         _sum_of_products,
+        hyper=(("stabilizer", stabilizer),),
     )
 
 
@@ -187,7 +184,8 @@ def alpha_beta(alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1e-6) 
     def reducer(ins, gs):
         return alpha * (ins[0] * gs[0] + ins[1] * gs[1]) - beta * (ins[2] * gs[2] + ins[3] * gs[3])
 
-    return linear_rule(f"alpha_beta({alpha:g},{beta:g}{_stab(stabilizer)})", terms, mapper, reducer)
+    return linear_rule("alpha_beta", terms, mapper, reducer,
+                       hyper=(("alpha", alpha), ("beta", beta), ("stabilizer", stabilizer)))
 
 
 def gamma(gamma: float = 0.25, stabilizer: float = 1e-6) -> Rule:
@@ -215,7 +213,7 @@ def gamma(gamma: float = 0.25, stabilizer: float = 1e-6) -> Rule:
         sn = neg * r / stabilize(zs[2] + zs[3], stabilizer)
         return [sp, sp, sn, sn, None]
 
-    return linear_rule(f"gamma({g:g}{_stab(stabilizer)})", terms, mapper, _sum_of_products)
+    return linear_rule("gamma", terms, mapper, _sum_of_products, hyper=(("gamma", g), ("stabilizer", stabilizer)))
 
 
 def _bound(name, v):
@@ -254,19 +252,20 @@ def zbox(low, high, stabilizer: float = 1e-6) -> Rule:
     def reducer(ins, gs):
         return ins[0] * gs[0] - ins[1] * gs[1] - ins[2] * gs[2]
 
-    return linear_rule(f"zbox({lo},{hi}{_stab(stabilizer)})", terms, mapper, reducer,
-                       kinds=frozenset({"conv", "dense"}))
+    return linear_rule("zbox", terms, mapper, reducer, kinds=frozenset({"conv", "dense"}),
+                       hyper=(("low", lo), ("high", hi), ("stabilizer", stabilizer)))
 
 
 def flat(stabilizer: float = 1e-6) -> Rule:
     """Flat rule: ``R_i = Σ_j R_j / Σ_i 1`` over each output's receptive field (inputs, weights = 1)."""
     stabilizer = _check_number("stabilizer", stabilizer, low=0.0)
     return linear_rule(
-        f"flat{_stab(stabilizer, alone=True)}",
+        "flat",
         [Term(_ones, _mod(_ones, _zero))],
         lambda r, zs: [r / stabilize(zs[0], stabilizer)],
         lambda ins, gs: gs[0],
         kinds=frozenset({"conv", "dense"}),
+        hyper=(("stabilizer", stabilizer),),
     )
 
 
@@ -275,11 +274,12 @@ def wsquare(stabilizer: float = 1e-6) -> Rule:
     stabilizer = _check_number("stabilizer", stabilizer, low=0.0)
     sq = lambda a: a * a  # noqa: E731
     return linear_rule(
-        f"wsquare{_stab(stabilizer, alone=True)}",
+        "wsquare",
         [Term(_ones, _mod(sq, sq))],
         lambda r, zs: [r / stabilize(zs[0], stabilizer)],
         lambda ins, gs: gs[0],
         kinds=frozenset({"conv", "dense"}),
+        hyper=(("stabilizer", stabilizer),),
     )
 
 
@@ -294,6 +294,7 @@ def excitation() -> Rule:
         [Term(params=_mod(_pos, _zero))],
         lambda r, zs: [safe_divide(r, zs[0])],
         _sum_of_products,
+        hyper=(),
     )
 
 
@@ -301,13 +302,13 @@ def _elementwise(name, backward_fn, kinds) -> Rule:
     def backward(fn, params, xs, y, ct):
         return (backward_fn(xs[0], y, ct),)
 
-    return Rule(name, backward, frozenset(kinds))
+    return Rule(name, backward, frozenset(kinds), hyper=())
 
 
 def pass_rule() -> Rule:
     """Identity: the signal passes unchanged (activations, batch-norm: element-wise layers)."""
     return _elementwise(
-        "pass", lambda x, y, g: g, {"relu", "batchnorm"}
+        "pass_rule", lambda x, y, g: g, {"relu", "batchnorm"}
     )
 
 
@@ -331,7 +332,7 @@ def positive_maxpool() -> Rule:
         _, vjp = jax.vjp(lambda x: fn(params, x), xs[0])
         return vjp(jnp.maximum(ct, 0))
 
-    return Rule("positive_maxpool", backward, frozenset({"maxpool"}))
+    return Rule("positive_maxpool", backward, frozenset({"maxpool"}), hyper=())
 
 
 
@@ -365,6 +366,7 @@ def contrastive_excitation() -> Rule:
         lambda r, zs: [safe_divide(r, zs[0]), safe_divide(r, zs[1])],
         reducer,
         kinds=frozenset({"conv", "dense"}),
+        hyper=(),
     )
 
 
@@ -380,7 +382,7 @@ def skip_ignored() -> Rule:
             raise ValueError(f"skip_ignored needs a two-input sum (branch, skip), got {len(xs)} inputs")
         return (ct, jnp.zeros_like(xs[1]))
 
-    return Rule("skip_ignored", backward, frozenset({"add"}))
+    return Rule("skip_ignored", backward, frozenset({"add"}), hyper=())
 
 
 def _per_sample(reduce):
@@ -414,7 +416,7 @@ def zbox_global() -> Rule:
     def reducer(ins, gs):
         return ins[0] * gs[0] - ins[1] * gs[1] - ins[2] * gs[2]
 
-    return linear_rule("zbox_global", terms, mapper, reducer, kinds=frozenset({"conv", "dense"}))
+    return linear_rule("zbox_global", terms, mapper, reducer, kinds=frozenset({"conv", "dense"}), hyper=())
 
 
 def rsp_add(offset: float = 1e-9) -> Rule:
@@ -427,11 +429,12 @@ def rsp_add(offset: float = 1e-9) -> Rule:
     offset = _check_number("offset", offset, low=0.0, inclusive=False)
     clamp = lambda x: jnp.maximum(x, 0) + jnp.asarray(offset, x.dtype)  # noqa: E731
     return linear_rule(
-        f"rsp_add({offset:g})",
+        "rsp_add",
         [Term(clamp)],
         lambda r, zs: [safe_divide(r, zs[0])],
         _sum_of_products,
         kinds=frozenset({"add"}),
+        hyper=(("offset", offset),),
     )
 
 
@@ -448,7 +451,7 @@ def rsp_batchnorm() -> Rule:
         _, w = jax.jvp(lambda a: fn(params, a), (x,), (jnp.ones_like(x),))
         return (jnp.where(x * w != 0, ct, 0.0),)
 
-    return Rule("rsp_batchnorm", backward, frozenset({"batchnorm"}))
+    return Rule("rsp_batchnorm", backward, frozenset({"batchnorm"}), hyper=())
 
 
 PURGES = ("none", "sign_consistent", "uniform_spread")
@@ -511,7 +514,7 @@ def rsp_conv(purge: str = "none", factor: float = 2.0) -> Rule:
     def backward(fn, params, xs, y, ct):
         (x,) = xs
         kernel = jnp.zeros_like(params["kernel"])  # only its shape: G± do not depend on W
-        window = getattr(fn, "kernel_window", kernel.shape[:-2])  # HWIO unless the layer says
+        window = fn.kernel_window if isinstance(fn, LayerFn) else kernel.shape[:-2]  # else HWIO
         one_by_one = all(k == 1 for k in window)
         r = _purge(ct, purge)
 
@@ -538,4 +541,4 @@ def rsp_conv(purge: str = "none", factor: float = 2.0) -> Rule:
         # slower than plain batch-1 convolutions (measured on a VGG16 layer).
         return (jnp.concatenate([sample(x[i:i + 1], r[i:i + 1]) for i in range(x.shape[0])], axis=0),)
 
-    return Rule(f"rsp_conv({purge},{factor:g})", backward, frozenset({"conv", "dense"}))
+    return Rule("rsp_conv", backward, frozenset({"conv", "dense"}), hyper=(("purge", purge), ("factor", factor)))
