@@ -7,7 +7,7 @@ skipped), ``coco14`` (val2014; GT = union of the class's segmentation masks), ``
 
 ``--out`` receives ``records.jsonl`` (one record per image, method and trial, written as the job
 goes), ``job.json`` (the settings) and the report ``eval.json`` / ``eval.md``. Running the same
-command again resumes: images already recorded are skipped. Exit status: 0 when every method ran,
+command again resumes: images already recorded are skipped (:mod:`xattr_jax.harness.records`). Exit status: 0 when every method ran,
 1 when a method failed, 2 for bad input (named on one line).
 """
 

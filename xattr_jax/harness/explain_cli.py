@@ -10,7 +10,9 @@ Two forms:
   device; ``FOLDER/records.jsonl`` gets one record per (image, method, target) as batches finish
   (``image``, ``method``, ``target``, ``target_name``, ``status``, ``logit``, ``prob``, ``predicted``, ``rank``,
   ``map_file``, ``map_key``) and ``FOLDER/maps/<method>/*.npz`` the maps. Running the same command
-  again resumes where a killed run stopped; an unreadable image is recorded with its reason.
+  again resumes where a killed run stopped (:mod:`xattr_jax.harness.records`: one job per folder,
+  damaged shards and changed images redone); an unreadable image is recorded with its reason and
+  tried again on the next run. ``FOLDER`` is never read as input.
 
 Targets: the top-1 class by default, ``--top-k K`` for the K best, or ``--target C``. Method options
 are flags generated from the methods' option tables (``--steps 16``, ``--composite epsilon``).
@@ -133,6 +135,7 @@ def write_figures(out, samples, mode: str, arch: str, fmt: str, progress: bool =
     """One figure per recorded image, ``OUT/figures/<image>.<fmt>``: its methods (rows) x targets
     (columns) over the preprocessed image; figures already there are kept (a resumed job)."""
     import warnings
+    import zipfile
     from collections import defaultdict
 
     from xattr_jax import viz
@@ -153,12 +156,12 @@ def write_figures(out, samples, mode: str, arch: str, fmt: str, progress: bool =
             at = {(r["method"], r["target"]): r for r in recs}
             try:
                 _, image = preprocess(s.read(), mode)
-            except (OSError, ValueError) as err:  # gone or damaged since it was attributed
-                _warn(f"no figure for {s.key}: {str(err).splitlines()[0]}")
+                maps = {m: [load_map(out, at[(m, t)]) for t in targets] for m in methods
+                        if all((m, t) in at for t in targets)}  # fmt: skip
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:  # damaged since recorded
+                _warn(f"no figure for {s.key}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
                 bar.advance(1)
                 continue
-            maps = {m: [load_map(out, at[(m, t)]) for t in targets] for m in methods
-                    if all((m, t) in at for t in targets)}  # fmt: skip
             names = [at[(methods[0], t)].get("target_name") or f"class {t}" for t in targets]
             probs = [at[(methods[0], t)]["prob"] for t in targets]
             with warnings.catch_warnings():

@@ -105,28 +105,29 @@ def _group(r: dict) -> tuple[str, str]:
 
 
 class _ShardCheck:
-    """Whether a record's map shard is there, of its recorded size, readable and holding its key."""
+    """Whether a record's map shard is there, of its recorded size, readable and holding its key
+    (the zip directory is read, not the arrays: a damaged array fails its CRC when loaded)."""
 
     def __init__(self, out: Path):
         self.out = out
-        self.keys: dict[str, Optional[frozenset]] = {}
+        self.seen: dict[str, tuple[int, frozenset]] = {}
+
+    def _look(self, rel: str) -> tuple[int, frozenset]:
+        try:
+            with zipfile.ZipFile(self.out / rel) as z:
+                keys = frozenset(n[:-4] for n in z.namelist() if n.endswith(".npy"))
+            return (self.out / rel).stat().st_size, keys
+        except (OSError, zipfile.BadZipFile, ValueError):
+            return -1, frozenset()
 
     def __call__(self, r: dict) -> bool:
         rel = r.get("map_file")
         if not rel:
             return True
-        path = self.out / rel
-        if rel not in self.keys:
-            try:
-                with zipfile.ZipFile(path) as z:
-                    self.keys[rel] = frozenset(n[:-4] for n in z.namelist() if n.endswith(".npy"))
-            except (OSError, zipfile.BadZipFile, ValueError):
-                self.keys[rel] = None
-        try:
-            size_ok = "map_size" not in r or path.stat().st_size == r["map_size"]
-        except OSError:
-            size_ok = False
-        return size_ok and self.keys[rel] is not None and r.get("map_key") in self.keys[rel]
+        if rel not in self.seen:
+            self.seen[rel] = self._look(rel)
+        size, keys = self.seen[rel]
+        return size >= 0 and r.get("map_size", size) == size and r.get("map_key") in keys
 
 
 def _usable(recs: list[dict], out: Path) -> tuple[list[dict], list[str]]:
