@@ -171,10 +171,13 @@ def read_records(out, log: Optional[Callable[[str], None]] = None) -> list[dict]
     for f in files:
         keep, said = _usable(_read_lines(f)[0], out)
         recs += keep
-        for line in said:
-            msg = f"{f}: {line}"
-            log(msg) if log else warnings.warn(msg, RecordsWarning, stacklevel=2)
+        _report([f"{f}: {line}" for line in said], log)
     return recs
+
+
+def _report(lines: list[str], log: Optional[Callable[[str], None]]) -> None:
+    for msg in lines:
+        log(msg) if log else warnings.warn(msg, RecordsWarning, stacklevel=3)
 
 
 class MemoryStore:
@@ -251,9 +254,7 @@ class RecordStore(MemoryStore):
                 self._settings(settings)
             recs, end = _read_lines(self.path)
             keep, said = _usable(recs, self.out)
-            for line in said:
-                msg = f"{self.path}: {line}; they are done again"
-                log(msg) if log else warnings.warn(msg, RecordsWarning, stacklevel=2)
+            _report([f"{self.path}: {line}" for line in said], log)
             size = self.path.stat().st_size if self.path.exists() else 0
             self.records = keep
             if len(keep) != len(recs) or end != size:
