@@ -83,6 +83,7 @@ def test_killed_job_resumes_to_the_same_records(folder):
     killed_at = _lines(cut / "records.jsonl")
     assert proc.returncode == -signal.SIGKILL
     assert expected_lines // 2 <= killed_at < expected_lines, killed_at
+    assert f"pid {proc.pid} on " in (cut / ".lock").read_text()  # a dead holder's lock blocks nothing
 
     again = subprocess.run(_command(folder, cut), capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0, again.stderr

@@ -125,13 +125,14 @@ def annotation_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
 @dataclasses.dataclass(frozen=True, eq=False)
 class CocoAnnotation:
     """One instance: COCO category id, contiguous class index, ``bbox`` ``[x, y, w, h]``, raw
-    ``segmentation`` and ``iscrowd``."""
+    ``segmentation``, ``iscrowd`` and the annotation's ``id``."""
 
     category_id: int
     class_id: int
     bbox: tuple[float, float, float, float]
     segmentation: Any
     iscrowd: bool
+    id: Optional[int] = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -161,11 +162,19 @@ class CocoImage:
         return tuple(sorted({a.class_id for a in self.annotations}))
 
     def class_mask(self, class_id: int, include_crowd: bool = True) -> np.ndarray:
-        """Union of the class's instance masks, bool ``[height, width]`` (empty if absent)."""
+        """Union of the class's instance masks, bool ``[height, width]`` (empty if absent).
+
+        Raises:
+          ValueError: a malformed segmentation, naming the image and the annotation.
+        """
         m = np.zeros((self.height, self.width), bool)
         for a in self.annotations:
             if a.class_id == class_id and (include_crowd or not a.iscrowd):
-                m |= annotation_mask(a.segmentation, self.height, self.width)
+                try:
+                    m |= annotation_mask(a.segmentation, self.height, self.width)
+                except (ValueError, TypeError) as err:
+                    raise ValueError(f"COCO image {self.image_id} ({self.file_name}), annotation {a.id}: "
+                                     f"{err}; fix or remove that annotation") from None  # fmt: skip
         return m
 
     def load(self) -> np.ndarray:
@@ -248,6 +257,7 @@ def load_coco(
                 tuple(float(v) for v in a["bbox"]),
                 a["segmentation"],
                 bool(a.get("iscrowd", 0)),
+                a.get("id"),
             )
         )
     flags = (

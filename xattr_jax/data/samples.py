@@ -15,7 +15,9 @@ a record with its reason, not a crash.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+import os
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -60,6 +62,19 @@ class Sample:
     orig_size: Optional[tuple[int, int]] = None
     trials: tuple[Trial, ...] = ()
     source: str = "annotation"
+
+    def fingerprint(self) -> str:
+        """``"<bytes>:<hash>"`` of the file (or of the pixels in memory): a resumed job redoes an
+        image whose fingerprint changed (BLAKE2b, 128 bits).
+
+        Raises:
+          OSError: the file cannot be read.
+        """
+        if self.pixels is not None:
+            data = np.ascontiguousarray(self.pixels, np.float32).tobytes()
+        else:
+            data = Path(self.path).read_bytes()
+        return f"{len(data)}:{hashlib.blake2b(data, digest_size=16).hexdigest()}"
 
     def read(self) -> np.ndarray:
         """The RGB pixels ``[H, W, 3]`` float32 in [0, 1].
@@ -176,33 +191,65 @@ def imagenet_samples(root, *, images=None, annotations=None, synsets=None,
 
 
 def _key(path: Path, base: Optional[Path]) -> str:
+    """The file name without extension (the path under ``base`` for files in sub-folders); bytes
+    that are not UTF-8 are written as ``\\xNN`` (the file is still opened by its real name)."""
     rel = path.relative_to(base) if base is not None else Path(path.name)
-    return rel.with_suffix("").as_posix() if len(rel.parts) > 1 else rel.stem
+    key = rel.with_suffix("").as_posix() if len(rel.parts) > 1 else rel.stem
+    return os.fsencode(key).decode("utf-8", "backslashreplace")
 
 
-def file_samples(inputs: Sequence) -> list[Sample]:
+def _inside(path: Path, folder: Optional[Path]) -> bool:
+    return folder is not None and (path == folder or folder in path.parents)
+
+
+def _images_in(folder: Path, exclude: Optional[Path]) -> list[Path]:
+    """Image files under ``folder`` (recursively, sorted), not descending into ``exclude``."""
+    found = []
+    for top, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not _inside(Path(top, d).resolve(), exclude))
+        found += [Path(top, f) for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(found)
+
+
+def file_samples(inputs: Sequence, exclude=None) -> list[Sample]:
     """Samples for image files, folders of images (searched recursively) and list files.
 
     A ``.txt``/``.lst`` file lists one image path per line (relative paths are taken from the list's
     folder; blank lines and ``#`` comments are skipped). Keys are the file names without extension
-    (paths relative to the folder for files in sub-folders); a key given twice is an error. Files are
-    not opened here: a corrupt one is reported by the job that reads it.
+    (paths relative to the folder for files in sub-folders; bytes that are not UTF-8 written
+    ``\\xNN``); a key given twice is an error. Files are not opened here: a corrupt one is reported
+    by the job that reads it.
+
+    Args:
+      inputs: files, folders and list files.
+      exclude: a folder never read (a job's output folder): skipped inside an input folder; an
+        input in it is an error.
 
     Raises:
       FileNotFoundError: an input that does not exist, or a listed file that does not exist.
-      ValueError: no image found, or two images with the same key.
+      ValueError: no image found, two images with the same key, or an input inside ``exclude``.
     """
+    exclude = None if exclude is None else Path(exclude).expanduser().resolve()
+
+    def check(p: Path, what: str) -> Path:
+        if _inside(p.resolve(), exclude):
+            raise ValueError(f"{what} {p} is inside the output folder {exclude}; the job's own output is "
+                             "never read as input: give another --out")  # fmt: skip
+        return p
+
     out: list[Sample] = []
     for item in inputs:
         p = Path(item).expanduser()
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            files = _images_in(check(p, "input folder"), exclude)
             if not files:
                 raise ValueError(f"{p}: no image file found in this folder (looked for "
                                  f"{', '.join(IMAGE_SUFFIXES)}, recursively)")  # fmt: skip
             out += [Sample(_key(f, p), path=f) for f in files]
         elif p.suffix.lower() in (".txt", ".lst") and p.is_file():
-            for lineno, line in enumerate(p.read_text().splitlines(), 1):
+            with open(p, encoding="utf-8", errors="surrogateescape") as f:
+                lines = f.read().splitlines()
+            for lineno, line in enumerate(lines, 1):
                 line = line.split("#", 1)[0].strip()
                 if not line:
                     continue
@@ -210,9 +257,9 @@ def file_samples(inputs: Sequence) -> list[Sample]:
                 f = f if f.is_absolute() else p.parent / f
                 if not f.is_file():
                     raise FileNotFoundError(f"{p}:{lineno}: listed image not found: {f}")
-                out.append(Sample(_key(f, None), path=f))
+                out.append(Sample(_key(f, None), path=check(f, f"{p}:{lineno}: listed image")))
         elif p.is_file():
-            out.append(Sample(_key(p, None), path=p))
+            out.append(Sample(_key(p, None), path=check(p, "input")))
         else:
             raise FileNotFoundError(f"input not found: {p} (give an image file, a folder of images "
                                     "or a .txt file listing image paths)")  # fmt: skip

@@ -1,4 +1,4 @@
-"""What ``xattr explain`` and ``xattr eval`` share: models, datasets, option flags, job settings.
+"""What ``xattr explain`` and ``xattr eval`` share: models, datasets, option flags, model identity.
 
 A bad input is a :class:`UsageError`; the handlers print its one line and exit with code 2.
 """
@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -23,7 +22,7 @@ __all__ = [
     "dataset_samples",
     "add_option_flags",
     "method_options_from_args",
-    "check_job_settings",
+    "variables_fingerprint",
     "add_distributed_arguments",
     "start_distributed",
     "DATASET_LAYOUTS",
@@ -259,25 +258,17 @@ def start_distributed(args) -> None:
         raise UsageError(f"jax.distributed.initialize failed: {str(err).splitlines()[0]}") from None
 
 
-def check_job_settings(out, settings: dict) -> None:
-    """Record the settings of a job in ``OUT/job.json``, or check a resumed job has the same ones.
+def variables_fingerprint(variables) -> str:
+    """A hash (BLAKE2b, 128 bits) of a model's variables (names, dtypes, shapes and values): a job's
+    settings carry it, so a checkpoint whose contents changed is not resumed into the same records."""
+    import hashlib
 
-    Raises:
-      UsageError: ``OUT`` holds a job run with other settings (its records would not match).
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; give a folder for the job's records")
-    path = out / "job.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-        if diff:
-            k = diff[0]
-            raise UsageError(f"{out} holds a job run with other settings ({k}: {old.get(k)!r} there, "
-                             f"{settings.get(k)!r} now); use another --out, or delete {out} to start over")  # fmt: skip
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".job.json.{os.getpid()}"  # processes of one job may write it at once: atomically
-    tmp.write_text(json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    import jax
+    import numpy as np
+
+    h = hashlib.blake2b(digest_size=16)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(variables):
+        a = np.ascontiguousarray(leaf)
+        h.update(f"{jax.tree_util.keystr(path)}:{a.dtype}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()

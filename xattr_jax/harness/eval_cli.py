@@ -7,7 +7,7 @@ skipped), ``coco14`` (val2014; GT = union of the class's segmentation masks), ``
 
 ``--out`` receives ``records.jsonl`` (one record per image, method and trial, written as the job
 goes), ``job.json`` (the settings) and the report ``eval.json`` / ``eval.md``. Running the same
-command again resumes: images already recorded are skipped. Exit status: 0 when every method ran,
+command again resumes: images already recorded are skipped (:mod:`xattr_jax.harness.records`). Exit status: 0 when every method ran,
 1 when a method failed, 2 for bad input (named on one line).
 """
 
@@ -21,7 +21,6 @@ from xattr_jax.harness.cli_common import (
     add_dataset_arguments,
     add_distributed_arguments,
     add_option_flags,
-    check_job_settings,
     dataset_samples,
     int_at_least,
     load_model,
@@ -30,7 +29,9 @@ from xattr_jax.harness.cli_common import (
     nonneg_float,
     parse_methods,
     start_distributed,
+    variables_fingerprint,
 )
+from xattr_jax.harness.records import JobError
 
 __all__ = ["add_arguments", "run", "main", "DEFAULT_METHODS", "SYNTHETIC_TOLERANCE"]
 
@@ -100,25 +101,26 @@ def run(args) -> int:
         settings = {"command": "eval", "checkpoint": args.checkpoint, "dataset": args.dataset,
                     "preprocess": mode, "tolerance": tol, "deletion_images": args.deletion_images,
                     "deletion_steps": args.deletion_steps, "score": score, "options": options,
-                    "root": args.root, "split": args.split, "difficult": args.difficult}  # fmt: skip
-        check_job_settings(args.out, settings)
-    except UsageError as err:
+                    "root": args.root, "split": args.split, "difficult": args.difficult,
+                    "variables": variables_fingerprint(variables)}  # fmt: skip
+        result = evaluate(
+            model, variables, samples, methods, preprocess=mode, batch_size=args.batch_size,
+            tolerance=tol, deletion_images=args.deletion_images, deletion_steps=args.deletion_steps,
+            score=score, options=options, out=args.out, save_maps=args.save_maps,
+            progress=not args.no_progress, settings=settings,
+            log=lambda s: print(f"xattr eval: warning: {s}", file=sys.stderr),
+        )  # fmt: skip
+        result.update(dataset=args.dataset, checkpoint=args.checkpoint, arch=arch, preprocess=mode)
+        title = f"{args.dataset} · {arch}"
+        import jax
+
+        if jax.process_index() == 0:  # under jax.distributed the report covers every process's records
+            js, md = write_report(result, args.out, title=title)
+            print(markdown_table(result, title))
+            print(f"wrote {js} and {md}")
+    except (UsageError, JobError, OSError) as err:
         print(f"xattr eval: error: {err}", file=sys.stderr)
         return 2
-    result = evaluate(
-        model, variables, samples, methods, preprocess=mode, batch_size=args.batch_size,
-        tolerance=tol, deletion_images=args.deletion_images, deletion_steps=args.deletion_steps,
-        score=score, options=options, out=args.out, save_maps=args.save_maps,
-        progress=not args.no_progress,
-    )  # fmt: skip
-    result.update(dataset=args.dataset, checkpoint=args.checkpoint, arch=arch, preprocess=mode)
-    title = f"{args.dataset} · {arch}"
-    import jax
-
-    if jax.process_index() == 0:  # under jax.distributed the report covers every process's records
-        js, md = write_report(result, args.out, title=title)
-        print(markdown_table(result, title))
-        print(f"wrote {js} and {md}")
     for key, why in result["unreadable"]:
         print(f"xattr eval: warning: {key} skipped: {why}", file=sys.stderr)
     failed = {m: e["error"] for m, e in result["methods"].items() if "error" in e}

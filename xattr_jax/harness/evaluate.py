@@ -17,8 +17,8 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from xattr_jax.harness import protocols
-from xattr_jax.harness.job import MemoryStore, run_job
-from xattr_jax.harness.records import RecordStore, read_records
+from xattr_jax.harness.job import run_job
+from xattr_jax.harness.records import MemoryStore, RecordStore, read_records
 
 __all__ = ["evaluate", "EB_METHODS", "is_fully_convolutional", "harness_options"]
 
@@ -62,6 +62,7 @@ def evaluate(
     save_maps: bool = False,
     keep_maps: bool = False,
     progress: bool = True,
+    settings: Optional[dict] = None,
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Run the protocols (:mod:`xattr_jax.harness.protocols`) for each method on ``samples``.
@@ -87,6 +88,8 @@ def evaluate(
       keep_maps: return the maps too, ``result["maps"] = {method: {(image key, class): map}}`` (the
         method's map at its own resolution; in memory, so without ``out``).
       progress: a progress bar on stderr.
+      settings: with ``out``, the job's settings: written to ``OUT/job.json``, or checked against
+        the ones there (a resumed job must have the same).
       log: where messages go (default: stderr).
 
     Returns:
@@ -94,6 +97,10 @@ def evaluate(
       ``center`` (baseline) and ``methods`` ``{name: {pointing_all, pointing_difficult, box_acc,
       max_box_acc, max_box_acc_threshold, deletion_auc, insertion_auc, seconds}}`` or
       ``{"error": ...}``.
+
+    Raises:
+      xattr_jax.harness.records.JobError: ``out`` cannot be used (another job holds it, other
+        settings, damaged files, a failed write).
     """
     import jax
 
@@ -114,7 +121,8 @@ def evaluate(
     n_proc = jax.process_count()
     if keep_maps and out is not None:
         raise ValueError("keep_maps keeps the maps in memory: use it without out= (or save_maps=True with out=)")
-    store = MemoryStore() if out is None else RecordStore(out, jax.process_index(), n_proc)
+    store = MemoryStore() if out is None else RecordStore(out, jax.process_index(), n_proc,
+                                                          settings=settings, log=say)  # fmt: skip
     try:
         job = run_job(
             model, variables, samples, methods, preprocess=preprocess, store=store, options=opts,
@@ -131,7 +139,7 @@ def evaluate(
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices("xattr evaluate: records written")
-        records = read_records(out)
+        records = read_records(out, log=say)
     summary = protocols.summarise(records, ts)
     result: dict[str, Any] = {
         "num_images": len(samples),

@@ -10,7 +10,9 @@ Two forms:
   device; ``FOLDER/records.jsonl`` gets one record per (image, method, target) as batches finish
   (``image``, ``method``, ``target``, ``target_name``, ``status``, ``logit``, ``prob``, ``predicted``, ``rank``,
   ``map_file``, ``map_key``) and ``FOLDER/maps/<method>/*.npz`` the maps. Running the same command
-  again resumes where a killed run stopped; an unreadable image is recorded with its reason.
+  again resumes where a killed run stopped (:mod:`xattr_jax.harness.records`: one job per folder,
+  damaged shards and changed images redone); an unreadable image is recorded with its reason and
+  tried again on the next run. ``FOLDER`` is never read as input.
 
 Targets: the top-1 class by default, ``--top-k K`` for the K best, or ``--target C``. Method options
 are flags generated from the methods' option tables (``--steps 16``, ``--composite epsilon``).
@@ -27,7 +29,6 @@ from xattr_jax.harness.cli_common import (
     add_dataset_arguments,
     add_distributed_arguments,
     add_option_flags,
-    check_job_settings,
     dataset_samples,
     int_at_least,
     load_model,
@@ -35,7 +36,9 @@ from xattr_jax.harness.cli_common import (
     num_classes,
     parse_methods,
     start_distributed,
+    variables_fingerprint,
 )
+from xattr_jax.harness.records import JobError
 
 __all__ = ["add_arguments", "run", "FIGURE_SUFFIXES"]
 
@@ -91,7 +94,10 @@ def run(args) -> int:
         if _figure_mode(args):
             return _run_figure(args)
         return _run_job(args)
-    except UsageError as err:
+    except (UsageError, JobError) as err:
+        print(f"xattr explain: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # e.g. a figure that cannot be written
         print(f"xattr explain: error: {err}", file=sys.stderr)
         return 2
 
@@ -129,6 +135,7 @@ def write_figures(out, samples, mode: str, arch: str, fmt: str, progress: bool =
     """One figure per recorded image, ``OUT/figures/<image>.<fmt>``: its methods (rows) x targets
     (columns) over the preprocessed image; figures already there are kept (a resumed job)."""
     import warnings
+    import zipfile
     from collections import defaultdict
 
     from xattr_jax import viz
@@ -137,7 +144,7 @@ def write_figures(out, samples, mode: str, arch: str, fmt: str, progress: bool =
     from xattr_jax.harness.records import load_map, read_records
 
     by_image = defaultdict(list)
-    for r in read_records(out):
+    for r in read_records(out, log=_warn):
         if r["status"] == "ok" and r.get("map_file"):
             by_image[r["image"]].append(r)
     todo = [s for s in samples if s.key in by_image and not (out / "figures" / f"{s.key}.{fmt}").exists()]
@@ -147,9 +154,14 @@ def write_figures(out, samples, mode: str, arch: str, fmt: str, progress: bool =
             targets = list(dict.fromkeys(r["target"] for r in recs))
             methods = list(dict.fromkeys(r["method"] for r in recs))
             at = {(r["method"], r["target"]): r for r in recs}
-            _, image = preprocess(s.read(), mode)
-            maps = {m: [load_map(out, at[(m, t)]) for t in targets] for m in methods
-                    if all((m, t) in at for t in targets)}  # fmt: skip
+            try:
+                _, image = preprocess(s.read(), mode)
+                maps = {m: [load_map(out, at[(m, t)]) for t in targets] for m in methods
+                        if all((m, t) in at for t in targets)}  # fmt: skip
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:  # damaged since recorded
+                _warn(f"no figure for {s.key}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+                bar.advance(1)
+                continue
             names = [at[(methods[0], t)].get("target_name") or f"class {t}" for t in targets]
             probs = [at[(methods[0], t)]["prob"] for t in targets]
             with warnings.catch_warnings():
@@ -159,6 +171,10 @@ def write_figures(out, samples, mode: str, arch: str, fmt: str, progress: bool =
             viz.save(fig, out / "figures" / f"{s.key}.{fmt}")
             bar.advance(1)
     return len(todo)
+
+
+def _warn(msg: str) -> None:
+    print(f"xattr explain: warning: {msg}", file=sys.stderr)
 
 
 def _run_job(args) -> int:
@@ -176,7 +192,7 @@ def _run_job(args) -> int:
     methods = parse_methods(args.method)
     options = method_options_from_args(args, methods)
     try:
-        samples = dataset_samples(args) if args.dataset else file_samples(args.inputs)
+        samples = dataset_samples(args) if args.dataset else file_samples(args.inputs, exclude=out)
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err).splitlines()[0]) from None
     start_distributed(args)  # before anything runs on a device
@@ -189,17 +205,17 @@ def _run_job(args) -> int:
         raise UsageError(f"--top-k {args.top_k} exceeds the model's {n} classes")
     settings = {"command": "explain", "checkpoint": args.checkpoint, "preprocess": mode,
                 "target": args.target, "top_k": args.top_k, "options": options,
-                "map_dtype": args.map_dtype}  # fmt: skip
-    check_job_settings(out, settings)
+                "map_dtype": args.map_dtype, "variables": variables_fingerprint(variables)}  # fmt: skip
     import jax
 
-    with RecordStore(out, jax.process_index(), jax.process_count(), args.map_dtype) as store:
+    with RecordStore(out, jax.process_index(), jax.process_count(), args.map_dtype, settings=settings,
+                     log=_warn) as store:  # fmt: skip
         res = run_job(model, variables, samples, methods, preprocess=mode, store=store, options=options,
                       plan=top_k_plan(args.top_k, args.target), batch_size=args.batch_size,
-                      class_names=class_names_for(arch, n),
-                      progress=not args.no_progress)  # fmt: skip
+                      class_names=class_names_for(arch, n), progress=not args.no_progress,
+                      log=_warn)  # fmt: skip
     for key, why in res.unreadable:
-        print(f"xattr explain: warning: {key} skipped: {why}", file=sys.stderr)
+        _warn(f"{key} skipped: {why}")
     if args.figures:
         n_fig = write_figures(out, samples, mode, arch, args.figures, progress=not args.no_progress)
         print(f"{n_fig} figure(s) drawn -> {out / 'figures'}")

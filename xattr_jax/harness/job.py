@@ -6,7 +6,8 @@ sharded over a one-axis mesh, variables replicated; one compiled program per sha
 runs one forward for the predictions and each method on the (image, target) tasks, and hands the
 maps to a ``consume`` hook (the evaluation protocols) and to a :class:`~xattr_jax.harness.records.RecordStore`
 (``OUT/records.jsonl`` + map shards), batch by batch. Images whose methods are all recorded are
-skipped, so running the same job again resumes it.
+skipped, so running the same job again resumes it; images recorded unreadable, or whose file
+changed since (:meth:`~xattr_jax.data.samples.Sample.fingerprint`), are done again.
 
 Under ``jax.distributed`` (``distribute=True``) process ``p`` of ``n`` takes samples ``p, p + n, ...``
 and attributes them on its own local devices; no collective crosses hosts.
@@ -31,7 +32,7 @@ from xattr_jax.data.samples import Sample
 from xattr_jax.harness.pipeline import Loaded, stream
 from xattr_jax.progress import progress_bar
 
-__all__ = ["Task", "JobResult", "run_job", "top_k_plan", "MemoryStore"]
+__all__ = ["Task", "JobResult", "run_job", "top_k_plan"]
 
 
 @dataclasses.dataclass
@@ -56,28 +57,6 @@ class JobResult:
     unreadable: list = dataclasses.field(default_factory=list)  # (image key, reason)
 
 
-class MemoryStore:
-    """A :class:`~xattr_jax.harness.records.RecordStore` that keeps records and maps in memory."""
-
-    def __init__(self):
-        self.records: list[dict] = []
-        self.maps: dict[tuple[str, str], np.ndarray] = {}
-        self.done: set = set()
-
-    def is_done(self, image: str, method: str) -> bool:
-        return (image, method) in self.done
-
-    def write(self, records, maps=None) -> None:
-        for method, arrays in (maps or {}).items():
-            for k, v in arrays.items():
-                self.maps[(method, k)] = np.asarray(v)
-        self.records += records
-        self.done |= {(r["image"], r["method"]) for r in records}
-
-    def load_map(self, record: dict) -> np.ndarray:
-        return self.maps[(record["method"], record["map_key"])]
-
-
 def top_k_plan(k: int = 1, target: Optional[int] = None) -> Callable:
     """Tasks for an image: a fixed ``target``, or its ``k`` highest-scoring classes (``rank`` 0..k-1)."""
 
@@ -93,6 +72,13 @@ def top_k_plan(k: int = 1, target: Optional[int] = None) -> Callable:
 def _first_line(err: BaseException) -> str:
     text = str(err).splitlines()[0] if str(err) else ""
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _fingerprint(sample: Sample) -> Optional[str]:
+    try:
+        return sample.fingerprint()
+    except OSError:  # gone since: done again, and recorded unreadable
+        return None
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -128,14 +114,16 @@ def run_job(
       samples: the images (:mod:`xattr_jax.data.samples`).
       methods: method names.
       preprocess: the preprocessing mode (:data:`xattr_jax.data.preprocess.PREPROCESSING`).
-      store: a :class:`~xattr_jax.harness.records.RecordStore` or :class:`MemoryStore`.
+      store: a :class:`~xattr_jax.harness.records.RecordStore` or
+        :class:`~xattr_jax.harness.records.MemoryStore`.
       plan: ``(loaded, logits) -> [(target, fields)]``, the tasks of one image (default: its top-1
         class, :func:`top_k_plan`).
       consume: ``(method, tasks, maps) -> [fields]``, per-task fields computed from the maps (e.g.
         the evaluation protocols); runs before the records are written.
       options: per-method options ``{method: {option: value}}``.
-      batch_size: tasks per attribution call, rounded up to a multiple of the local device count
-        (the last call of a group is padded: one compilation per input shape and method).
+      batch_size: at most this many tasks per attribution call, rounded up to a multiple of the
+        local device count; a smaller call is padded to the next power of two (a multiple of the
+        devices), not to ``batch_size``: memory follows the data, with a few compilations per shape.
       key: seed of the noise keys (methods that draw noise).
       save_maps: store the maps in the records' shards.
       class_names: the model's class names; records then carry ``target_name``.
@@ -165,6 +153,11 @@ def run_job(
         except Exception as err:  # reported per method; the others run
             result.failed[m] = _first_line(err)
             say(f"{m}: cannot be built ({result.failed[m]}); skipped")
+    recorded = [s for s in samples if any(store.is_done(s.key, m) for m in fns)]
+    if recorded:  # redo what was unreadable, and images whose file changed since
+        redone = store.redo({s.key: _fingerprint(s) for s in recorded})
+        if redone:
+            say(f"{redone} (image, method) pair(s) unreadable before or changed since: done again")
     todo = [s for s in samples if any(not store.is_done(s.key, m) for m in fns)]
     result.skipped = len(samples) - len(todo)
     if not fns or not todo:
@@ -186,11 +179,12 @@ def run_job(
     base = jax.random.key(key)
     keys_for = jax.jit(jax.vmap(lambda a, b: jax.random.fold_in(jax.random.fold_in(base, a), b)))
 
-    def pad(rows: list, n: int) -> list:
+    def pad(rows: list) -> list:  # to a power-of-two bucket (a multiple of the devices), not to `batch`
+        n = min(batch, -(-(1 << (len(rows) - 1).bit_length()) // nd) * nd)
         return rows + [rows[-1]] * (n - len(rows))
 
     def run_group(lds: list[Loaded], bar) -> None:
-        x = np.stack(pad([ld.x for ld in lds], batch))
+        x = np.stack(pad([ld.x for ld in lds]))
         xs = put(x)
         logits = np.asarray(forward(variables, xs))[: len(lds)]
         probs = _softmax(logits)
@@ -206,10 +200,11 @@ def run_job(
             t0 = time.perf_counter()
             for a in range(0, len(mine), batch):
                 chunk = mine[a : a + batch]
-                full = pad(chunk, batch)
+                full = pad(chunk)
                 tx = np.stack([t.loaded.x for t in full])
                 tt = np.array([t.target for t in full], np.int32)
-                crc = np.array([zlib.crc32(t.loaded.sample.key.encode()) for t in full], np.uint32)
+                crc = np.array([zlib.crc32(t.loaded.sample.key.encode("utf-8", "surrogateescape")) for t in full],
+                               np.uint32)  # fmt: skip
                 try:
                     res = fn(variables, put(tx), put(tt), key=keys_for(crc, tt.astype(np.uint32)))
                     maps = np.asarray(res.map)[: len(chunk)]
@@ -265,5 +260,7 @@ def _record(task: Task, method: str, of: dict, status: str) -> dict[str, Any]:
     rec = {"image": key, "method": method, "target": task.target, "status": status, "of": of[key]}
     if task.loaded.sample.path is not None:
         rec["file"] = str(task.loaded.sample.path)
+    if task.loaded.content is not None:
+        rec["content"] = task.loaded.content
     rec.update(task.fields)
     return rec

@@ -29,19 +29,23 @@ class Loaded:
     image: Optional[np.ndarray] = None  # [h, w, 3] in [0, 1], the resized image
     orig_size: Optional[tuple[int, int]] = None
     error: Optional[str] = None
+    content: Optional[str] = None  # Sample.fingerprint(), None when the file cannot be read
 
 
 def load(sample: Sample, mode: str) -> Loaded:
-    """Decode and preprocess one sample; a failure is returned as ``error`` (``"unreadable: ..."``)."""
+    """Decode and preprocess one sample, and fingerprint its content; a failure is returned as
+    ``error`` (``"unreadable: ..."``)."""
     from xattr_jax.data.preprocess import preprocess
 
+    content = None
     try:
+        content = sample.fingerprint()
         img = sample.read()
         x, resized = preprocess(img, mode)
     except Exception as err:  # any decoding failure is this image's status, not the job's end
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        return Loaded(sample, error=f"unreadable: {msg}")
-    return Loaded(sample, x, resized, tuple(int(v) for v in img.shape[:2]))
+        return Loaded(sample, error=f"unreadable: {msg}", content=content)
+    return Loaded(sample, x, resized, tuple(int(v) for v in img.shape[:2]), content=content)
 
 
 def stream(samples: Sequence[Sample], mode: str, *, threads: Optional[int] = None,
