@@ -134,3 +134,38 @@ def test_equal_composites_trace_once_and_different_ones_never_share_a_program():
     for a, b in (("eps_a", "eps_b"), ("mine_a", "mine_b")):
         diff = np.max(np.abs(maps[a] - maps[b]))
         assert diff > 0, f"{a} and {b} gave the same float64 map: they shared a program"
+
+
+def test_a_layers_kernel_window_travels_on_its_forward_value():
+    """A channels-first 1×1 convolution (OIHW kernel [4, 3, 1, 1]): its forward value carries the
+    window (1, 1), so RSP's conv rule takes the 1×1 branch (C1 − C2, no shift), as on the same
+    layer written channels-last; read off the kernel's leading axes it would be (4, 3)."""
+    from xattr_jax.program import layer_call, trace
+
+    k = jax.random.split(jax.random.key(2), 3)
+    w = jax.random.normal(k[0], (1, 1, 3, 4))  # HWIO
+
+    def conv(x, kernel, layout):
+        return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=layout)
+
+    def model(p, x):  # NHWC outside, channels-first inside
+        return jnp.mean(conv(x.transpose(0, 3, 1, 2), p["w"], ("NCHW", "OIHW", "NCHW")), axis=(2, 3))
+
+    p = {"w": w.transpose(3, 2, 0, 1)}
+    x = jax.nn.relu(jax.random.normal(k[1], (2, 5, 5, 3)))
+    prog = trace(model, p, x)
+    name = next(l.name for l in prog.layers if l.kind == "conv")
+    call = layer_call(prog, p, x, name)
+    assert isinstance(call.fn, R.LayerFn) and call.fn.kernel_window == (1, 1), call.fn
+    (xin,) = call.inputs
+    y = call.fn(call.params, xin)
+    r = jax.random.normal(k[2], y.shape)
+    (got,) = R.rsp_conv().backward(call.fn, call.params, (xin,), y, r)
+    nhwc = lambda a: a.transpose(0, 2, 3, 1)  # noqa: E731
+    hwio = lambda prm, a: conv(a, prm["kernel"], ("NHWC", "HWIO", "NHWC"))  # noqa: E731
+    (want,) = R.rsp_conv().backward(hwio, {"kernel": w}, (nhwc(xin),), nhwc(y), nhwc(r))
+    scale = float(jnp.max(jnp.abs(want)))
+    np.testing.assert_allclose(nhwc(got), want, rtol=1e-5, atol=1e-6 * scale,
+                               err_msg="1x1 OIHW conv = the same conv in HWIO under rsp_conv (1e-5)")
+    (unknown,) = R.rsp_conv().backward(call.fn.forward, call.params, (xin,), y, r)  # window from the kernel
+    assert np.max(np.abs(nhwc(unknown) - want)) > 1e-3 * scale, "the window matters for this layer"

@@ -60,10 +60,12 @@ def _num_classes(out, n: int) -> int:
     """The number of classes of a model output ``out`` for a batch of ``n``, which must be one
     array ``[n, classes]`` (or ``[n, h, w, classes]``)."""
     if isinstance(out, Mapping):
-        got, fix = f"a dict with keys {sorted(map(str, out))}", "return one entry, e.g. lambda v, x: f(v, x)['logits']"
+        got = f"a dict with keys {sorted(map(str, out))}"
+        fix = "return one entry, e.g. lambda v, x: f(v, x)['logits']"
     elif isinstance(out, (tuple, list)):
         shapes = ", ".join(str(tuple(getattr(o, "shape", ()))) for o in out)
-        got, fix = f"a {type(out).__name__} of {len(out)} ({shapes})", "return the logits only, e.g. lambda v, x: f(v, x)[0]"
+        got = f"a {type(out).__name__} of {len(out)} ({shapes})"
+        fix = "return the logits only, e.g. lambda v, x: f(v, x)[0]"
     elif not hasattr(out, "shape"):
         got, fix = f"a {type(out).__name__}", "return a JAX array of class scores"
     elif out.ndim < 2:

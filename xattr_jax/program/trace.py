@@ -49,10 +49,11 @@ def check_channels_last(segs, names, ops, shapes, axes) -> None:
         return
     shape = shapes[seg.inputs[0]][0]
     raise ValueError(
-        f"x must be NHWC [N, H, W, C]: the model's first convolution ({names[first]} at {op.source or 'unknown source'}) "
-        f"reads x's last axis as a spatial axis and the axis of size {shape[lhs[1]]} as its channels, so x is "
-        "laid out channels-first (NCHW) and every map would be [N, C, W]. Pass x as NHWC and transpose inside "
-        "your function, e.g. lambda v, x: f(v, x.transpose(0, 3, 1, 2))"
+        f"x must be NHWC [N, H, W, C]: the model's first convolution ({names[first]} at "
+        f"{op.source or 'unknown source'}) reads x's last axis as a spatial axis and the axis of size "
+        f"{shape[lhs[1]]} as its channels, so x is laid out channels-first (NCHW) and every map would be "
+        "[N, C, W]. Pass x as NHWC and transpose inside your function, e.g. "
+        "lambda v, x: f(v, x.transpose(0, 3, 1, 2))"
     )
 
 

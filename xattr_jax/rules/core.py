@@ -123,7 +123,7 @@ class Rule:
 
 
 def _is_callable_tree(v) -> bool:
-    """Whether ``v`` is a callable or a tuple holding one (shown by name only)."""
+    """Whether ``v`` is a callable or a tuple holding one (left out of the printed form)."""
     return callable(v) or (isinstance(v, tuple) and any(_is_callable_tree(a) for a in v))
 
 
