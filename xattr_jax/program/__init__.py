@@ -47,8 +47,8 @@ bit-identical to the plain call; a layer with a rule runs through
 
 from .ir import KINDS, LINEAR, LayerInfo, Program
 from .run import LayerCall, fold_params, folded_batchnorms, interpret, layer_call, run, segment_fn
-from .trace import call_model, check_strict, trace
+from .trace import call_model, check_domain, check_strict, describe, trace
 
-__all__ = ["LayerInfo", "Program", "trace", "run", "call_model", "check_strict",
+__all__ = ["LayerInfo", "Program", "trace", "run", "call_model", "check_strict", "check_domain", "describe",
            "fold_params", "folded_batchnorms", "interpret", "layer_call", "LayerCall", "segment_fn", "KINDS",
            "LINEAR"]

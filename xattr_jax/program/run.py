@@ -10,6 +10,9 @@ import numpy as np
 
 from ..rules.core import apply_rule
 from .ir import LINEAR, Program, bind
+from .regions import REGION_KINDS
+
+STATISTIC_ANCHORS = REGION_KINDS["norm"][0]
 from .trace import trace
 
 
@@ -41,12 +44,18 @@ def segment_fn(prog: Program, i: int) -> Callable:
     keyed = dict((v, k) for k, v in seg.params)
     main = prog.ops[seg.ops[0]]
 
-    def fn(params, *xs):
+    def run_ops(params, xs, freeze):
         env = dict(zip(seg.inputs, xs))
         for j, k in enumerate(seg.ops):
             op = prog.ops[k]
             if seg.kind == "relu" and op.prim.name == "max":  # differentiated as jax.nn.relu (0 at 0)
                 env[op.outs[0]] = jax.nn.relu(env[seg.inputs[0]])
+                continue
+            if seg.kind == "relu" and op.prim.name == "min":  # the same values; gradient 0 at the bound
+                v = env[prog.ops[seg.ops[0]].outs[0]]
+                c = [a for a in op.ins if a != prog.ops[seg.ops[0]].outs[0]][0]
+                c = jnp.asarray(c[1] if isinstance(c, tuple) else params[keyed[c]], v.dtype)
+                env[op.outs[0]] = jnp.where(v < c, v, c)
                 continue
             if j == seg.bias_op:
                 cur = [a for a in op.ins if a in env and not isinstance(a, tuple)
@@ -66,12 +75,19 @@ def segment_fn(prog: Program, i: int) -> Callable:
                     vals.append(params[keyed[a]])
             traced_in = _in_shape(prog, op)
             outs = bind(_rebatch(op, vals, traced_in), vals)
+            if freeze and op.prim.name in STATISTIC_ANCHORS:
+                outs = [jax.lax.stop_gradient(o) for o in outs]
             env.update(zip(op.outs, outs))
         y = env[seg.output]
         if seg.bias_op is None and seg.kind in LINEAR and "bias" in params:
             y = y + jnp.broadcast_to(params["bias"], y.shape).astype(y.dtype)
         return y
 
+    def fn(params, *xs):
+        return run_ops(params, xs, False)
+
+    if seg.kind == "norm":  # the same function with its statistic σ a constant
+        fn.constant_statistics = lambda params, *xs: run_ops(params, xs, True)
     if main.prim.name == "conv_general_dilated":
         spec = main.params["dimension_numbers"].rhs_spec
         kshape = prog.shapes[main.ins[1]][0] if not isinstance(main.ins[1], tuple) else np.shape(main.ins[1][1])
