@@ -225,11 +225,11 @@ def test_an_output_that_does_not_depend_on_x_is_refused():
 
 def test_unknown_layer_of_a_users_model_lists_the_table():
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
-    v = _GeluNet().init(jax.random.PRNGKey(1), x)
-    names = [l.name for l in xa.layers(_GeluNet(), v, x)]
+    v = _CumsumNet().init(jax.random.PRNGKey(1), x)
+    names = [l.name for l in xa.layers(_CumsumNet(), v, x)]
     assert names[0] == "Conv_0" and names[-1] == "Dense_0", names
     with pytest.raises(ValueError, match=r"unknown layer 'conv9'; valid layer names: \['input', 'Conv_0', .*'Dense_0'\]"):
-        xa.explain(_GeluNet(), v, x, jnp.array([0, 1]), method="grad_cam", layer="conv9")
+        xa.explain(_CumsumNet(), v, x, jnp.array([0, 1]), method="grad_cam", layer="conv9")
 
 
 def test_methods_are_discoverable_with_descriptions_and_option_tables():

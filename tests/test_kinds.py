@@ -207,6 +207,9 @@ def test_a_module_name_reads_its_output_and_defaults_take_the_whole_block():
     want = np.asarray(inner["inception3b"]["__call__"][0])
     np.testing.assert_array_equal(np.asarray(acts["inception3b"]), want, err_msg="the module's own output")
     assert res.map.shape == (2, 8, 8), f"Grad-CAM's default reads the block: {res.map.shape}"
+    model, v, x = FAMILIES["vit"]()
+    res = xa.explain(model, v, x, jnp.array([1, 2]), method="grad_cam")
+    assert res.map.shape == (2, 4, 4), f"a ViT's Grad-CAM is on its 4x4 patch grid: {res.map.shape}"
     model, v, x = FAMILIES["densenet"]()
     block = {l.name: l for l in xa.layers(model, v, x)}["block1"]
     assert block.shape[-1] == 16, f"a dense block's output holds all its channels: {block.shape}"
@@ -220,3 +223,33 @@ def test_the_documented_method_by_kind_table_is_the_generated_one():
     doc = (Path(__file__).parents[1] / "docs" / "methods.md").read_text()
     committed = doc.split("<!-- kinds-table -->\n", 1)[1].split("\n<!-- /kinds-table -->", 1)[0]
     assert committed == kinds_table(), "docs/methods.md's kinds table is stale: paste kinds_table()'s output"
+
+
+_METHODS = ("gradient", "input_x_gradient", "guided_backprop", "deconvnet", "smoothgrad", "integrated_gradients",
+            "gnl_gradient", "gnl_integrated_gradients", "lrp", "grad_cam", "cam", *RELEVANCE[1:])
+_CHEAP = {"smoothgrad": {"samples": 2, "key": jax.random.key(0)}, "integrated_gradients": {"steps": 2},
+          "gnl_integrated_gradients": {"steps": 2}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_method_on_every_family_runs_or_refuses_naming_the_operation_and_the_fix(family):
+    model, v, x = FAMILIES[family]()
+    plain = np.asarray(model.apply(v, x) if isinstance(model, nn.Module) else model(v, x))
+    kinds = {l.kind for l in xa.layers(model, v, x)}
+    for method in _METHODS:
+        domain = xa.methods.get_method(method).domain
+        outside = sorted(k for k in kinds - {None} if domain is not None and k not in domain.kinds)
+        try:
+            res = xa.explain(model, v, x, jnp.array([1, 2]), method=method, **_CHEAP.get(method, {}))
+        except ValueError as e:
+            msg = str(e)
+            if method == "cam" and "no global average pool" in msg:  # a ViT: CAM's head is not there
+                continue
+            assert outside, f"{family} × {method}: refused a model inside its domain: {msg}"
+            assert all(k in msg for k in outside) and "strict=False" in msg, f"{family} × {method}: {msg}"
+            continue
+        assert not outside, f"{family} × {method}: ran although {outside} are outside its domain"
+        assert np.all(np.isfinite(np.asarray(res.map))), f"{family} × {method}: non-finite map"
+        np.testing.assert_allclose(np.asarray(res.logits), plain, rtol=0, atol=1e-5 * np.abs(plain).max(),
+                                   err_msg=f"{family} × {method}: logits (jit vs eager, 1e-5 x max)")

@@ -36,14 +36,21 @@ def last_feature_map(layers):
     """The last spatial feature map before the global pool (METHODS Decision 8): the input of the
     last global average pool, named by the outermost module that returns it (the last stage or
     block; for an inception or dense block its concatenation, never one branch). Without a global
-    pool: the last ReLU after the last conv."""
+    pool: the last ReLU after the last conv; on a ViT, the last block's patch tokens (Grad-CAM reads
+    them on the patch grid, the class token dropped)."""
     gaps = [l for l in layers if _is_global_pool(l) and l.inputs]
     if gaps:
         same = [l for l in layers if l.output == gaps[-1].inputs[0] and len(l.shape) == 4]
         if same:
             mods = [l for l in same if l.kind is None]
             return (min(mods, key=lambda l: l.name.count(".")) if mods else same[-1]).name
-    return last_conv_relu(layers)
+    relu = last_conv_relu(layers)
+    if relu is None:  # a ViT: the last block's tokens
+        blocks = [l for l in layers if l.kind is None and patch_grid(l.shape) is not None]
+        if blocks:
+            top = min(l.name.count(".") for l in blocks)
+            return [l for l in blocks if l.name.count(".") == top][-1].name
+    return relu
 
 
 def _spatial(ctx, method):
@@ -58,10 +65,33 @@ def _spatial(ctx, method):
         )
 
 
+def patch_grid(shape):
+    """``(first patch token, h, w)`` when a token sequence ``[N, T, C]`` is a square patch grid, with
+    or without a leading class token; else None."""
+    if len(shape) != 3:
+        return None
+    for skip in (1, 0):
+        side = int(round((shape[1] - skip) ** 0.5))
+        if side > 1 and side * side == shape[1] - skip:
+            return skip, side, side
+    return None
+
+
+def _to_grid(a, grid, lead):
+    """Tokens ``[..., T, C]`` -> ``[..., h, w, C]`` on the patch grid (class token dropped)."""
+    skip, h, w = grid
+    a = a[(slice(None),) * (lead + 1) + (slice(skip, None),)]
+    return a.reshape(a.shape[:lead + 1] + (h, w, a.shape[-1]))
+
+
 def _grad_cam(ctx, x, target):
-    _spatial(ctx, "grad_cam")
+    grid = patch_grid(ctx.info(ctx.layer).shape) if ctx.layer is not None else None
+    if grid is None:
+        _spatial(ctx, "grad_cam")
     p = modified_pass(ctx, x, target, at=[ctx.layer], input=False, capture=[ctx.layer])
     g, a = upcast(p.at[ctx.layer]), upcast(p.acts[ctx.layer])  # [K, N, h, w, C], [N, h, w, C]
+    if grid is not None:  # a ViT's patch tokens on the patch grid
+        g, a = _to_grid(g, grid, 1), _to_grid(a, grid, 0)
     alpha = jnp.mean(g, axis=(2, 3), keepdims=True)
     cam = jnp.maximum(jnp.sum(alpha * a[None], axis=-1), 0)
     return Attribution(_t(cam), _t(g), p.logits)

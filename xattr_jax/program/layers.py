@@ -280,13 +280,12 @@ def find_segments(ops, facts, shapes, x_batch, x_ids=(), outvars=()):
             if _bounded(op.params["call_jaxpr"]) if name == "custom_jvp_call" else len(rect) == 2:  # relu6(x + 3) / 6: a hard sigmoid
                 weights[out] = "gate"
             continue
-        if name in ("mul", "div", "dot_general") and len(xs) == 2 and len(set(xs)) == 2:
+        if name in ("mul", "dot_general") and len(xs) == 2 and len(set(xs)) == 2:
             roles = [weights.get(a) for a in xs]
             order = tuple(xs)
-            if name != "div" and roles[0] is not None and roles[1] is None:
+            if roles[0] is not None and roles[1] is None:
                 order = (xs[1], xs[0])  # the value first, then what weighs it
-            role = weights.get(order[1]) if name != "div" else None
-            kind = "gate" if role == "gate" and name == "mul" else "product"
+            kind = "gate" if weights.get(order[1]) == "gate" and name == "mul" else "product"
             segs.append(Segment(kind, (k,), order, params_of([k]), op.outs[0], None, None))
             taken.add(k)
             continue
