@@ -96,13 +96,13 @@ def _reference(v, x, t, modify):
     """The backward pass written out: linear maps by their vjp, activations by ``modify(f'(z), g)``."""
     p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), v["params"])
     x = jnp.asarray(x, jnp.float64)
-    conv = lambda q, h: jax.lax.conv_general_dilated(h, q["kernel"], (1, 1), "SAME",  # noqa: E731
-                                                     dimension_numbers=("NHWC", "HWIO", "NHWC")) + q["bias"][None, None, None]
+    conv = lambda q, h: jax.lax.conv_general_dilated(  # noqa: E731
+        h, q["kernel"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) + q["bias"][None, None, None]
     sig = jax.nn.sigmoid
+    phi = lambda z: 0.5 * (1 + jax.scipy.special.erf(z / np.sqrt(2)))  # noqa: E731  (normal cdf)
     acts = [(lambda z: jnp.clip(z, 0, 6), lambda z: ((z > 0) & (z < 6)).astype(z.dtype)),
             (lambda z: z * sig(z), lambda z: sig(z) * (1 + z * (1 - sig(z)))),
-            (lambda z: z * 0.5 * (1 + jax.scipy.special.erf(z / np.sqrt(2))),
-             lambda z: 0.5 * (1 + jax.scipy.special.erf(z / np.sqrt(2))) + z * jnp.exp(-z * z / 2) / np.sqrt(2 * np.pi))]
+            (lambda z: z * phi(z), lambda z: phi(z) + z * jnp.exp(-z * z / 2) / np.sqrt(2 * np.pi))]
     h, pre = x, []
     vjps = []
     for name, (f, _) in zip(("c1", "c2", "c3"), acts):

@@ -2,8 +2,8 @@
 
 A matcher selects layers by kind (``kind("conv", "dense")``), by dotted-path glob
 (``path("features.*")``), as the first linear layer of the network (``first_linear()``), by what
-they read (``fed_by("softmax")``), by place (``below("features.29")``, ``above(...)``), and matchers combine: ``below(s) & kind("conv")``,
-``m1 | m2``, ``~m``. Matchers, rules and composites are values: equal ones compare equal.
+they read (``fed_by("softmax")``), by place (``below("features.29")``, ``above(...)``), and
+matchers combine: ``below(s) & kind("conv")``, ``m1 | m2``, ``~m``. Matchers, rules and composites are values: equal ones compare equal.
 ``resolve`` turns a composite into a frozen map before tracing, from one ``jax.eval_shape`` pass.
 """
 

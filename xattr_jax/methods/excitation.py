@@ -52,7 +52,7 @@ from ..passes import modified_pass
 from ..rules import library as R
 from ..types import Attribution
 from .base import NONNEGATIVE, Method, _t, options, register, total
-from .cam import last_conv_relu
+from .cam import last_feature_map
 from .option_types import Option, boolean, choice, layer_name
 
 __all__ = [
@@ -92,9 +92,10 @@ def default_saliency_layer(layers):
     """TorchRay's benchmark layers: ``layer3`` (ResNet), pool4 = ``features.23`` (VGG16).
 
     For any network: ``layer3`` when it has ``layer3`` and ``layer4``; else the output of the
-    second-to-last max-pool outside inception/dense blocks (VGG's pool4, whatever the depth); else the last layer at the
-    second-coarsest spatial resolution (a ResNet's third stage, however its layers are named);
-    else the last ReLU after the last conv layer.
+    second-to-last max-pool outside inception/dense blocks (VGG's pool4, whatever the depth); else
+    the last layer at the second-coarsest spatial resolution (a ResNet's third stage, however its
+    layers are named);
+    else Grad-CAM's layer (:func:`~xattr_jax.methods.cam.last_feature_map`).
     """
     names = {l.name for l in layers}
     if {"layer3", "layer4"} <= names:
@@ -109,7 +110,7 @@ def default_saliency_layer(layers):
     sizes = sorted({l.shape[1] * l.shape[2] for l in spatial})
     if len(sizes) >= 2:
         return [l.name for l in spatial if l.shape[1] * l.shape[2] == sizes[1]][-1]
-    return last_conv_relu(layers)
+    return last_feature_map(layers)
 
 
 def classifier_layer(layers):

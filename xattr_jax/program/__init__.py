@@ -45,8 +45,8 @@ preparation) run as traced.
 pytree path of its weight in ``variables`` (``conv1``, ``blocks.0.conv``, ``fc``; a leading Flax
 collection such as ``params`` and trailing leaf names such as ``kernel`` dropped), and parameter-free
 layers by their place: ``<scope>.<kind>_<i>``, the scope being the module that called them (the
-top for the outermost module) or, in a program without module names, the parent of the last named layer before them (so ``layer1.0.relu_1``
-is the second ReLU after ``layer1.0.conv1``), ``i`` counting that kind within the scope. A module
+top for the outermost module) or, in a program without module names, the parent of the last named
+layer before them (so ``layer1.0.relu_1`` is the second ReLU after ``layer1.0.conv1``), ``i`` counting that kind within the scope. A module
 (name-stack or weight-path prefix) that holds several layers is a *container*: a module's output is
 the value it returns (an inception block's concatenation), another prefix's its last layer's.
 

@@ -277,7 +277,8 @@ def find_segments(ops, facts, shapes, x_batch, x_ids=(), outvars=()):
             out = ops[rect[-1]].outs[0]
             segs.append(Segment("relu", rect, tuple(xs), params_of(rect), out, None, None))
             taken.update(rect)
-            if _bounded(op.params["call_jaxpr"]) if name == "custom_jvp_call" else len(rect) == 2:  # relu6(x + 3) / 6: a hard sigmoid
+            bounded = _bounded(op.params["call_jaxpr"]) if name == "custom_jvp_call" else len(rect) == 2
+            if bounded:  # relu6(x + 3) / 6: a hard sigmoid
                 weights[out] = "gate"
             continue
         if name in ("mul", "dot_general") and len(xs) == 2 and len(set(xs)) == 2:
