@@ -123,4 +123,9 @@ def _cam(ctx, x, target):
 
 
 GRAD_CAM = register(Method("grad_cam", _grad_cam, {}, default_layer=last_feature_map))
-CAM = register(Method("cam", _cam, {}, default_layer=last_feature_map))
+def _cam_layer(layers):
+    """Grad-CAM's layer where a global average pool reads it (CAM needs that head)."""
+    return last_feature_map(layers) if any(_is_global_pool(l) for l in layers) else last_conv_relu(layers)
+
+
+CAM = register(Method("cam", _cam, {}, default_layer=_cam_layer))
