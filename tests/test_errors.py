@@ -80,7 +80,7 @@ def test_strict_mode_lists_every_unmatched_layer(tiny_net):
 
 def test_rule_on_the_wrong_layer_kind_is_refused(tiny_net):
     model, v, x = tiny_net
-    with pytest.raises(ValueError, match="gives rule guided_relu\\(\\) to layer 'conv1', a conv layer, but guided_relu\\(\\) applies to \\['relu'\\] only"):
+    with pytest.raises(ValueError, match="gives rule guided_relu\\(\\) to layer 'conv1', a conv layer, but guided_relu\\(\\) applies to \\['activation', 'relu'\\] only"):
         resolve(composite((path("conv*"), R.guided_relu())), model, v, x)
 
 
@@ -133,28 +133,41 @@ def test_method_option_values_are_checked(tiny_net):
 # the engine on users' programs
 
 
-class _GeluNet(nn.Module):
+class _CumsumNet(nn.Module):
     @nn.compact
     def __call__(self, x):
-        x = nn.gelu(nn.Conv(4, (3, 3))(x))
+        x = jnp.cumsum(nn.relu(nn.Conv(4, (3, 3))(x)), axis=1)  # no kind of its own: "other"
         return nn.Dense(3)(jnp.mean(x, axis=(1, 2)))
 
 
 @pytest.mark.parametrize("method", ["gradient", "excitation_backprop", "lrp", "integrated_gradients"])
 def test_strict_names_each_primitive_without_a_rule_with_its_source_line(method):
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
-    v = _GeluNet().init(jax.random.PRNGKey(1), x)
+    v = _CumsumNet().init(jax.random.PRNGKey(1), x)
     with pytest.raises(ValueError) as e:
-        xa.explain(_GeluNet(), v, x, jnp.array([0, 1]), method=method, strict=True)
+        xa.explain(_CumsumNet(), v, x, jnp.array([0, 1]), method=method, strict=True)
     msg = str(e.value)
     assert msg.startswith("strict mode:") and "no rule" in msg, msg
-    assert "tanh" in msg, msg
-    assert "test_errors.py:" in msg and "_GeluNet.__call__" in msg, f"the user's source line: {msg}"
-    others = [l for l in xa.layers(_GeluNet(), v, x) if l.kind == "other"]
+    assert "cumsum" in msg, msg
+    assert "test_errors.py:" in msg and "_CumsumNet.__call__" in msg, f"the user's source line: {msg}"
+    others = [l for l in xa.layers(_CumsumNet(), v, x) if l.kind == "other"]
     assert others and all(l.name in msg and l.type_name in msg for l in others), msg
-    # without strict, the same model runs (gelu keeps its ordinary gradient)
-    res = xa.explain(_GeluNet(), v, x, jnp.array([0, 1]), method=method)
+    # with strict=False, the same model runs (cumsum keeps its ordinary gradient)
+    res = xa.explain(_CumsumNet(), v, x, jnp.array([0, 1]), method=method, strict=False)
     assert np.all(np.isfinite(np.asarray(res.map)))
+
+
+@pytest.mark.parametrize("method", ["gradient", "excitation_backprop", "lrp"])
+def test_relevance_methods_refuse_other_operations_by_default(method):
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+    v = _CumsumNet().init(jax.random.PRNGKey(1), x)
+    if method == "gradient":  # the gradient family never needs to
+        assert np.all(np.isfinite(np.asarray(xa.explain(_CumsumNet(), v, x, jnp.array([0, 1]), method=method).map)))
+        return
+    with pytest.raises(ValueError) as e:
+        xa.explain(_CumsumNet(), v, x, jnp.array([0, 1]), method=method)
+    msg = str(e.value)
+    assert "1× other (cumsum) at" in msg and "test_errors.py:" in msg and "strict=False" in msg, msg
 
 
 def test_a_model_in_training_mode_is_refused():
@@ -212,11 +225,11 @@ def test_an_output_that_does_not_depend_on_x_is_refused():
 
 def test_unknown_layer_of_a_users_model_lists_the_table():
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
-    v = _GeluNet().init(jax.random.PRNGKey(1), x)
-    names = [l.name for l in xa.layers(_GeluNet(), v, x)]
+    v = _CumsumNet().init(jax.random.PRNGKey(1), x)
+    names = [l.name for l in xa.layers(_CumsumNet(), v, x)]
     assert names[0] == "Conv_0" and names[-1] == "Dense_0", names
     with pytest.raises(ValueError, match=r"unknown layer 'conv9'; valid layer names: \['input', 'Conv_0', .*'Dense_0'\]"):
-        xa.explain(_GeluNet(), v, x, jnp.array([0, 1]), method="grad_cam", layer="conv9")
+        xa.explain(_CumsumNet(), v, x, jnp.array([0, 1]), method="grad_cam", layer="conv9")
 
 
 def test_methods_are_discoverable_with_descriptions_and_option_tables():

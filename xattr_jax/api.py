@@ -105,7 +105,7 @@ def _check_target(target, n, num_classes):
 # public API
 
 
-def attributor(model, method: str, layer: str | None = None, *, signal=None, strict: bool = False,
+def attributor(model, method: str, layer: str | None = None, *, signal=None, strict: bool | None = None,
                **options) -> Callable:
     """A jit-compiled ``fn(variables, x, target) -> Attribution`` for ``method`` at ``layer``.
 
@@ -120,11 +120,13 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, str
         as Excitation Backprop).
       signal: the top signal (``"logit"`` default, ``"prob"``, ``"log_prob"``, ``"pointing"``, or a
         callable on the logits); some methods have their own default (integrated gradients: ``"prob"``).
-      strict: refuse a model with operations between x and the output that no rule understands
-        (``kind == "other"`` in :func:`xattr_jax.layers`: gelu, softmax, products of two x-dependent
-        values, unknown custom ops); the error names each with its layer name and source line.
-        Without it such operations keep their ordinary gradient. For ``lrp`` it also refuses
-        conv/dense/ReLU/pool layers that the composite leaves without a rule.
+      strict: ``None`` (default): the relevance methods (``lrp``, ``excitation_backprop``,
+        ``contrastive_excitation_backprop``, ``rsp``, ``attention_backprop``) refuse a model with
+        operations outside their domain — ``lrp`` those of kind ``"other"``, the other four every
+        kind but conv, dense, batch-norm, ReLU, pools, sums and gates — naming each group with its
+        source line; the gradient family runs on any model. ``False``: every method runs, such
+        operations keeping their ordinary gradient. ``True``: every method also refuses ``"other"``
+        operations, and ``lrp`` conv/dense/ReLU/pool layers its composite leaves without a rule.
       **options: method options (static); unknown ones raise ``ValueError`` listing the valid ones.
 
     Returns:
@@ -183,7 +185,9 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, str
             raise ValueError(f"unknown layer {use_layer!r}; valid layer names: {[INPUT] + names}")
         if strict:
             check_strict(layers)
-        ctx = Context(model, variables, program, layers, use_layer, signal, dict(options), strict,
+        if strict is not False:
+            m.check_domain(layers)
+        ctx = Context(model, variables, program, layers, use_layer, signal, dict(options), bool(strict),
                       _example_keys(key, x.shape[0]))
         return ctx, m.run(ctx, x, _columns(target))
 
@@ -338,7 +342,7 @@ def _cached_attributor(model, method, layer, signal, strict, items):
 
 
 def explain(model, variables, x, target, method: str = "gradient", layer: str | None = None, *, signal=None,
-            key=None, strict: bool = False, **options) -> Attribution:
+            key=None, strict: bool | None = None, **options) -> Attribution:
     """Explain ``model`` on ``x`` for ``target`` with ``method``; see :func:`attributor`.
 
     ``key`` is the PRNG key of methods that draw noise (SmoothGrad); other methods ignore it.

@@ -1,8 +1,10 @@
 """Composites: which rule goes on which layer."""
 
-from .core import (STRICT_KINDS, Composite, Matcher, above, below, composite, custom, first_linear, kind, path,
+from .core import (STRICT_KINDS, Composite, Matcher, above, below, composite, custom, fed_by, first_linear, kind,
+                   path,
                    resolve, resolve_layers)
 from .presets import (
+    ATTENTION,
     PRESETS,
     epsilon_alpha2_beta1,
     epsilon_alpha2_beta1_flat,
@@ -18,6 +20,7 @@ __all__ = [
     "kind",
     "path",
     "first_linear",
+    "fed_by",
     "below",
     "above",
     "custom",
@@ -25,6 +28,7 @@ __all__ = [
     "resolve_layers",
     "STRICT_KINDS",
     "PRESETS",
+    "ATTENTION",
     "epsilon_plus",
     "epsilon_plus_flat",
     "epsilon_gamma_box",

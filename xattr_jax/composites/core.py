@@ -1,9 +1,9 @@
 """Composites: ordered ``(matcher, rule)`` pairs, first match wins, resolved to ``{layer: rule}``.
 
 A matcher selects layers by kind (``kind("conv", "dense")``), by dotted-path glob
-(``path("features.*")``), as the first linear layer of the network (``first_linear()``), by place
-(``below("features.29")``, ``above(...)``), and matchers combine: ``below(s) & kind("conv")``,
-``m1 | m2``, ``~m``. Matchers, rules and composites are values: equal ones compare equal.
+(``path("features.*")``), as the first linear layer of the network (``first_linear()``), by what
+they read (``fed_by("softmax")``), by place (``below("features.29")``, ``above(...)``), and
+matchers combine: ``below(s) & kind("conv")``, ``m1 | m2``, ``~m``. Matchers, rules and composites are values: equal ones compare equal.
 ``resolve`` turns a composite into a frozen map before tracing, from one ``jax.eval_shape`` pass.
 """
 
@@ -23,6 +23,7 @@ __all__ = [
     "kind",
     "path",
     "first_linear",
+    "fed_by",
     "below",
     "above",
     "custom",
@@ -83,6 +84,12 @@ def _position(layers, name):
     return names.index(name)
 
 
+def _fed_by(args, info, layers):
+    """One of the layer's inputs is the output of a layer of the given kinds (through shape ops)."""
+    outs = {l.output for l in layers if l.kind in args}
+    return any(i in outs for i in info.inputs)
+
+
 def _below(args, info, layers):
     """``name`` itself, the layers before it in program order, and its own sub-layers."""
     (name,) = args
@@ -99,6 +106,7 @@ _TESTS = {
     "kind": lambda args, info, layers: info.kind in args,
     "path": lambda args, info, layers: any(fnmatch.fnmatchcase(info.name, p) for p in args),
     "first_linear": _first_linear,
+    "fed_by": _fed_by,
     "below": _below,
     "above": _above,
     "and": lambda args, info, layers: all(m.test(info, layers) for m in args),
@@ -148,8 +156,9 @@ def composite(*pairs, name: str = "composite") -> Composite:
 
 
 def kind(*kinds: str) -> Matcher:
-    """Match layers of the given kinds (``conv``, ``dense``, ``batchnorm``, ``relu``, ``maxpool``,
-    ``avgpool``, ``add``, ``other``; see :mod:`xattr_jax.program`)."""
+    """Match layers of the given kinds (:data:`xattr_jax.program.KINDS`: ``conv``, ``dense``,
+    ``batchnorm``, ``relu``, ``activation``, ``norm``, ``maxpool``, ``avgpool``, ``add``, ``gate``,
+    ``product``, ``softmax``, ``other``)."""
     bad = [k for k in kinds if k not in KINDS]
     if bad or not kinds:
         raise ValueError(f"unknown layer kind(s) {bad}; valid kinds: {list(KINDS)}")
@@ -168,6 +177,13 @@ def first_linear(*kinds: str) -> Matcher:
     """Match the first conv/dense layer in program order (optionally only if it is of ``kinds``)."""
     allowed = tuple(sorted(set(kinds))) if kinds else ("conv", "dense")
     return Matcher("first_linear", "first_linear", allowed)
+
+
+def fed_by(*kinds: str) -> Matcher:
+    """Match layers that read the output of a layer of ``kinds`` (attention's ``A·V``: ``fed_by("softmax")``)."""
+    kind(*kinds)  # validates
+    ks = tuple(sorted(set(kinds)))
+    return Matcher(f"fed_by{ks}", "fed_by", ks)
 
 
 def below(name: str) -> Matcher:

@@ -54,8 +54,8 @@ from ..composites.core import below, resolve_layers
 from ..passes import modified_pass, onehots, seed_fn, two_phase_pass
 from ..rules import library as R
 from ..types import Attribution
-from .base import Method, _t, options, register, total
-from .cam import last_conv_relu
+from .base import NONNEGATIVE, Method, _t, options, register, total
+from .cam import last_feature_map
 from .excitation import RESIDUAL, excitation_composite
 from .option_types import Option, choice, layer_name
 from .rsp import layers_below
@@ -82,7 +82,7 @@ def _ab(ctx, x, target):
     linear = R.excitation() if o["rule"] == "zplus" else R.alpha_beta(2.0, 1.0)
     names = [l.name for l in ctx.layers]
     if o["seed"] == "gradcam":
-        seed_layer = o["seed_layer"] or last_conv_relu(ctx.layers)
+        seed_layer = o["seed_layer"] or last_feature_map(ctx.layers)
         if seed_layer is None or seed_layer not in names:
             raise ValueError(f"attention_backprop needs a seed layer; got {seed_layer!r}; valid: {names}")
         if len(ctx.info(seed_layer).shape) != 4:
@@ -129,5 +129,6 @@ ATTENTION_BACKPROP = register(
             "seed_layer": Option(None, layer_name(), "layer of the Grad-CAM seed (None: the last conv ReLU)"),
             "residual": Option("proportional", choice(*RESIDUAL), "how a residual sum splits relevance"),
         },
+        domain=NONNEGATIVE,
     )
 )

@@ -8,11 +8,12 @@ import jax.numpy as jnp
 
 from ..composites.core import Composite, resolve_layers
 from ..passes import modified_pass
+from ..program import KINDS, check_domain
 from ..rules.core import upcast
 from ..types import Attribution, Context
 from .option_types import Option
 
-__all__ = ["Method", "register", "get_method", "available", "single_pass", "REDUCTIONS", "options", "total"]
+__all__ = ["Method", "Domain", "RELEVANCE", "NONNEGATIVE", "register", "get_method", "available", "single_pass", "REDUCTIONS", "options", "total"]
 
 _REGISTRY: dict = {}
 
@@ -34,6 +35,8 @@ class Method(NamedTuple):
       path: ``run`` returns a :class:`~xattr_jax.types.PathPlan` (a sum of gradients over points),
         which the attributor runs as one ``lax.scan`` under tracing, or chunk by chunk when eager.
       random: the method draws noise from the call's ``key=`` (``ctx.key``: one key per example).
+      domain: a :class:`Domain`: the layer kinds the method is defined on; a model with others is
+        refused unless the caller passes ``strict=False`` (``None``: any model).
       per_sample: ``(options) -> bool``: the method builds per-example kernels unrolled over the
         batch (RSP); called with concrete arrays, the attributor then runs one compiled batch-1
         program per example instead, so compilation does not grow with the batch.
@@ -47,6 +50,12 @@ class Method(NamedTuple):
     path: bool = False
     random: bool = False
     per_sample: Callable = lambda options: False
+    domain: Any = None
+
+    def check_domain(self, layers) -> None:
+        """Refuse a model with layers outside the method's :class:`Domain` (by default)."""
+        if self.domain is not None:
+            check_domain(layers, self.domain.kinds, self.name, self.domain.reason, self.domain.fix)
 
     @property
     def defaults(self) -> dict:
@@ -70,6 +79,26 @@ class Method(NamedTuple):
         w0 = max(len(r[0]) for r in rows)
         w1 = max(len(r[1]) for r in rows)
         return "\n".join(f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows)
+
+
+class Domain(NamedTuple):
+    """The layer kinds a method is defined on, why, and what to do about the others."""
+
+    kinds: frozenset
+    reason: str
+    fix: str
+
+
+#: LRP's: every kind with a rule (conservation is its contract).
+RELEVANCE = Domain(frozenset(KINDS) - {"other"}, "has no rule for some operations (relevance would not be conserved)",
+                   "Rewrite them with operations of a known kind (xattr_jax.program.KINDS), or pass strict=False "
+                   "to keep their ordinary gradient there.")
+#: Excitation Backprop's, RSP's and Attention Backpropagation's: non-negative activations.
+NONNEGATIVE = Domain(frozenset({"conv", "dense", "batchnorm", "relu", "maxpool", "avgpool", "add", "gate"}),
+                     "is defined for networks whose activations are non-negative (ReLU, pools, batch-norm, gates, "
+                     "concatenation)",
+                     "Use method='lrp', which has rules for these kinds, or pass strict=False to run with the "
+                     "ordinary gradient there.")
 
 
 def register(method: Method) -> Method:

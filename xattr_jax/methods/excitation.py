@@ -7,7 +7,10 @@ Rules (one modified backward pass, read at ``layer``):
 
 ============== ===============================================================================
 conv / dense   ``p_in = x ⊙ f*(x, W⁺, p ⊘ f(x, W⁺))``, bias dropped, 0 where the normaliser is 0
-ReLU, max-pool ordinary gradient (mask; winner-take-all routing to the argmax)
+ReLU           identity (the same as its mask for ReLU, whose zero units receive nothing; it
+               keeps a ReLU6's saturated units, which would otherwise drop their signal)
+max-pool       ordinary gradient (winner-take-all routing to the argmax)
+gate           all to the value (squeeze-excitation: the gate is a constant)
 average pools  proportional, ``p_in = x ⊙ f*(p ⊘ f(x))`` (adaptive pools included)
 batch-norm     identity
 residual add   ``residual="proportional"`` (default): ``p_k = x_k/(Σ x) · p``;
@@ -48,8 +51,8 @@ from ..composites.core import Composite, composite, kind, path, resolve_layers
 from ..passes import modified_pass
 from ..rules import library as R
 from ..types import Attribution
-from .base import Method, _t, options, register, total
-from .cam import last_conv_relu
+from .base import NONNEGATIVE, Method, _t, options, register, total
+from .cam import last_feature_map
 from .option_types import Option, boolean, choice, layer_name
 
 __all__ = [
@@ -79,7 +82,8 @@ def excitation_composite(residual: str = "proportional", linear=None) -> Composi
         (kind("conv", "dense"), eb if linear is None else linear),
         (kind("avgpool"), eb),
         (kind("add"), eb if residual == "proportional" else R.skip_ignored()),
-        (kind("batchnorm"), R.pass_rule()),
+        (kind("batchnorm", "relu"), R.pass_rule()),
+        (kind("gate"), R.take_all()),
         name="excitation_backprop",
     )
 
@@ -88,21 +92,25 @@ def default_saliency_layer(layers):
     """TorchRay's benchmark layers: ``layer3`` (ResNet), pool4 = ``features.23`` (VGG16).
 
     For any network: ``layer3`` when it has ``layer3`` and ``layer4``; else the output of the
-    second-to-last max-pool (VGG's pool4, whatever the depth); else the last layer at the
-    second-coarsest spatial resolution (a ResNet's third stage, however its layers are named);
-    else the last ReLU after the last conv layer.
+    second-to-last max-pool outside inception/dense blocks (VGG's pool4, whatever the depth); else
+    the last layer at the second-coarsest spatial resolution (a ResNet's third stage, however its
+    layers are named);
+    else Grad-CAM's layer (:func:`~xattr_jax.methods.cam.last_feature_map`).
     """
     names = {l.name for l in layers}
     if {"layer3", "layer4"} <= names:
         return "layer3"
-    pools = [l.name for l in layers if l.kind == "maxpool" and l.calls == 1]
+    leaf_outs = {l.output for l in layers if l.kind is not None}
+    concats = [c for c in layers if c.kind is None and c.output not in leaf_outs]  # inception/dense blocks
+    pools = [l.name for l in layers if l.kind == "maxpool" and l.calls == 1
+             and not any(l.name.startswith(c.name + ".") for c in concats)]  # not one branch of a block
     if len(pools) >= 2:
         return pools[-2]
     spatial = [l for l in layers if l.kind is not None and l.calls == 1 and len(l.shape) == 4]
     sizes = sorted({l.shape[1] * l.shape[2] for l in spatial})
     if len(sizes) >= 2:
         return [l.name for l in spatial if l.shape[1] * l.shape[2] == sizes[1]][-1]
-    return last_conv_relu(layers)
+    return last_feature_map(layers)
 
 
 def classifier_layer(layers):
@@ -191,6 +199,7 @@ EXCITATION_BACKPROP = register(
             "conservation": Option(False, boolean(), "also return each layer's total relevance per sample"),
         },
         default_layer=default_saliency_layer,
+        domain=NONNEGATIVE,
     )
 )
 CONTRASTIVE_EXCITATION_BACKPROP = register(
@@ -204,5 +213,6 @@ CONTRASTIVE_EXCITATION_BACKPROP = register(
             "conservation": Option(False, boolean(), "also return each layer's total relevance per sample"),
         },
         default_layer=default_saliency_layer,
+        domain=NONNEGATIVE,
     )
 )

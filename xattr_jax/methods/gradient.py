@@ -2,8 +2,9 @@
 
 * ``gradient`` (Simonyan et al. 2014): ``∂S_t/∂x``; map ``max_c |·|``.
 * ``input_x_gradient`` (Shrikumar et al. 2016): ``x ⊙ ∂S_t/∂x``; map ``Σ_c``.
-* ``guided_backprop`` (Springenberg et al. 2015): ReLU backward ``g·[x>0]·[g>0]``; map ``max_c |·|``.
-* ``deconvnet`` (Zeiler & Fergus 2014): ReLU backward ``max(g, 0)``; map ``max_c |·|``.
+* ``guided_backprop`` (Springenberg et al. 2015): activation backward ``f'(x)·max(g, 0)`` (ReLU:
+  ``g·[x>0]·[g>0]``, ReLU6: ``[0<x<6]``); map ``max_c |·|``.
+* ``deconvnet`` (Zeiler & Fergus 2014): activation backward ``max(g, 0)``; map ``max_c |·|``.
 * ``smoothgrad`` (Smilkov et al. 2017): ``(1/n) Σ_k ∂S_t/∂x (x + ε_k)``, ``ε_k ~ N(0, σ²)``,
   ``σ = noise · (max x − min x)`` per sample; variants ``"square"`` (mean of squares, PAIR's
   magnitude) and ``"var"`` (VarGrad: variance); map ``max_c |·|``. The noise comes from the
@@ -26,7 +27,7 @@ from ..types import Attribution, PathPlan
 from .base import REDUCTIONS, Method, _t, options, register, single_pass
 from .option_types import Option, anything, choice, integer, real
 
-__all__ = ["GRADIENT", "INPUT_X_GRADIENT", "GUIDED_BACKPROP", "DECONVNET", "SMOOTHGRAD"]
+__all__ = ["GUIDED", "DECONV", "GRADIENT", "INPUT_X_GRADIENT", "GUIDED_BACKPROP", "DECONVNET", "SMOOTHGRAD"]
 
 
 def _gradient(ctx, x, target):
@@ -37,12 +38,17 @@ def _input_x_gradient(ctx, x, target):
     return single_pass(ctx, x, target, reduce="sum", times_input=True)
 
 
+#: guided backprop's and deconvnet's rules: every activation (``relu`` and ``activation`` kinds)
+GUIDED = composite((kind("relu", "activation"), R.guided_relu()), name="guided_backprop")
+DECONV = composite((kind("relu", "activation"), R.deconvnet_relu()), name="deconvnet")
+
+
 def _guided(ctx, x, target):
-    return single_pass(ctx, x, target, composite=composite((kind("relu"), R.guided_relu())), reduce="max_abs")
+    return single_pass(ctx, x, target, composite=GUIDED, reduce="max_abs")
 
 
 def _deconvnet(ctx, x, target):
-    return single_pass(ctx, x, target, composite=composite((kind("relu"), R.deconvnet_relu())), reduce="max_abs")
+    return single_pass(ctx, x, target, composite=DECONV, reduce="max_abs")
 
 
 GRADIENT = register(Method("gradient", _gradient, {}))

@@ -71,7 +71,7 @@ def _baseline(o, x):
 
 def gnl_composite():
     """Guided non-linearity: guided ReLU and positive-only max-pool routing."""
-    return composite((kind("relu"), R.guided_relu()), (kind("maxpool"), R.positive_maxpool()), name="gnl")
+    return composite((kind("relu", "activation"), R.guided_relu()), (kind("maxpool"), R.positive_maxpool()), name="gnl")
 
 
 def _path(method, rules_fn):

@@ -11,11 +11,11 @@
 from __future__ import annotations
 
 from ..composites.core import Composite, resolve_layers
-from ..composites.presets import PRESETS
+from ..composites.presets import ATTENTION, PRESETS
 from ..program import folded_batchnorms
 from ..rules import library as R
-from .base import Method, options, register, single_pass
-from .option_types import Option, boolean, optional, real
+from .base import RELEVANCE, Method, options, register, single_pass
+from .option_types import Option, boolean, choice, optional, real
 from .ig import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["LRP", "lrp_composite"]
@@ -31,8 +31,8 @@ def lrp_composite(o) -> Composite:
     if c == "epsilon_gamma_box":
         low = o["low"] if o["low"] is not None else tuple((0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
         high = o["high"] if o["high"] is not None else tuple((1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
-        return PRESETS[c](low, high)
-    return PRESETS[c]()
+        return PRESETS[c](low, high, attention=o.get("attention", "cp"))
+    return PRESETS[c](attention=o.get("attention", "cp"))
 
 
 def _lrp(ctx, x, target):
@@ -59,8 +59,10 @@ def _check_bound(name, value):
 
 LRP = register(Method("lrp", _lrp, {
     "composite": Option("epsilon_plus_flat", _check_composite, "a Composite or a preset name"),
+    "attention": Option("cp", choice(*ATTENTION), "attention: 'cp' (weights constant, Ali et al. 2022) or "
+                        "'attnlrp' (Achtibat et al. 2024); presets only"),
     "canonize": Option(True, boolean(), "fold each batch-norm into the conv/dense before it for the rules"),
     "conservation": Option(False, boolean(), "also return each layer's total relevance per sample"),
     "low": Option(None, optional(_check_bound), "zB's lower bound (number or per-channel tuple; None: ImageNet box)"),
     "high": Option(None, optional(_check_bound), "zB's upper bound (number or per-channel tuple; None: ImageNet box)"),
-}))
+}, domain=RELEVANCE))

@@ -69,8 +69,8 @@ from ..composites.core import Composite, below, composite, first_linear, kind, r
 from ..passes import onehots, seed_fn, two_phase_pass
 from ..rules import library as R
 from ..types import Attribution
-from .base import Method, _t, options, register, total
-from .cam import last_conv_relu
+from .base import NONNEGATIVE, Method, _t, options, register, total
+from .cam import last_feature_map
 from .option_types import Option, anything, boolean, choice, integer, layer_name
 
 __all__ = ["RSP", "rsp_composite", "rsp_seed", "hostile_seed", "layers_below"]
@@ -93,6 +93,7 @@ def rsp_composite(seed_layer, purge="none") -> Composite:
         (under & kind("relu"), R.pass_rule()),
         (under & kind("avgpool"), R.excitation()),
         (under & kind("batchnorm"), R.rsp_batchnorm()),
+        (under & kind("gate"), R.take_all()),
         (under & kind("add"), R.rsp_add()),
         name="rsp",
     )
@@ -172,7 +173,7 @@ def _rsp(ctx, x, target):
     o = options(ctx, RSP)
     if o["purge"] not in R.PURGES:
         raise ValueError(f"unknown purge {o['purge']!r}; valid: {list(R.PURGES)}")
-    seed_layer = o["seed_layer"] or last_conv_relu(ctx.layers)
+    seed_layer = o["seed_layer"] or last_feature_map(ctx.layers)
     names = [l.name for l in ctx.layers]
     if seed_layer is None or seed_layer not in names:
         raise ValueError(f"rsp needs a seed layer (the last conv ReLU); got {seed_layer!r}; valid: {names}")
@@ -245,5 +246,6 @@ RSP = register(
         },
         # per-example hostile class lists index the batch: those runs stay batched
         per_sample=lambda o: o.get("hostile") is None or isinstance(o.get("hostile"), str),
+        domain=NONNEGATIVE,
     )
 )

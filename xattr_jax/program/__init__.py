@@ -15,15 +15,25 @@ dense        ``dot_general`` with a weight from the variables (+ its bias ``add`
 batchnorm    a chain of ``sub``/``add``/``mul``/``div`` by values that do not depend on x, with
              per-channel arrays or values from the variables (inference batch-norm, input
              normalisation); scaling by constant scalars (``x / 255``) is no layer
-relu         ``max(x, 0)``, also inside the ``custom_jvp`` of ``jax.nn.relu`` / ``nn.relu``;
-             every spelling is differentiated as ``jax.nn.relu`` (gradient 0 at 0)
+relu         every rectifier that is 0 below 0 and the identity up to a bound: ``max(x, 0)``
+             (also inside ``jax.nn.relu``'s ``custom_jvp``), ``jax.nn.relu6``,
+             ``min(max(x, 0), c)`` (``jnp.clip(x, 0, c)``); derivative ``[0 < x < c]``
+activation   any other element-wise non-linearity, one region of operations (SiLU, GELU, leaky
+             ReLU, hardswish, Mish, softplus, a standalone sigmoid or tanh; :mod:`.regions`)
+norm         statistics over each sample with their affine part (LayerNorm, RMSNorm, GroupNorm,
+             instance norm); a ``max(var, 0)`` clamp inside is part of it
 maxpool      ``reduce_window_max``
 avgpool      ``reduce_window_sum`` or a ``reduce_sum`` that keeps the batch axis (global
              pooling, ``jnp.mean``), with its division; linear maps by constant non-negative
              matrices (adaptive average pooling)
 add          ``add`` of two operands that both depend on x (residual sums)
-other        anything else between x and the output (gelu, softmax, products of two
-             x-dependent values, unknown custom ops): ordinary gradient, refused by ``strict``
+gate         ``a ⊙ s``, ``s`` a sigmoid / hard sigmoid of another x-dependent path (squeeze-
+             excitation, GLU); the layer's inputs are ``(a, s)``
+product      any other product of two x-dependent values (attention's ``QKᵀ``, ``A·V``; a
+             softmax's output is the second input)
+softmax      a softmax (``exp`` of the max-shifted input over its sum)
+other        anything else between x and the output (``cumsum``, unknown custom ops): ordinary
+             gradient; the relevance methods refuse it unless ``strict=False``
 ===========  ==============================================================================
 
 Shape operations (reshape, transpose, broadcast, slice, pad, concatenate, ...) are not layers: the
@@ -34,11 +44,11 @@ preparation) run as traced.
 (``features.23``, ``layer3.1.conv2``; the outermost module's own name is dropped), else by the
 pytree path of its weight in ``variables`` (``conv1``, ``blocks.0.conv``, ``fc``; a leading Flax
 collection such as ``params`` and trailing leaf names such as ``kernel`` dropped), and parameter-free
-layers by their place: ``<scope>.<kind>_<i>``, the scope being the module that called them or, in a
-program without module names, the parent of the last named layer before them (so ``layer1.0.relu_1``
-is the second ReLU after ``layer1.0.conv1``), ``i`` counting that kind within the scope. A module
-(name-stack or weight-path prefix) that holds several layers is a *container*: its output is the
-output of its last layer.
+layers by their place: ``<scope>.<kind>_<i>``, the scope being the module that called them (the
+top for the outermost module) or, in a program without module names, the parent of the last named
+layer before them (so ``layer1.0.relu_1`` is the second ReLU after ``layer1.0.conv1``), ``i`` counting that kind within the scope. A module
+(name-stack or weight-path prefix) that holds several layers is a *container*: a module's output is
+the value it returns (an inception block's concatenation), another prefix's its last layer's.
 
 Evaluation (:func:`run`) re-binds every operation as traced, so the forward values are
 bit-identical to the plain call; a layer with a rule runs through
@@ -47,8 +57,8 @@ bit-identical to the plain call; a layer with a rule runs through
 
 from .ir import KINDS, LINEAR, LayerInfo, Program
 from .run import LayerCall, fold_params, folded_batchnorms, interpret, layer_call, run, segment_fn
-from .trace import call_model, check_strict, trace
+from .trace import call_model, check_domain, check_strict, describe, trace
 
-__all__ = ["LayerInfo", "Program", "trace", "run", "call_model", "check_strict",
+__all__ = ["LayerInfo", "Program", "trace", "run", "call_model", "check_strict", "check_domain", "describe",
            "fold_params", "folded_batchnorms", "interpret", "layer_call", "LayerCall", "segment_fn", "KINDS",
            "LINEAR"]

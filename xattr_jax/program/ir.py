@@ -12,7 +12,8 @@ import numpy as np
 from jax.extend import core as jcore
 from .max_route import is_plain, max_pool
 
-KINDS = ("conv", "dense", "batchnorm", "relu", "maxpool", "avgpool", "add", "other")
+KINDS = ("conv", "dense", "batchnorm", "relu", "activation", "norm", "maxpool", "avgpool", "add", "gate", "product",
+         "softmax", "other")
 
 LINEAR = ("conv", "dense")
 # inlined: their sub-program runs as the caller's operations
@@ -21,12 +22,28 @@ INLINE_CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr", "c
 # the signal follows the values
 SHAPE_OPS = {"reshape", "transpose", "squeeze", "expand_dims", "broadcast_in_dim", "slice", "pad",
              "concatenate", "rev", "copy", "copy_p", "convert_element_type", "reduce_precision",
-             "dynamic_slice", "gather", "optimization_barrier"}
+             "dynamic_slice", "gather", "optimization_barrier", "split"}
 # shape operations that keep x >= 0 (pad: only with a non-negative padding value)
 KEEPS_NONNEG = SHAPE_OPS - {"pad"}
 # operations that return their operands' values (shard_map marks replicated values as varying)
 VALUE_IDENTITY = {"pvary", "pbroadcast", "pcast"}
 AFFINE_OPS = {"add", "sub", "mul", "div"}
+
+
+def _broadcast(val, p):
+    shape = [1] * len(p["shape"])
+    for i, d in enumerate(p["broadcast_dimensions"]):
+        shape[d] = val.shape[i]
+    return np.broadcast_to(val.reshape(shape), p["shape"])
+
+
+# x-independent operations whose constant results the facts carry (to recognise ``max(x, 0)``
+# written as ``jnp.clip(x, 0)``, whose 0 is an int converted inside)
+CONST_FOLD = {
+    "convert_element_type": lambda v, p: v.astype(p["new_dtype"]),
+    "broadcast_in_dim": _broadcast,
+    "reshape": lambda v, p: v.reshape(p["new_sizes"]),
+}
 RNG_OPS = {"random_bits", "random_seed", "random_wrap", "random_unwrap", "threefry2x32", "random_fold_in",
            "random_split", "rng_bit_generator", "rng_uniform"}
 BATCH_MIXING_OPS = {"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin",
@@ -142,8 +159,9 @@ def path_parts(path, linen: bool) -> tuple:
     return tuple(parts)
 
 
-def flatten_jaxpr(jaxpr, consts, env_ids, ops, const_vals, counter, shapes, stack_prefix=""):
-    """Append ``jaxpr``'s operations to ``ops`` with fresh integer ids; returns the output ids."""
+def flatten_jaxpr(jaxpr, consts, env_ids, ops, const_vals, counter, shapes, stack_prefix="", call_source=""):
+    """Append ``jaxpr``'s operations to ``ops`` with fresh integer ids; returns the output ids.
+    Operations of an inlined call without a user frame of their own get the call's source line."""
     ids = dict(env_ids)
 
     def new():
@@ -179,7 +197,8 @@ def flatten_jaxpr(jaxpr, consts, env_ids, ops, const_vals, counter, shapes, stac
                     const_vals.append((i, r[1]))
                     r = i
                 inner_env[v] = r
-            outs = flatten_jaxpr(ij, ic, inner_env, ops, const_vals, counter, shapes, stack)
+            outs = flatten_jaxpr(ij, ic, inner_env, ops, const_vals, counter, shapes, stack,
+                                 source_line(e) or call_source)
             for v, o in zip(e.outvars, outs):
                 if not isinstance(v, jcore.DropVar):
                     ids[v] = o
@@ -192,7 +211,7 @@ def flatten_jaxpr(jaxpr, consts, env_ids, ops, const_vals, counter, shapes, stac
             shapes[i] = (tuple(v.aval.shape), v.aval.dtype)
             outs.append(i)
         ops.append(Op(e.primitive, dict(e.params), tuple(ref(a) for a in e.invars), tuple(outs),
-                       stack, source_line(e), e.ctx.manager))
+                       stack, source_line(e) or call_source, e.ctx.manager))
     return [ref(v) if not isinstance(ref(v), tuple) else _lit_const(ref(v), const_vals, new)
             for v in jaxpr.outvars]
 
@@ -215,7 +234,7 @@ def source_line(e) -> str:
         for f in frames:
             if not _FRAMEWORKS.search(f.file_name):
                 return f"{f.file_name}:{f.start_line} ({f.function_name})"
-        return source_info_util.summarize(e.source_info)
+        return ""
     except Exception:  # pragma: no cover - the summary is informative only
         return ""
 
@@ -257,6 +276,10 @@ def find_facts(ops, x_ids, param_ids, const_vals) -> Facts:
                 val = np.asarray(a[1]) if isinstance(a, tuple) else concrete.get(a)
                 if val is not None:
                     concrete[o] = val
+        elif not dep and op.prim.name in CONST_FOLD and len(op.ins) == 1:  # jnp.clip's 0 as an int
+            val = np.asarray(op.ins[0][1]) if isinstance(op.ins[0], tuple) else concrete.get(op.ins[0])
+            if val is not None:
+                concrete[op.outs[0]] = CONST_FOLD[op.prim.name](val, op.params)
     return Facts(xdep, sources, consumers, producer, concrete)
 
 

@@ -6,32 +6,62 @@ from __future__ import annotations
 import numpy as np
 from jax.extend import core as jcore
 
+from .regions import Flow, find_regions
 from .ir import (AFFINE_OPS, BATCH_MIXING_OPS, INLINE_CALLS, RNG_OPS, SHAPE_OPS, VALUE_IDENTITY, Segment, is_float,
                  is_zero, nonneg_const, only_consumer, size_of, x_inputs)
 
 
+def _is_literal_zero(a, zeros=()) -> bool:
+    return (isinstance(a, jcore.Literal) and np.all(np.asarray(a.val) == 0)) or a in zeros
+
+
 def is_relu_jaxpr(cj) -> bool:
-    """``custom_jvp_call``'s program is ``max(x, 0)`` (``jax.nn.relu``), possibly inside a ``jit``."""
+    """``custom_jvp_call``'s program is a rectifier: ``max(x, 0)`` (``jax.nn.relu``), or
+    ``min(max(x, 0), c)`` with a constant ``c > 0`` (``jax.nn.relu6``), possibly inside a ``jit``."""
     j = cj.jaxpr if hasattr(cj, "jaxpr") else cj
-    if len(j.invars) != 1:
+    if len(j.invars) != 1 or not j.eqns:
         return False
     zeros = set()  # shard_map marks the literal 0 as varying first: pvary(0.0)
-    for e in j.eqns[:-1]:
-        if e.primitive.name not in VALUE_IDENTITY or not all(
-                isinstance(a, jcore.Literal) and np.all(np.asarray(a.val) == 0) for a in e.invars):
+    eqns = list(j.eqns)
+    while eqns and eqns[0].primitive.name in VALUE_IDENTITY:
+        if not all(_is_literal_zero(a) for a in eqns[0].invars):
             return False
-        zeros.update(e.outvars)
-    if not j.eqns:
+        zeros.update(eqns.pop(0).outvars)
+    if len(eqns) == 1 and eqns[0].primitive.name in INLINE_CALLS:
+        return is_relu_jaxpr(eqns[0].params[INLINE_CALLS[eqns[0].primitive.name]])
+    if not eqns or eqns[0].primitive.name != "max" or len(eqns) > 2:
         return False
-    e = j.eqns[-1]
-    if e.primitive.name in INLINE_CALLS and len(j.eqns) == 1:
-        return is_relu_jaxpr(e.params[INLINE_CALLS[e.primitive.name]])
-    if e.primitive.name != "max":
-        return False
-    a, b = e.invars
+    a, b = eqns[0].invars
     other = b if a is j.invars[0] else a if b is j.invars[0] else None
-    return (isinstance(other, jcore.Literal) and np.all(np.asarray(other.val) == 0)) or (
-        other is not None and other in zeros)
+    if other is None or not _is_literal_zero(other, zeros):
+        return False
+    if len(eqns) == 1:
+        return True
+    c, d = eqns[1].invars
+    bound = d if c is eqns[0].outvars[0] else c
+    return (eqns[1].primitive.name == "min" and isinstance(bound, jcore.Literal)
+            and np.size(bound.val) == 1 and float(np.asarray(bound.val)) > 0)
+
+
+def rectifier(k, ops, facts, taken=()):
+    """The ops of a ``relu``-kind layer starting at op ``k``, or None: a ``custom_jvp`` rectifier
+    (:func:`is_relu_jaxpr`), or ``max(x, 0)`` followed by its only consumer ``min(·, c)``, ``c > 0`` a
+    constant scalar (``jnp.clip(x, 0, c)``, ``hardtanh(x, 0, c)``)."""
+    op = ops[k]
+    xs = x_inputs(op, facts)
+    if len(xs) != 1:
+        return None
+    if op.prim.name == "custom_jvp_call":
+        return (k,) if is_relu_jaxpr(op.params["call_jaxpr"]) else None
+    if op.prim.name != "max" or len(op.ins) != 2 or not is_zero([a for a in op.ins if a != xs[0]][0], facts):
+        return None
+    nxt = only_consumer(op.outs[0], facts)
+    if nxt is not None and nxt not in taken and ops[nxt].prim.name == "min" and len(x_inputs(ops[nxt], facts)) == 1:
+        bound = [a for a in ops[nxt].ins if a != op.outs[0]][0]
+        val = np.asarray(bound[1]) if isinstance(bound, tuple) else facts.concrete.get(bound)
+        if val is not None and np.size(val) == 1 and float(val.reshape(())) > 0:
+            return (k, nxt)
+    return (k,)
 
 
 def conv_feature(op):
@@ -100,9 +130,11 @@ def track_axis(axis, op, in_shape):
     return None
 
 
-def find_segments(ops, facts, shapes, x_batch):
+def find_segments(ops, facts, shapes, x_batch, x_ids=(), outvars=()):
     """Group operations into layer segments (program order)."""
     segs, taken = [], set()
+    # values that weigh another: sigmoid / hard-sigmoid outputs (gates), softmax outputs (attention)
+    weights: dict = {}
 
     def params_of(op_ids, keys=None):
         out, seen = [], set()
@@ -164,6 +196,16 @@ def find_segments(ops, facts, shapes, x_batch):
         if op.prim.name in ("sub", "div") and op.ins[0] != v:
             return False
         return len(op.ins) == 2 and all(isinstance(a, tuple) or a not in facts.xdep for a in others)
+
+    flow = Flow(ops, facts, x_ids, outvars)
+    for kind, members, entry, exit_ in find_regions(ops, facts, shapes, flow,
+                                                    lambda j: rectifier(j, ops, facts) is not None):
+        segs.append(Segment(kind, members, (entry,), params_of(members), exit_, None, None))
+        taken.update(members)
+        if kind == "softmax":
+            weights[exit_] = "attention"
+        elif kind == "activation" and [ops[j].prim.name for j in members] == ["logistic"]:
+            weights[exit_] = "gate"
 
     for k, op in enumerate(ops):
         if k in taken:
@@ -230,13 +272,22 @@ def find_segments(ops, facts, shapes, x_batch):
             segs.append(Segment("conv" if name == "conv_general_dilated" else "dense", tuple(members),
                                  tuple(xs), params_of(members, keys), out, bias_op, feat))
             continue
-        if name == "custom_jvp_call" and len(xs) == 1 and is_relu_jaxpr(op.params["call_jaxpr"]):
-            segs.append(Segment("relu", (k,), tuple(xs), (), op.outs[0], None, None))
-            taken.add(k)
+        rect = rectifier(k, ops, facts, taken)
+        if rect is not None:
+            out = ops[rect[-1]].outs[0]
+            segs.append(Segment("relu", rect, tuple(xs), params_of(rect), out, None, None))
+            taken.update(rect)
+            bounded = _bounded(op.params["call_jaxpr"]) if name == "custom_jvp_call" else len(rect) == 2
+            if bounded:  # relu6(x + 3) / 6: a hard sigmoid
+                weights[out] = "gate"
             continue
-        if name == "max" and len(xs) == 1 and len(op.ins) == 2 and is_zero(
-                [a for a in op.ins if a != xs[0]][0], facts):
-            segs.append(Segment("relu", (k,), tuple(xs), params_of([k]), op.outs[0], None, None))
+        if name in ("mul", "dot_general") and len(xs) == 2 and len(set(xs)) == 2:
+            roles = [weights.get(a) for a in xs]
+            order = tuple(xs)
+            if roles[0] is not None and roles[1] is None:
+                order = (xs[1], xs[0])  # the value first, then what weighs it
+            kind = "gate" if weights.get(order[1]) == "gate" and name == "mul" else "product"
+            segs.append(Segment(kind, (k,), order, params_of([k]), op.outs[0], None, None))
             taken.add(k)
             continue
         if name == "reduce_window_max":
@@ -272,15 +323,35 @@ def find_segments(ops, facts, shapes, x_batch):
             operands = [a for m in members for a in ops[m].ins if isinstance(a, tuple) or a not in facts.xdep]
             if all(size_of(a, shapes) == 1 and (isinstance(a, tuple) or not facts.sources.get(a))
                    for a in operands):
+                _follow(weights, op, xs)
                 continue  # scaling by constant scalars (x / 255, gelu's 0.5·x): no layer, its gradient
+            if shapes[cur][0] != shapes[xs[0]][0]:  # a per-sample statistic scaled by parameters
+                segs.append(Segment("other", (k,), tuple(xs), params_of([k]), op.outs[0], None, None))
+                taken.add(k)
+                continue
             taken.update(members)
             segs.append(Segment("batchnorm", tuple(members), tuple(xs), params_of(members), cur, None, None))
             continue
         if name in SHAPE_OPS:
+            _follow(weights, op, xs)
             continue
         segs.append(Segment("other", (k,), tuple(xs), params_of([k]), op.outs[0], None, None))
         taken.add(k)
-    return segs
+    return sorted(segs, key=lambda s: s.ops[0])
+
+
+def _follow(weights, op, xs):
+    """A weight stays one through shape operations and scaling by constants."""
+    if len(xs) == 1 and xs[0] in weights:
+        for o in op.outs:
+            weights[o] = weights[xs[0]]
+
+
+def _bounded(cj) -> bool:
+    """A ``custom_jvp`` rectifier with an upper bound (``relu6``)."""
+    j = cj.jaxpr if hasattr(cj, "jaxpr") else cj
+    return any(e.primitive.name == "min" or e.primitive.name in INLINE_CALLS and _bounded(
+        e.params[INLINE_CALLS[e.primitive.name]]) for e in j.eqns)
 
 
 def channel_axes(ops, facts, shapes, x_ids):

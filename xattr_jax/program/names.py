@@ -31,6 +31,31 @@ def _clean_stack(stack: str) -> str:
     return "/".join(parts)
 
 
+def module_outputs(segs, ops, facts, outvars) -> dict:
+    """``{module path: value}``: the value each module returns, read off the name stack as the last
+    value made inside the module that is read outside it (an inception block's concatenation)."""
+    stacks = [_clean_stack(op.stack) for op in ops]
+    tops = {_clean_stack(ops[s.ops[0]].stack).split("/")[0] for s in segs}
+    if len(tops) == 1 and all(_clean_stack(ops[s.ops[0]].stack) for s in segs):
+        top = tops.pop() + "/"
+        stacks = [st[len(top):] if st.startswith(top) else "" for st in stacks]
+    internal = {o for s in segs for k in s.ops for o in ops[k].outs if o != s.output}
+    outvars = set(outvars)
+    out: dict = {}
+    for k, op in enumerate(ops):
+        if not stacks[k] or not any(o in facts.xdep for o in op.outs):
+            continue
+        parts = stacks[k].split("/")
+        for o in op.outs:
+            if o in internal:
+                continue
+            readers = [stacks[c].split("/") for c in facts.consumers.get(o, [])]
+            for j in range(1, len(parts) + 1):
+                if o in outvars or any(r[:j] != parts[:j] for r in readers):
+                    out[".".join(parts[:j])] = o
+    return out
+
+
 def layer_names(segs, ops, facts, leaf_paths):
     """Layer names per segment (see the module docstring)."""
     stacks = [_clean_stack(ops[s.ops[0]].stack) for s in segs]
@@ -65,19 +90,21 @@ def layer_names(segs, ops, facts, leaf_paths):
     for i, s in enumerate(segs):
         if stacks[i]:
             scope_of[i] = stacks[i].replace("/", ".")
-        elif s.kind in LINEAR + ("batchnorm",):
+        elif s.kind in LINEAR + ("batchnorm",) and param_name(s) is not None:
             names[i] = param_name(s)
+        elif has_stack:  # called by the outermost module itself
+            scope_of[i] = ""
     # a scope that holds exactly one layer (and no deeper ones) is that layer's name
     count = {}
     for sc in scope_of:
-        if sc is not None:
+        if sc:
             count[sc] = count.get(sc, 0) + 1
     deeper = {sc.rsplit(".", 1)[0] for sc in count if "." in sc}
     anchor = ""
     counters: dict = {}
     for i, s in enumerate(segs):
         sc = scope_of[i]
-        if sc is not None and count[sc] == 1 and sc not in deeper:
+        if sc and count[sc] == 1 and sc not in deeper:
             names[i] = sc
             anchor = sc
             continue
@@ -97,7 +124,7 @@ def layer_names(segs, ops, facts, leaf_paths):
     return [f"{n}.{s.kind}" if len(kinds[n]) > 1 else n for n, s in zip(names, segs)]
 
 
-def layer_rows(segs, names, ops, shapes, nonneg_segs, ins, channel):
+def layer_rows(segs, names, ops, shapes, nonneg_segs, ins, channel, modules=None):
     calls: dict = {}
     for n in names:
         calls[n] = calls.get(n, 0) + 1
@@ -128,9 +155,14 @@ def layer_rows(segs, names, ops, shapes, nonneg_segs, ins, channel):
             continue
         last = leaves[max(members)]
         first_of[prefix] = min(members)
-        outputs[prefix] = last.output
+        o = (modules or {}).get(prefix, last.output)
+        if o != last.output:  # the module returns another value than its last layer's (a concatenation)
+            shape, c = shapes[o][0], channel.get(o)
+            view = shape if c is None else tuple(d for j, d in enumerate(shape) if j != c) + (shape[c],)
+            last = last._replace(shape=view, dtype=shapes[o][1], channel_axis=c, native_shape=shape)
+        outputs[prefix] = o
         rows.append(last._replace(name=prefix, kind=None, type_name="container", calls=1, inputs=(), meta=(),
-                                  source=""))
+                                  source="", output=o))
     order = []
     for pos, l in enumerate(leaves):
         order.append(((pos, 0, 0), l))

@@ -10,7 +10,10 @@ import numpy as np
 
 from ..rules.core import LayerFn, apply_rule
 from .ir import LINEAR, Program, bind
+from .regions import REGION_KINDS
 from .trace import trace
+
+STATISTIC_ANCHORS = REGION_KINDS["norm"][0]
 
 
 def _rebatch(op, vals, traced_in):
@@ -42,12 +45,18 @@ def segment_fn(prog: Program, i: int) -> LayerFn:
     keyed = dict((v, k) for k, v in seg.params)
     main = prog.ops[seg.ops[0]]
 
-    def fn(params, *xs):
+    def run_ops(params, xs, freeze):
         env = dict(zip(seg.inputs, xs))
         for j, k in enumerate(seg.ops):
             op = prog.ops[k]
             if seg.kind == "relu" and op.prim.name == "max":  # differentiated as jax.nn.relu (0 at 0)
                 env[op.outs[0]] = jax.nn.relu(env[seg.inputs[0]])
+                continue
+            if seg.kind == "relu" and op.prim.name == "min":  # the same values; gradient 0 at the bound
+                v = env[prog.ops[seg.ops[0]].outs[0]]
+                c = [a for a in op.ins if a != prog.ops[seg.ops[0]].outs[0]][0]
+                c = jnp.asarray(c[1] if isinstance(c, tuple) else params[keyed[c]], v.dtype)
+                env[op.outs[0]] = jnp.where(v < c, v, c)
                 continue
             if j == seg.bias_op:
                 cur = [a for a in op.ins if a in env and not isinstance(a, tuple)
@@ -67,11 +76,16 @@ def segment_fn(prog: Program, i: int) -> LayerFn:
                     vals.append(params[keyed[a]])
             traced_in = _in_shape(prog, op)
             outs = bind(_rebatch(op, vals, traced_in), vals)
+            if freeze and op.prim.name in STATISTIC_ANCHORS:
+                outs = [jax.lax.stop_gradient(o) for o in outs]
             env.update(zip(op.outs, outs))
         y = env[seg.output]
         if seg.bias_op is None and seg.kind in LINEAR and "bias" in params:
             y = y + jnp.broadcast_to(params["bias"], y.shape).astype(y.dtype)
         return y
+
+    def fn(params, *xs):
+        return run_ops(params, xs, False)
 
     window = None
     if main.prim.name == "conv_general_dilated":
@@ -80,7 +94,10 @@ def segment_fn(prog: Program, i: int) -> LayerFn:
         window = tuple(kshape[d] for d in spec[2:])  # the spatial window, any layout
     elif seg.kind == "dense":
         window = ()
-    return LayerFn(fn, window)
+    frozen = None
+    if seg.kind == "norm":  # the same function with its statistic σ a constant
+        frozen = lambda params, *xs: run_ops(params, xs, True)  # noqa: E731
+    return LayerFn(fn, window, frozen)
 
 
 def _in_shape(prog, op):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 import jax
@@ -11,7 +12,7 @@ import numpy as np
 from .ir import (KEEPS_NONNEG, LINEAR, SHAPE_OPS, Program, find_facts, flatten_jaxpr, key_name,
                  path_parts, x_inputs)
 from .layers import channel_axes, find_segments, track_axis
-from .names import layer_names, layer_rows
+from .names import layer_names, layer_rows, module_outputs
 
 
 def call_model(model) -> Callable:
@@ -19,16 +20,38 @@ def call_model(model) -> Callable:
     return model_call(model)[0]
 
 
+def describe(layers, limit: int = 8) -> str:
+    """Layers grouped by kind, main primitive and source line, one group per line:
+    ``12× activation (integer_pow) at model.py:40 (blocks.*.mlp.activation_0)``."""
+    groups: dict = {}
+    for l in layers:
+        groups.setdefault((l.kind, l.type_name, l.source), []).append(l.name)
+    lines = []
+    for (k, t, src), names in groups.items():
+        pats = sorted({re.sub(r"\d+", "*", n) for n in names})
+        where = ", ".join(names) if len(names) <= 3 else ", ".join(pats[:3]) + (", ..." if len(pats) > 3 else "")
+        lines.append(f"  {len(names)}× {k} ({t}) at {src or 'unknown source'} ({where})")
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"  ... and {len(lines) - limit} more groups"]
+    return "\n".join(lines)
+
+
 def check_strict(layers) -> None:
     """Refuse operations without a rule on the way from x to the output (``strict=True``)."""
     other = [l for l in layers if l.kind == "other"]
     if other:
-        listed = "; ".join(f"{l.name} ({l.type_name} at {l.source or 'unknown source'})" for l in other)
         raise ValueError(
-            f"strict mode: {len(other)} operation(s) between x and the output have no rule: {listed}. "
-            "They would keep their ordinary gradient; rewrite them with conv/dense/ReLU/pool/sum "
-            "operations, or pass strict=False to accept the gradient there."
+            f"strict mode: {len(other)} operation(s) between x and the output have no rule:\n{describe(other)}\n"
+            "They would keep their ordinary gradient; rewrite them with operations of a known kind "
+            "(xattr_jax.program.KINDS), or pass strict=False to accept the gradient there."
         )
+
+
+def check_domain(layers, kinds, method: str, reason: str, fix: str) -> None:
+    """Refuse layers whose kind is not in ``kinds`` (a method's domain), naming each group."""
+    out = [l for l in layers if l.kind is not None and l.kind not in kinds]
+    if out:
+        raise ValueError(f"{method} {reason}; this model has {len(out)} layer(s) outside it:\n{describe(out)}\n{fix}")
 
 
 def check_channels_last(segs, names, ops, shapes, axes) -> None:
@@ -159,7 +182,7 @@ def trace(model, variables, x) -> Program:
             "model(variables, x) uses its second argument"
         )
     xb = int(np.shape(jax.tree_util.tree_leaves(x)[0])[0]) if np.ndim(jax.tree_util.tree_leaves(x)[0]) else 1
-    segs = find_segments(ops, facts, shapes, xb)
+    segs = find_segments(ops, facts, shapes, xb, x_ids, outs)
     names = layer_names(segs, ops, facts, leaf_paths)
     # static non-negativity: ReLU outputs, kept by pools, sums and shape operations
     nonneg_vars: set = set()
@@ -219,6 +242,6 @@ def trace(model, variables, x) -> Program:
     ins = [tuple(upstream(v) for v in s.inputs) for s in segs]
     axes = channel_axes(ops, facts, shapes, x_ids)
     check_channels_last(segs, names, ops, shapes, axes)
-    table, outputs = layer_rows(segs, names, ops, shapes, nonneg_segs, ins, axes)
+    table, outputs = layer_rows(segs, names, ops, shapes, nonneg_segs, ins, axes, module_outputs(segs, ops, facts, outs))
     return Program(tuple(ops), tuple(invars), tuple(consts), tuple(outs), tuple(segs),
                    tuple(names), seg_at, in_seg, table, outputs, frozenset(nonneg_segs), folds, shapes)

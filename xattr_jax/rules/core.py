@@ -135,10 +135,13 @@ class LayerFn:
       forward: the pure forward function ``forward(params, *xs) -> y``.
       kernel_window: a convolution's spatial window in any kernel layout (``(3, 3)``), ``()`` for
         a dense layer, ``None`` for other layers.
+      constant_statistics: for a normalisation, the same forward with its statistic σ held
+        constant (``stop_gradient``), else ``None``.
     """
 
     forward: Callable
     kernel_window: tuple | None = None
+    constant_statistics: Callable | None = None
 
     def __call__(self, params, *xs):
         return self.forward(params, *xs)

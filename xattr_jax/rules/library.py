@@ -26,9 +26,13 @@ Rules non-linear in ``R``: ``rsp_conv()`` (the surrogate-kernel bipolar conv rul
 Sectional Propagation, Nam et al. AAAI 2021), ``rsp_batchnorm()`` (masked identity) and
 ``skip_ignored()`` (residual sum: all signal to the branch).
 
-Element-wise rules: ``pass_rule()`` (identity), ``guided_relu()`` (``g·[z>0]·[g>0]``,
+Element-wise rules: ``pass_rule()`` (identity), ``guided_relu()`` (``f'(z)·max(g, 0)``,
 Springenberg et al. 2015), ``deconvnet_relu()`` (``max(g, 0)``, Zeiler & Fergus 2014),
 ``positive_maxpool()`` (routes ``max(g, 0)`` to the argmax; Kwon et al. ICPR 2020).
+
+Rules for the kinds beyond ReLU networks: ``take_all()`` (gates and attention's ``A·V``: all to the
+value), ``uniform_product()`` (half to each factor), ``constant_statistics()`` (normalisations, σ
+constant), ``attnlrp_softmax()`` and ``block()`` (softmax: AttnLRP / CP-LRP).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .core import LayerFn, Rule, Term, linear_rule, safe_divide, stabilize
+from .core import LayerFn, Rule, Term, linear_rule, safe_divide, stabilize, upcast
 
 __all__ = [
     "epsilon",
@@ -56,6 +60,11 @@ __all__ = [
     "guided_relu",
     "deconvnet_relu",
     "positive_maxpool",
+    "take_all",
+    "uniform_product",
+    "constant_statistics",
+    "attnlrp_softmax",
+    "block",
     "contrastive_excitation",
     "skip_ignored",
     "zbox_global",
@@ -306,20 +315,88 @@ def _elementwise(name, backward_fn, kinds) -> Rule:
 
 
 def pass_rule() -> Rule:
-    """Identity: the signal passes unchanged (activations, batch-norm: element-wise layers)."""
+    """Identity: the signal passes unchanged (rectifiers, other activations, batch-norm: element-wise
+    layers; for an activation ``f`` this is LRP's ``R·f(x)/f(x)``, AttnLRP / LXT)."""
     return _elementwise(
-        "pass_rule", lambda x, y, g: g, {"relu", "batchnorm"}
+        "pass_rule", lambda x, y, g: g, {"relu", "activation", "batchnorm"}
     )
 
 
+def _slope(fn, params, x):
+    """``f'(x)`` of an element-wise layer (its own derivative: ``[0 < x < c]`` for a rectifier)."""
+    _, s = jax.jvp(lambda a: fn(params, a), (x,), (jnp.ones_like(x),))
+    return s
+
+
 def guided_relu() -> Rule:
-    """Guided backprop ReLU: ``g_in = g · [x > 0] · [g > 0]`` (Springenberg et al., ICLR-W 2015)."""
-    return _elementwise("guided_relu", lambda x, y, g: jnp.where((x > 0) & (g > 0), g, 0.0), {"relu"})
+    """Guided backprop: ``g_in = f'(x) · max(g, 0)``; for ReLU ``g · [x > 0] · [g > 0]``, for ReLU6
+    ``[0 < x < 6]``, for a smooth activation its own slope (Springenberg et al., ICLR-W 2015)."""
+
+    def backward(fn, params, xs, y, ct):
+        return (_slope(fn, params, xs[0]) * jnp.maximum(ct, 0),)
+
+    return Rule("guided_relu", backward, frozenset({"relu", "activation"}), hyper=())
 
 
 def deconvnet_relu() -> Rule:
-    """Deconvnet ReLU: ``g_in = max(g, 0)``, no forward mask (Zeiler & Fergus, ECCV 2014)."""
-    return _elementwise("deconvnet_relu", lambda x, y, g: jnp.maximum(g, 0), {"relu"})
+    """Deconvnet: ``g_in = max(g, 0)`` on every activation, no forward mask (Zeiler & Fergus, ECCV 2014)."""
+    return _elementwise("deconvnet_relu", lambda x, y, g: jnp.maximum(g, 0), {"relu", "activation"})
+
+
+def take_all(stabilizer: float = 1e-6) -> Rule:
+    """Signal-take-all for ``y = a ⊙ s`` (a gate) or ``y = A·v`` (attention weights ``A`` constant):
+    ``R_a = a ⊙ J_aᵀ(R ⊘ y)``, ``R_s = 0``; for a gate ``R_a = R`` (Arras et al. 2017; CP-LRP, Ali
+    et al. ICML 2022). The layer's first input is the value, the second what weighs it.
+    """
+    stabilizer = _check_number("stabilizer", stabilizer, low=0.0)
+
+    def backward(fn, params, xs, y, ct):
+        a, s = upcast(xs[0]), xs[1]
+        z, vjp = jax.vjp(lambda v: fn(params, v, s), a)
+        (g,) = vjp(upcast(ct) / stabilize(z, stabilizer))
+        return (a * g, jnp.zeros_like(s))
+
+    return Rule("take_all", backward, frozenset({"gate", "product"}), hyper=(("stabilizer", stabilizer),))
+
+
+def uniform_product(stabilizer: float = 1e-6) -> Rule:
+    """Uniform rule for a product of two x-dependent values: each operand gets half,
+    ``R_i = ½ x_i ⊙ J_iᵀ(R ⊘ y)`` (AttnLRP, Achtibat et al. ICML 2024)."""
+    stabilizer = _check_number("stabilizer", stabilizer, low=0.0)
+    return linear_rule(
+        "uniform_product",
+        [Term()],
+        lambda r, zs: [r / stabilize(zs[0], stabilizer)],
+        lambda ins, gs: 0.5 * ins[0] * gs[0],
+        kinds=frozenset({"product"}),
+        hyper=(("stabilizer", stabilizer),),
+    )
+
+
+def constant_statistics(stabilizer: float = 1e-6) -> Rule:
+    """LRP-ε through a normalisation with its statistic σ a constant: ``y = (x − μ(x))·γ/σ + β`` is
+    then linear in ``x`` and ``R_x = x ⊙ J_σᵀ(R ⊘ y)``, the bias absorbing (AttnLRP / LXT)."""
+    stabilizer = _check_number("stabilizer", stabilizer, low=0.0)
+
+    def backward(fn, params, xs, y, ct):
+        frozen = fn.constant_statistics if isinstance(fn, LayerFn) and fn.constant_statistics else fn
+        x = upcast(xs[0])
+        z, vjp = jax.vjp(lambda a: frozen(params, a), x)
+        (g,) = vjp(upcast(ct) / stabilize(z, stabilizer))
+        return (x * g,)
+
+    return Rule("constant_statistics", backward, frozenset({"norm"}), hyper=(("stabilizer", stabilizer),))
+
+
+def attnlrp_softmax() -> Rule:
+    """AttnLRP's softmax rule: ``R_x = x ⊙ (R − s·ΣR)`` = ``x ⊙ J_sᵀ(R ⊘ s)`` (Achtibat et al. ICML 2024)."""
+    return linear_rule("attnlrp_softmax", [Term()], lambda r, zs: [safe_divide(r, zs[0])], _sum_of_products,
+                       kinds=frozenset({"softmax"}), hyper=())
+
+
+def block() -> Rule:
+    """No signal passes: ``R_x = 0`` (CP-LRP's softmax, whose output is taken as constant)."""
+    return _elementwise("block", lambda x, y, g: jnp.zeros_like(x), {"softmax"})
 
 
 def positive_maxpool() -> Rule:
