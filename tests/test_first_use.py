@@ -95,3 +95,12 @@ def test_visualisation_doc_examples_run(tmp_path, monkeypatch):
     exec(compile("\n".join(blocks[:2]), "visualisation.md", "exec"), scope)
     assert (tmp_path / "grad_cam.png").is_file() and (tmp_path / "grad_cam.pdf").is_file()
     assert scope["fig"].get_suptitle().startswith("grad_cam"), scope["fig"].get_suptitle()
+
+
+def test_api_reference_is_current():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(DOCS / "make_api.py"), "--check"], capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
