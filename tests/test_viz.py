@@ -128,7 +128,8 @@ def test_grid_shares_one_norm_per_method_row():
     images = [RNG.random((16, 16, 3)) for _ in range(3)]
     maps = {"lrp": [RNG.standard_normal((8, 8)) * (k + 1) for k in range(3)],
             "grad_cam": [RNG.random((4, 4)) for _ in range(3)]}  # fmt: skip
-    fig = viz.grid_figure(images, maps, model="m", class_names=["a", "b", "c"], scores=[0.1, 0.2, 0.3])
+    fig = viz.grid_figure(images, maps, model="m", class_names=["a", "b", "c"], scores=[0.1, 0.2, 0.3],
+                          scale="row")  # fmt: skip
     panels = _panels(fig)
     assert len(panels) == 6
     rows = [panels[:3], panels[3:]]
@@ -142,9 +143,39 @@ def test_grid_shares_one_norm_per_method_row():
     assert not isinstance(_map_image(rows[1][0]).norm, TwoSlopeNorm)
     assert len(_colorbars(fig)) == 2, "one colour bar per method row"
     heads = [fig.axes[j].get_title() for j in range(3)]
-    assert heads[1] == "b\nscore 0.2", heads
+    assert heads[1] == "b\nsoftmax p 0.2", "the score is named as the softmax probability"
+    assert all("row" in cb.get_ylabel() for cb in _colorbars(fig)), "the colour bar names the scaling"
     with pytest.raises(ValueError, match="one map per image"):
         viz.grid_figure(images, {"lrp": maps["lrp"][:2]})
+    with pytest.raises(ValueError, match="scale must be 'image'"):
+        viz.grid_figure(images, maps, scale="shared")
+
+
+def _weak_labels(fig):
+    return [ax.xaxis.label.get_text() for ax in _panels(fig) if ax.xaxis.label.get_gid() == viz.figures.WEAK_GID]
+
+
+def test_grid_scales_each_map_by_default_and_labels_weak_maps():
+    images = [RNG.random((16, 16, 3)) for _ in range(3)]
+    strong = RNG.random((16, 16))  # the image's size: drawn without resampling
+    ms = [strong, 0.1 * RNG.random((16, 16)), np.zeros((16, 16))]
+    with pytest.warns(viz.EmptyMapWarning, match="all-zero"):
+        fig = viz.grid_figure(images, {"grad_cam": ms}, show_inputs=False)
+    panels = _panels(fig)
+    for ax, m in zip(panels[:2], ms):
+        drawn = np.asarray(_map_image(ax).get_array(), np.float64)
+        want = m / np.percentile(m, 99.5)
+        err = float(np.max(np.abs(drawn - want)))
+        assert err <= 1e-6, f"panel shows map ÷ its own 99.5th pct: max error {err:.3g} > 1e-6"
+        assert _map_image(ax).norm.vmax == 1.0, "per-image maps share the unit scale"
+    (weak,) = _weak_labels(fig)  # the all-zero map has its own warning, not a weak label
+    ratio = np.percentile(ms[1], 99.5) / np.percentile(strong, 99.5)
+    assert f"{100 * ratio:.2g} %" in weak, f"weak label {weak!r} states the fraction {ratio:.3f}"
+    (cb,) = _colorbars(fig)
+    assert "own" in cb.get_ylabel(), "the colour bar says each map has its own scale"
+    with pytest.warns(viz.EmptyMapWarning):
+        row = viz.grid_figure(images, {"grad_cam": ms}, show_inputs=False, scale="row")
+    assert _weak_labels(row) == [weak], "a weak map is labelled in the shared scale too"
 
 
 def _warning_texts(ax):

@@ -17,7 +17,7 @@ import numpy as np
 from .methods import get_method
 from .passes import path_chunks, path_sums, run_path, seed_fn
 from .program import call_model, check_strict, run, trace
-from .types import Attribution, Context, PathPlan
+from .types import Attribution, Context, LayerTable, PathPlan
 
 __all__ = ["explain", "attributor", "layers", "method_options", "INPUT"]
 
@@ -196,7 +196,7 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, str
         ctx, res = build(variables, x, target, key)
         if isinstance(res, PathPlan):
             res = run_path(ctx, x, _columns(target), res)
-        return _squeeze(_finish(res, x, _columns(target)), target)
+        return _squeeze(_finish(res, x, _columns(target), m.name, ctx.layer), target)
 
     def chunk_core(variables, x, target, key, index):
         """Chunk ``index``'s sums, and ``[C, 0]`` zeros whose shape tells the number of chunks."""
@@ -211,7 +211,7 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, str
         traces["finish"] += 1
         ctx, plan = build(variables, x, target, key)
         logits, _ = run(ctx.program, variables, x)
-        return _squeeze(_finish(plan.finish(logits, sums), x, _columns(target)), target)
+        return _squeeze(_finish(plan.finish(logits, sums), x, _columns(target), m.name, ctx.layer), target)
 
     jitted = jax.jit(core)
     jitted_chunk = jax.jit(chunk_core)
@@ -294,9 +294,9 @@ def _example_keys(key, n):
     return jax.vmap(lambda k: jax.random.fold_in(k, 0))(key)
 
 
-def _finish(res: Attribution, x, target) -> Attribution:
-    """The result in ``x``'s dtype, with NaN maps for examples with a non-finite input or a target out
-    of range (``[N, K]`` fields).
+def _finish(res: Attribution, x, target, method: str, layer: str | None) -> Attribution:
+    """The result in ``x``'s dtype, named by its method and layer, with NaN maps for examples with a
+    non-finite input or a target out of range (``[N, K]`` fields).
 
     Values are checked eagerly when they are concrete; under the caller's ``jit``/``vmap``/``grad``
     they are not, and this makes a bad example's map NaN instead of a plausible (e.g. all-zero) map.
@@ -311,7 +311,7 @@ def _finish(res: Attribution, x, target) -> Attribution:
 
     t = lambda tree: jax.tree_util.tree_map(mask, tree)  # noqa: E731
     return res._replace(map=t(res.map), relevance=t(res.relevance), layer_maps=t(res.layer_maps),
-                        conservation=t(res.conservation))
+                        conservation=t(res.conservation), method=method, layer=layer or INPUT)
 
 
 def _columns(target):
@@ -363,20 +363,21 @@ def explain(model, variables, x, target, method: str = "gradient", layer: str | 
     return fn(variables, x, target, key=key)
 
 
-def layers(model, variables, x) -> tuple:
+def layers(model, variables, x) -> LayerTable:
     """The layer table of ``model`` on inputs shaped like ``x``: one :class:`~xattr_jax.program.LayerInfo`
     per layer in program order (``name``, ``kind``, ``shape``, ``source``, ...), containers included.
+    It prints as a table and iterates as a tuple of rows.
 
     The names are what ``layer=``, composites' ``path()`` globs and every method's default layer
     refer to (naming scheme: :mod:`xattr_jax.program`). Layers of kind ``"other"`` have no rule:
     they keep their ordinary gradient, and ``strict=True`` refuses them.
 
     Example:
-      >>> for l in xa.layers(model, variables, x):
-      ...     print(l.name, l.kind, l.shape, l.source)
+      >>> xa.layers(model, variables, x)           # the table
+      >>> [l.name for l in xa.layers(model, variables, x) if l.kind == "conv"]
     """
     _check_order(variables, x)
-    return trace(model, variables, x).layers
+    return LayerTable(trace(model, variables, x).layers)
 
 
 def method_options(method: str) -> str:

@@ -1,7 +1,11 @@
 """The ``xattr`` command line.
 
-Subcommands are registered by ``_add_<name>(subparsers)`` functions; each sets ``func`` to a
-handler ``(args) -> int``. Heavy or optional imports (torch for ``convert``) happen inside handlers.
+Each subcommand is a module with ``add_arguments(parser)`` and a handler ``run(args) -> int``. Only the
+command being run gets its arguments (and imports its module), so ``xattr --help`` loads no JAX;
+heavy or optional imports (torch for ``convert``) happen inside handlers.
+
+Argument errors are one line (``xattr explain: error: argument --top-k: ...``) and exit 2; Ctrl-C
+prints one line (how far a progress bar got) and exits 130.
 
 Example:
   xattr convert --arch resnet50 --weights resnet50.pth --out ckpt/resnet50
@@ -51,15 +55,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_convert(subparsers) -> None:
+def add_arguments(p) -> None:
+    """The ``xattr convert`` options."""
     from xattr_jax.models import TORCHVISION_ARCHITECTURES as ARCHITECTURES
 
-    p = subparsers.add_parser(
-        "convert",
-        help="convert torchvision weights into an xattr-jax checkpoint",
-        description="Convert a torchvision state dict (.pth) into an orbax checkpoint directory "
-        f"that xattr_jax.checkpoint.load_checkpoint reads without torch. Needs {_CONVERTERS_HINT}.",
-    )
     p.add_argument("--arch", required=True, choices=ARCHITECTURES, metavar="ARCH",
                    help=f"torchvision architecture: {', '.join(ARCHITECTURES)}")  # fmt: skip
     p.add_argument("--weights", required=True, help="path to a torchvision .pth state dict")
@@ -70,6 +69,12 @@ def _add_convert(subparsers) -> None:
 
 # name -> (module with add_arguments(parser) and run(args), help, description)
 _COMMANDS = {
+    "convert": (
+        None,  # this module
+        "convert torchvision weights into an xattr-jax checkpoint",
+        "Convert a torchvision state dict (.pth) into an orbax checkpoint directory that "
+        f"xattr_jax.checkpoint.load_checkpoint reads without torch. Needs {_CONVERTERS_HINT}.",
+    ),
     "demo": (
         "demo",
         "explain synthetic images with a shipped model using every method (PNGs + table)",
@@ -97,32 +102,49 @@ _COMMANDS = {
 }
 
 
-def _add_command(subparsers, name: str) -> None:
+class ArgumentParser(argparse.ArgumentParser):
+    """An ``argparse`` parser whose errors are one line (no usage block) and exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s subparser gets its arguments (none for the top-level help)."""
     import importlib
 
-    module, help_, description = _COMMANDS[name]
-    mod = importlib.import_module(f"xattr_jax.{module}")
-    p = subparsers.add_parser(name, help=help_, description=description)
-    mod.add_arguments(p)
-    p.set_defaults(func=mod.run)
-
-
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="xattr", description="Backprop-based attribution for CNNs in JAX/Flax."
-    )
+    parser = ArgumentParser(prog="xattr", description="Backprop-based attribution for CNNs in JAX/Flax.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_convert(subparsers)
-    for name in _COMMANDS:
-        _add_command(subparsers, name)
+    for name, (module, help_, description) in _COMMANDS.items():
+        p = subparsers.add_parser(name, help=help_, description=description)
+        if name == command and module is None:
+            add_arguments(p)
+        elif name == command:
+            mod = importlib.import_module(f"xattr_jax.{module}")
+            mod.add_arguments(p)
+            p.set_defaults(func=mod.run)
     return parser
+
+
+def _interrupted(err: KeyboardInterrupt) -> str:
+    from xattr_jax.progress import Interrupted
+
+    if isinstance(err, Interrupted):
+        return (f"interrupted after {err.done} of {err.total} {err.unit}; run the same command to resume"
+                if err.resumable else f"interrupted after {err.done} of {err.total} {err.unit}")  # fmt: skip
+    return "interrupted"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``xattr`` with ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
-    parser = _build_parser()
-    args = parser.parse_args(argv)
-    return args.func(args)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = _build_parser(command if command in _COMMANDS else None).parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt as err:
+        print(f"xattr {args.command}: {_interrupted(err)}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

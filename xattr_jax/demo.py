@@ -5,12 +5,12 @@ Writes into ``--out``:
 * ``inputs.png`` — the demo images (the held-out synthetic benchmark), each titled with its
   classes (also listed in ``demo.json``);
 * ``<method>.png`` — one figure per method: the map of the first ground-truth class of each shown
-  image over the image in grey, titled with the class and the model's score for it (sigmoid
-  probability: the synthetic models are multi-label), one colour scale for the row and its colour
+  image over the image in grey, titled with the class and its softmax probability (the score
+  everywhere in the library), each map scaled to its own range (weak maps labelled so) and a colour
   bar (diverging and centred at 0 for signed maps, sequential for unsigned ones; clipped at the
   99.5th percentile of ``|map|``). The maps are the pointing game's (resized to the image, smoothed
   for the gradient family);
-* ``all_methods.png`` — every method × the shown images in one grid, one colour scale per row;
+* ``all_methods.png`` — every method × the shown images in one grid;
 * ``attention_backprop_layers.png`` — Attention Backpropagation's map at every layer of the
   network for the first image, one panel per layer titled with its name, kind and shape
   (:func:`xattr_jax.viz.layer_figure`);
@@ -126,7 +126,8 @@ def run_demo(
         names = [CLASS_NAMES[c] for c in classes]
         xs = jnp.asarray(normalize(np.stack(images)))
         logits = np.asarray(jax.jit(model.apply)(variables, xs))
-        scores = [float(1 / (1 + np.exp(-logits[i, c]))) for i, c in enumerate(classes)]
+        probs = np.asarray(jax.nn.softmax(logits, axis=-1))
+        scores = [float(probs[i, c]) for i, c in enumerate(classes)]
         done = {m: e for m, e in result["methods"].items() if "error" not in e}
         rows = {}
         for method, entry in done.items():
@@ -160,7 +161,7 @@ def run_demo(
                 layer_maps = {k: np.asarray(v)[0] for k, v in (res.layer_maps or {}).items()}
                 write("attention_backprop_layers.png", viz.layer_figure(
                     s.pixels, layer_maps, model=arch, class_name=CLASS_NAMES[c],
-                    score=float(1 / (1 + np.exp(-float(res.logits[0, c])))),
+                    score=float(jax.nn.softmax(res.logits[0])[c]),
                     layers=xa.layers(model, variables, x)))  # fmt: skip
             except Exception as err:  # a figure must not cost the table
                 say(f"attention_backprop layer figure failed ({type(err).__name__}: {err}); skipped")

@@ -8,8 +8,20 @@ from typing import Any, Callable, Mapping, NamedTuple
 import jax
 
 from .program import LayerInfo
+from .tables import text_table
 
-__all__ = ["Attribution", "Context", "PathPlan"]
+__all__ = ["Attribution", "Context", "PathPlan", "LayerTable"]
+
+
+class LayerTable(tuple):
+    """The layer table (:func:`xattr_jax.layers`): a tuple of :class:`~xattr_jax.program.LayerInfo`
+    rows that prints as a table (name, kind, output shape, source line)."""
+
+    def __repr__(self) -> str:
+        rows = [(l.name, l.kind or "container", "×".join(map(str, l.shape)), l.source) for l in self]
+        return text_table(rows, header=("name", "kind", "shape", "source")) or "(no layers)"
+
+    __str__ = __repr__
 
 
 class Attribution(NamedTuple):
@@ -23,6 +35,12 @@ class Attribution(NamedTuple):
       logits: the model output ``[N, num_classes]`` (``[N, h, w, C]`` for fully-convolutional models).
       layer_maps: ``{layer name: map}`` in network order, for methods that explain every layer.
       conservation: ``{layer name: total relevance per sample}`` when ``conservation=True``.
+      method: the method's name.
+      layer: the layer that was read (``"input"`` for the input), also when it was the method's
+        default.
+
+    ``method`` and ``layer`` are static: they travel as the pytree's auxiliary data, not as leaves,
+    so an ``Attribution`` passes through ``jit``, ``vmap`` and ``tree_map`` like its arrays.
     """
 
     map: jax.Array
@@ -30,6 +48,17 @@ class Attribution(NamedTuple):
     logits: jax.Array
     layer_maps: Mapping[str, jax.Array] | None = None
     conservation: Mapping[str, jax.Array] | None = None
+    method: str | None = None
+    layer: str | None = None
+
+
+_ARRAY_FIELDS = Attribution._fields[:5]
+jax.tree_util.register_pytree_with_keys(
+    Attribution,
+    lambda a: (tuple((jax.tree_util.GetAttrKey(f), getattr(a, f)) for f in _ARRAY_FIELDS), (a.method, a.layer)),
+    lambda aux, children: Attribution(*children, *aux),
+    flatten_func=lambda a: (tuple(getattr(a, f) for f in _ARRAY_FIELDS), (a.method, a.layer)),
+)
 
 
 class Context(NamedTuple):

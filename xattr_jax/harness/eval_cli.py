@@ -61,15 +61,17 @@ def add_arguments(p) -> None:
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated method names, or 'all'")
     p.add_argument("--tolerance", type=nonneg_float, default=None,
                    help="pointing-game radius in px (default 15; synthetic: 15*64/224 = 4.3)")
-    p.add_argument("--batch-size", type=int_at_least(1), default=16)
-    p.add_argument("--deletion-images", type=int_at_least(0), default=32)
-    p.add_argument("--deletion-steps", type=int_at_least(1), default=64)
+    p.add_argument("--batch-size", type=int_at_least(1), default=16, help="images per attribution call")
+    p.add_argument("--deletion-images", type=int_at_least(0), default=32,
+                   help="the first N images also get deletion/insertion curves (0: none)")
+    p.add_argument("--deletion-steps", type=int_at_least(1), default=64,
+                   help="steps of the deletion/insertion curves")
     p.add_argument("--score", choices=("sigmoid", "softmax"), default=None,
                    help="deletion/insertion probability (default per dataset: softmax for the "
                    "single-label imagenet, sigmoid for the multi-label others)")  # fmt: skip
     p.add_argument("--save-maps", action="store_true", help="also store every trial's map under OUT/maps")
     p.add_argument("--out", required=True, help="folder for records.jsonl, eval.json and eval.md (resumable)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     add_distributed_arguments(p)
     add_option_flags(p)
 

@@ -66,13 +66,14 @@ def add_arguments(p) -> None:
                    + "; ".join(f"{k} = {v}" for k, v in PREPROCESSING.items())
                    + "; then ImageNet mean/std normalisation")  # fmt: skip
     p.add_argument("--batch-size", type=int_at_least(1), default=16, help="tasks per attribution call")
-    p.add_argument("--map-dtype", choices=("float32", "float16"), default="float32")
+    p.add_argument("--map-dtype", choices=("float32", "float16"), default="float32",
+                   help="dtype of the stored maps (float16 halves the disk)")
     p.add_argument("--figures", choices=("png", "jpg", "pdf", "svg"), default=None,
                    help="a job also draws one figure per image (methods x targets) into OUT/figures/")
     p.add_argument("--out", required=True,
                    help="a folder for a job (records.jsonl, maps/); or, for one image file, a figure "
                    f"file ({', '.join(FIGURE_SUFFIXES)})")  # fmt: skip
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     add_distributed_arguments(p)
     add_dataset_arguments(p, default=None)
     add_option_flags(p)

@@ -234,7 +234,8 @@ def run_job(
         result.images += len(lds)
         bar.advance(len(lds))
 
-    with progress_bar(len(todo), f"{len(fns)} method(s) x {len(todo)} image(s)", progress) as bar:
+    with progress_bar(len(todo), f"{len(fns)} method(s) x {len(todo)} image(s)", progress, unit="images",
+                      resumable=True) as bar:
         pending: dict[tuple, list[Loaded]] = defaultdict(list)
         for ld in stream(todo, preprocess, threads=threads, prefetch=2 * batch):
             if ld.error is not None:

@@ -10,6 +10,7 @@ from ..composites.core import Composite, resolve_layers
 from ..passes import modified_pass
 from ..program import KINDS, check_domain
 from ..rules.core import upcast
+from ..tables import text_table
 from ..types import Attribution, Context
 from .option_types import Option
 
@@ -75,10 +76,7 @@ class Method(NamedTuple):
         """The options as a text table: name, default, meaning."""
         if not self.opts:
             return "(no options)"
-        rows = [(k, repr(o.default), o.doc) for k, o in self.opts.items()]
-        w0 = max(len(r[0]) for r in rows)
-        w1 = max(len(r[1]) for r in rows)
-        return "\n".join(f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows)
+        return text_table([(k, repr(o.default), o.doc) for k, o in self.opts.items()])
 
 
 class Domain(NamedTuple):

@@ -5,7 +5,9 @@ Figures (each returns a :class:`matplotlib.figure.Figure`; no ``pyplot``, nothin
 * :func:`overlay_figure` — one map over its image: title (method, model, class, score), colour bar.
 * :func:`layer_figure` — a map per layer (Attention Backpropagation's ``res.layer_maps``), one
   panel per layer titled with its name and shape.
-* :func:`grid_figure` — methods × images, one colour scale per method row.
+* :func:`grid_figure` — methods × images, each map scaled to its own range (or one colour scale
+  per method row, ``scale="row"``); weak maps labelled as such.
+* :func:`show` — an :class:`~xattr_jax.Attribution` over its input in one call (also ``xa.show``).
 * :func:`save` — write a figure as PNG, JPEG, PDF or SVG (by the extension).
 
 Conventions (:mod:`xattr_jax.viz.maps`): signed maps (:func:`is_signed`) on a diverging colour
@@ -28,7 +30,7 @@ Example:
 
 from ..imageio import read_image, resize, write_image
 from . import maps, raster
-from .figures import as_rgb, grey, grid_figure, layer_figure, overlay_figure, save, title_for
+from .figures import SCORE_NAME, WEAK, as_rgb, grey, grid_figure, layer_figure, overlay_figure, save, title_for
 from .maps import (
     PERCENTILE,
     SIGNED_METHODS,
@@ -40,13 +42,17 @@ from .maps import (
     map_norm,
 )
 from .raster import to_image
+from .result import show
 
 __all__ = [
     "overlay_figure",
     "layer_figure",
     "grid_figure",
+    "show",
     "save",
     "title_for",
+    "SCORE_NAME",
+    "WEAK",
     "is_signed",
     "map_norm",
     "clip_limit",

@@ -10,7 +10,13 @@ file's extension). Conventions (:mod:`xattr_jax.viz.maps`):
 * **signed** maps (:func:`~xattr_jax.viz.maps.is_signed`) on a diverging colour map centred at 0
   with symmetric limits, **unsigned** maps on a sequential one, both clipped at the 99.5th
   percentile of ``|map|`` (``percentile=``) and with a **colour bar** saying so;
-* **titles** name the method, the model, the class and its score;
+* **titles** name the method, the model, the class and its score, the class's softmax
+  probability (``softmax p``: the score everywhere in the library: ``xattr explain``, the demo,
+  ``records.jsonl``'s ``prob``);
+* grids scale **each map by its own** clipping limit by default (``scale="image"``), so a weak map
+  is not drawn blank; ``scale="row"`` shares one limit per method row instead. Either way a map
+  whose clipping limit is under :data:`WEAK` of its row's strongest is labelled ``weak`` in its
+  panel, and the colour bar's label says which scaling was used;
 * a map that is all zero or not finite gets a visible warning in its panel and an
   :class:`~xattr_jax.viz.maps.EmptyMapWarning`.
 
@@ -42,13 +48,19 @@ from .maps import (
     map_norm,
 )
 
-__all__ = ["overlay_figure", "layer_figure", "grid_figure", "save", "title_for", "as_rgb", "grey"]
+__all__ = ["overlay_figure", "layer_figure", "grid_figure", "save", "title_for", "as_rgb", "grey", "show",
+           "SCORE_NAME", "WEAK", "WEAK_GID"]
 
 _WARN_STYLE = dict(
     ha="center", va="center", fontsize=7, color="black", wrap=True,
     bbox=dict(boxstyle="round", facecolor="#ffe066", edgecolor="#c00000", alpha=0.9),
 )  # fmt: skip
 WARNING_GID = "empty-map-warning"  # the gid of the warning text drawn in an empty panel
+WEAK_GID = "weak-map-label"  # the gid of the label under a weak map's panel
+#: A map is labelled weak when its clipping limit is under this fraction of its row's largest.
+WEAK = 0.25
+#: What a figure's score is: the class's softmax probability.
+SCORE_NAME = "softmax p"
 
 
 def as_rgb(image) -> np.ndarray:
@@ -84,14 +96,26 @@ def grey(image) -> np.ndarray:
 
 def title_for(method: Optional[str] = None, model: Optional[str] = None, class_name=None,
               score=None) -> str:  # fmt: skip
-    """``"method · model"`` over ``"class · score s"`` (the parts that are given)."""
+    """``"method · model"`` over ``"class · softmax p s"`` (the parts that are given; ``score`` is the
+    class's softmax probability, :data:`SCORE_NAME`, or a text shown as given)."""
     top = " · ".join(str(v) for v in (method, model) if v)
     bottom = []
     if class_name is not None:
         bottom.append(f"class {class_name}" if isinstance(class_name, (int, np.integer)) else str(class_name))
     if score is not None:
-        bottom.append(score if isinstance(score, str) else f"score {float(score):.3g}")
+        bottom.append(score if isinstance(score, str) else _score(score))
     return "\n".join(p for p in (top, " · ".join(bottom)) if p)
+
+
+def _score(p) -> str:
+    return f"{SCORE_NAME} {float(p):.3g}"
+
+
+def _unit_norm(signed: bool):
+    """The norm of maps divided by their own clipping limit: ``[−1, 1]`` centred at 0, or ``[0, 1]``."""
+    from matplotlib.colors import Normalize, TwoSlopeNorm
+
+    return TwoSlopeNorm(vcenter=0.0, vmin=-1.0, vmax=1.0) if signed else Normalize(0.0, 1.0)
 
 
 def _cmap(signed: bool, cmap):
@@ -256,7 +280,6 @@ def layer_figure(
     Returns:
       the ``Figure``: ``len(layer_maps)`` map panels (the axes holding images) and a colour bar.
     """
-    from matplotlib.colors import Normalize, TwoSlopeNorm
     from matplotlib.figure import Figure
 
     names = list(layer_maps)
@@ -270,7 +293,7 @@ def layer_figure(
         raise ValueError(f"cols must be >= 1, got {cols}")
     rows = -(-n // cols)
     signed = is_signed(method, maps) if signed is None else bool(signed)
-    norm = TwoSlopeNorm(vcenter=0.0, vmin=-1.0, vmax=1.0) if signed else Normalize(0.0, 1.0)
+    norm = _unit_norm(signed)
     cm = SIGNED_CMAP if signed else UNSIGNED_CMAP
     info = {l.name: l for l in (layers or ())}
     fig = Figure(figsize=(cols * panel_size + 0.9, rows * (panel_size + 0.35) + 0.7), dpi=dpi,
@@ -305,6 +328,7 @@ def grid_figure(
     class_names: Optional[Sequence] = None,
     scores: Union[None, Sequence, Mapping[str, Sequence]] = None,
     signed: Optional[Mapping[str, bool]] = None,
+    scale: str = "image",
     percentile: float = PERCENTILE,
     alpha: float = 0.5,
     show_inputs: bool = True,
@@ -314,9 +338,12 @@ def grid_figure(
 ):
     """Methods × images: one row per method, one column per image, over the images in grey.
 
-    **One normalisation per method row**: the row's maps share one clipping limit (the
-    ``percentile`` of ``|map|`` over all of the row's maps) and one colour bar, so the images can be
-    compared within a method; methods have different units, so rows are not compared.
+    **Scaling** (``scale``): ``"image"`` (default) divides each map by its own clipping limit (the
+    ``percentile`` of its ``|map|``), so every panel uses the whole colour range and one colour bar
+    per row reads in those units; ``"row"`` gives the row's maps one shared limit (over all of the
+    row's maps), so their strengths can be compared within a method. Methods have different units,
+    so rows are never compared. In both, a map whose limit is under :data:`WEAK` of the row's
+    largest is labelled ``weak`` (with its fraction) under its panel, instead of looking blank.
 
     Args:
       images: ``[H, W, 3]`` images (uint8 or float in [0, 1]), one per column.
@@ -326,6 +353,7 @@ def grid_figure(
       scores: the class's score per image (``[N]``, shown with the class), or per method
         (``{method: [N]}``, shown in each panel).
       signed: ``{method: bool}`` to override :func:`~xattr_jax.viz.maps.is_signed`.
+      scale: ``"image"`` (each map its own limit) or ``"row"`` (one limit per method row).
       show_inputs: a first row with the images in colour.
 
     Returns:
@@ -333,6 +361,9 @@ def grid_figure(
     """
     from matplotlib.figure import Figure
 
+    if scale not in ("image", "row"):
+        raise ValueError(f"scale must be 'image' (each map its own limit) or 'row' (one per method row), "
+                         f"got {scale!r}")  # fmt: skip
     images = list(images)
     n = len(images)
     if n == 0 or not (maps or show_inputs):
@@ -357,7 +388,7 @@ def grid_figure(
             c = class_names[j]
             parts.append(f"class {c}" if isinstance(c, (int, np.integer)) else str(c))
         if scores is not None and not per_method_scores:
-            parts.append(f"score {float(scores[j]):.3g}")
+            parts.append(_score(scores[j]))
         return "\n".join(parts)
 
     r0 = 0
@@ -373,27 +404,40 @@ def grid_figure(
     for r, (method, ms) in enumerate(rows_maps.items(), start=r0):
         sg = (signed or {}).get(method)
         sg = is_signed(method, ms) if sg is None else bool(sg)
-        norm = map_norm(ms, sg, percentile)
         cm = _cmap(sg, None)
+        limits = [clip_limit(m, percentile) for m in ms]
+        if scale == "image":
+            ms = [m / lim for m, lim in zip(ms, limits)]
+            norm = _unit_norm(sg)
+            label = f"each map ÷ its own {percentile:g} pct"
+        else:
+            norm = map_norm(ms, sg, percentile)
+            label = f"one scale per row: {percentile:g} pct"
+        strength = [lim if np.any(np.isfinite(m) & (m != 0)) else 0.0 for m, lim in zip(ms, limits)]
+        top = max(strength)
         for j, (img, m) in enumerate(zip(images, ms)):
             ax = axes[r, j]
             _panel(ax, img, m, norm, cm, alpha, f"{method}, image {j}")
+            if 0 < strength[j] < WEAK * top:
+                ax.set_xlabel(f"weak: {100 * strength[j] / top:.2g} % of the row's strongest", fontsize=6,
+                              color="#c00000", gid=WEAK_GID)  # fmt: skip
             t = []
             if r == 0 and not show_inputs:
                 t.append(head(j))
             if per_method_scores and method in scores:
-                t.append(f"score {float(scores[method][j]):.3g}")
+                t.append(_score(scores[method][j]))
             if t:
                 ax.set_title("\n".join(p for p in t if p), fontsize=7)
         axes[r, 0].set_ylabel(method, fontsize=8)
-        _colorbar(fig, norm, cm, list(axes[r]), sg, ms, percentile, shrink=0.9, aspect=10,
-                  label=f"clipped at {percentile:g}th pct")  # fmt: skip
+        _colorbar(fig, norm, cm, list(axes[r]), sg, ms, percentile, shrink=0.9, aspect=10, label=label)
     default = "attribution maps" if rows_maps else "images"
     fig.suptitle(title if title is not None else
-                 " · ".join(p for p in (default, model, "one colour scale per method row" if rows_maps
-                                        else None) if p),
+                 " · ".join(p for p in (default, model, _SCALES[scale] if rows_maps else None) if p),
                  fontsize=9)  # fmt: skip
     return fig
+
+
+_SCALES = {"image": "each map scaled to its own range", "row": "one colour scale per method row"}
 
 
 def save(fig, path, **kwargs):
