@@ -41,7 +41,7 @@ from xattr_jax.models import TORCHVISION_ARCHITECTURES as ARCHITECTURES
 from xattr_jax.models import build
 
 __all__ = ["ARCHITECTURES", "TORCHAX_ARCHITECTURES", "ROUTES", "convert", "convert_state_dict",
-           "load_state_dict", "expected_shapes", "torchvision_module"]
+           "load_state_dict", "load_checkpoint", "expected_shapes", "torchvision_module"]
 
 #: How :func:`convert` builds the model: the Flax zoo, or torchvision's module through torchax.
 ROUTES = ("flax", "torchax")
@@ -291,12 +291,14 @@ def torchvision_module(arch: str, weights: Any) -> torch.nn.Module:
         state._metadata = {"": {"version": 2}}  # a plain dict: today's MNASNet layout (torchvision's)
     num_classes = _num_classes(shapes, state)
     module = torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    own = module.state_dict()
     given = {k: tuple(getattr(v, "shape", ())) for k, v in state.items()}
-    _check_fit(arch, num_classes, [k for k in expected if k not in given], [k for k in given if k not in expected],
-               [f"{k}: expected {expected[k]}, got {given[k]}" for k in expected
-                if k in given and given[k] != expected[k]], limit=8)
-    module.load_state_dict(state, strict=True)
+    # integer buffers (num_batches_tracked, index tables) are the constructor's: they may be absent
+    missing = [k for k, v in own.items() if k not in given and v.is_floating_point()]
+    _check_fit(arch, num_classes, missing, [k for k in given if k not in own],
+               [f"{k}: expected {tuple(v.shape)}, got {given[k]}" for k, v in own.items()
+                if k in given and given[k] != tuple(v.shape)], limit=8)
+    module.load_state_dict(state, strict=False)
     return module.eval()
 
 
@@ -335,3 +337,22 @@ def convert(arch: str, weights: Any, *, route: str | None = None):
         return from_torch(torchvision_module(arch, weights))
     variables, num_classes = convert_state_dict(arch, load_state_dict(weights))
     return build(arch, num_classes=num_classes), variables
+
+
+def load_checkpoint(path):
+    """``(model, variables)`` from a checkpoint of either route (``xattr convert`` writes them).
+
+    A torchax-route checkpoint holds the variables and the architecture's name; the module is
+    rebuilt with torchvision here (so loading it needs torch), a Flax one is
+    :func:`xattr_jax.checkpoint.load_checkpoint`'s.
+    """
+    from xattr_jax.checkpoint import load_checkpoint as load_flax
+    from xattr_jax.checkpoint import read_checkpoint
+
+    meta, arrays = read_checkpoint(path)
+    if meta.get("route", "flax") == "flax":
+        return load_flax(path)
+    from converters.torch import flatten, from_torch
+
+    state = {k: torch.from_numpy(np.asarray(v)) for k, v in flatten(arrays).items()}
+    return from_torch(torchvision_module(meta["arch"], state))

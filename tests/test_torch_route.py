@@ -208,3 +208,24 @@ def test_both_routes_agree_on_resnet18():
     zoo_names = [r.name for r in xa.layers(zoo, zv, x) if r.kind in ("conv", "dense", "batchnorm")]
     torch_names = [r.name for r in xa.layers(fn, fv, x) if r.kind in ("conv", "dense", "batchnorm")]
     assert zoo_names == torch_names, "both routes name conv, batch-norm and dense layers alike"
+
+
+def test_cli_convert_and_load_a_torchax_checkpoint(tmp_path, capsys):
+    from converters.torchvision import load_checkpoint
+    from xattr_jax import load_checkpoint as load_flax
+    from xattr_jax.cli import main
+
+    torch.manual_seed(0)
+    tm = torchvision.models.get_model("squeezenet1_1", weights=None, num_classes=4).eval()
+    torch.save(tm.state_dict(), tmp_path / "s.pth")
+    out = tmp_path / "ckpt"
+    assert main(["convert", "--arch", "squeezenet1_1", "--weights", str(tmp_path / "s.pth"), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "4 classes" in said and "converters.torchvision.load_checkpoint" in said, said
+    model, variables = load_checkpoint(out)
+    x = np.random.default_rng(4).normal(size=(1, 64, 64, 3)).astype(np.float32)
+    with torch.no_grad():
+        ref = tm(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+    assert_close(model(variables, jnp.asarray(x)), ref, "squeezenet1_1 from its checkpoint vs torch", tol=LOGIT_TOL)
+    with pytest.raises(ValueError, match="torchax route: load it with converters.torchvision.load_checkpoint"):
+        load_flax(out)
