@@ -67,42 +67,46 @@ def _op_scope_name(func) -> str:
 
 @contextlib.contextmanager
 def _module_scopes(module: torch.nn.Module):
-    """Run every submodule's forward under ``jax.named_scope`` of its attribute name.
+    """Run every submodule's forward under nested ``jax.named_scope`` scopes of its dotted name.
 
-    torchax puts each operation under a scope of its own name (``max_pool2d``); those are made
-    dotted here (``torch.nn.functional.max_pool2d``), which the engine never reads as a module.
+    The scopes opened are the name's parts below the calling module's (a ``ModuleList`` that is
+    iterated, never called, still gives its part: ``blocks.0``). torchax puts each operation under
+    a scope of its own name (``max_pool2d``); those are made dotted here
+    (``torch.nn.functional.max_pool2d``), which the engine never reads as a module.
     """
     import torchax.tensor
 
-    open_scopes: list = []
+    active: list = []  # (qualified name, its ExitStack) of the modules being called
     handles = []
     op_scope_name = torchax.tensor._name_of_func
     torchax.tensor._name_of_func = _op_scope_name
 
-    def enter(name):
+    def enter(qualified):
         def pre(_mod, _args):
-            scope = jax.named_scope(name)
-            scope.__enter__()
-            open_scopes.append(scope)
+            outer = active[-1][0] if active else ""
+            parts = qualified[len(outer) + 1:] if outer and qualified.startswith(outer + ".") else qualified
+            scopes = contextlib.ExitStack()
+            for part in parts.split("."):
+                scopes.enter_context(jax.named_scope(part))
+            active.append((qualified, scopes))
 
         return pre
 
     def leave(_mod, _args, _out):
-        open_scopes.pop().__exit__(None, None, None)
+        active.pop()[1].close()
 
     try:
         for qualified, sub in module.named_modules():
-            if not qualified:
-                continue
-            handles.append(sub.register_forward_pre_hook(enter(qualified.rsplit(".", 1)[-1])))
-            handles.append(sub.register_forward_hook(leave, always_call=True))
+            if qualified:
+                handles.append(sub.register_forward_pre_hook(enter(qualified)))
+                handles.append(sub.register_forward_hook(leave, always_call=True))
         yield
     finally:
         torchax.tensor._name_of_func = op_scope_name
         for h in handles:
             h.remove()
-        while open_scopes:
-            open_scopes.pop().__exit__(None, None, None)
+        while active:
+            active.pop()[1].close()
 
 
 def _check_module(module) -> None:
