@@ -136,11 +136,18 @@ def from_torch(module: torch.nn.Module, example_shape: tuple[int, ...] | None = 
       what ``module(x.transpose(0, 3, 1, 2))`` returns, as JAX arrays.
 
     Raises:
+      ImportError: torchax is missing or does not import with this torch (use the torch extra).
       TypeError: ``module`` is not a ``torch.nn.Module``.
       ValueError: the module is in training mode (call ``.eval()``), or it does not run on
         ``example_shape`` (the module's own error is attached).
     """
-    import torchax  # torch 2.12.1 for torchax 0.0.13; imported here to give the error below
+    try:
+        import torchax
+    except Exception as err:  # absent, or a torch it does not support (2.14.1: AttributeError)
+        raise ImportError(
+            f"converters.torch needs torchax ({type(err).__name__}: {err}); "
+            "pip install 'xattr-jax[torch]' (torch 2.12.1, torchvision 0.27.1, torchax 0.0.13)"
+        ) from err
 
     _check_module(module)
     states, fn = torchax.extract_jax(module)

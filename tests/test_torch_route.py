@@ -186,6 +186,12 @@ def test_bad_input_is_refused_clearly():
     from_torch(tm, example_shape=(1, 6, 7, 3))  # fits
 
 
+def test_missing_torchax_names_the_extra(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "torchax", None)  # import now raises ImportError
+    with pytest.raises(ImportError, match=r"needs torchax .*pip install 'xattr-jax\[torch\]' \(torch 2.12.1"):
+        from_torch(_Tiny().eval())
+
+
 def test_convert_takes_every_torchvision_classifier():
     from xattr_jax.models import TORCHAX_ARCHITECTURES, TORCHVISION_ARCHITECTURES
 
