@@ -1,7 +1,13 @@
-"""torchvision weights -> flax variables for the zoo in ``xattr_jax.models``.
+"""torchvision weights -> a JAX model: the Flax zoo, or any other architecture through torchax.
 
-This module imports torch and torchvision; the library (``xattr_jax``) never imports it. The zoo's
-layers carry torchvision's module names, so every parameter maps one-to-one:
+This module imports torch and torchvision; the library (``xattr_jax``) never imports it.
+:func:`convert` takes every torchvision classification architecture. AlexNet, VGG and ResNet
+(:data:`ARCHITECTURES`) become the Flax zoo of ``xattr_jax.models`` (the default route for them:
+no torch at load time, trainable in Flax, and faster, see ``benchmarks/results/loading_routes.md``);
+the others (:data:`TORCHAX_ARCHITECTURES`: GoogLeNet, Inception, DenseNet, MobileNet,
+EfficientNet, RegNet, ConvNeXt, ViT, Swin, MaxViT, ...) run through :func:`converters.torch.from_torch`,
+which needs the ``torch`` extra. The zoo's layers carry torchvision's module names, so every
+parameter maps one-to-one:
 
 - ``Conv2d.weight`` ``[O, I, kh, kw]`` -> ``kernel`` ``[kh, kw, I, O]``; ``bias`` -> ``bias``.
 - ``Linear.weight`` ``[out, in]`` -> ``kernel`` ``[in, out]``; the first classifier layer after
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -29,10 +36,15 @@ import numpy as np
 import torch
 import torchvision
 
+from xattr_jax.models import TORCHAX_ARCHITECTURES
 from xattr_jax.models import TORCHVISION_ARCHITECTURES as ARCHITECTURES
 from xattr_jax.models import build
 
-__all__ = ["ARCHITECTURES", "convert", "convert_state_dict", "load_state_dict", "expected_shapes"]
+__all__ = ["ARCHITECTURES", "TORCHAX_ARCHITECTURES", "ROUTES", "convert", "convert_state_dict",
+           "load_state_dict", "load_checkpoint", "expected_shapes", "torchvision_module"]
+
+#: How :func:`convert` builds the model: the Flax zoo, or torchvision's module through torchax.
+ROUTES = ("flax", "torchax")
 
 # The linear layer right after the flatten, and the (C, H, W) shape torch flattens there.
 _FLATTEN_INPUT = {
@@ -56,9 +68,9 @@ def _final_layer(arch: str) -> str:
     return "fc" if arch.startswith("resnet") else "classifier.6"
 
 
-def _check_arch(arch: str) -> None:
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; supported: {', '.join(ARCHITECTURES)}")
+def _check_arch(arch: str, known: tuple[str, ...] = ARCHITECTURES) -> None:
+    if arch not in known:
+        raise ValueError(f"unknown architecture {arch!r}; supported: {', '.join(known)}")
 
 
 def _layout(arch: str, num_classes: int) -> dict[str, _Entry]:
@@ -98,7 +110,7 @@ def expected_shapes(arch: str, num_classes: int = 1000) -> dict[str, tuple[int, 
     return {key: entry.shape for key, entry in _layout(arch, num_classes).items()}
 
 
-def load_state_dict(weights: Any) -> dict[str, Any]:
+def load_state_dict(weights: Any) -> OrderedDict[str, Any]:
     """A state dict from a mapping, a ``.pth`` path or a ``torch.nn.Module``.
 
     Paths are read with ``torch.load(..., map_location="cpu", weights_only=True)``; a file holding
@@ -139,9 +151,14 @@ def load_state_dict(weights: Any) -> dict[str, Any]:
         raise ValueError(
             f"expected a state dict (a mapping of names to tensors), got {type(state).__name__}"
         )
-    state = dict(state)
+    metadata = getattr(state, "_metadata", None)  # module versions (MNASNet reads them)
+    state = OrderedDict(state)
     if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
+        state = OrderedDict((k[len("module.") :], v) for k, v in state.items())
+        if metadata is not None:
+            metadata = {k[len("module.") :] if k.startswith("module.") else "": v for k, v in metadata.items()}
+    if metadata is not None:
+        state._metadata = metadata
     return state
 
 
@@ -166,6 +183,28 @@ def _transform(arch: str, key: str, entry: _Entry, w: np.ndarray) -> np.ndarray:
             return w.reshape(w.shape[0], c, h, wd).transpose(2, 3, 1, 0).reshape(h * wd * c, -1)
         return w.T
     return w
+
+
+def _check_fit(arch, num_classes, missing, unexpected, mismatched, bad_values=(), limit=None) -> None:
+    """Raise one ValueError listing every way a state dict misses ``arch`` (``limit`` names each)."""
+    if not (missing or unexpected or mismatched or bad_values):
+        return
+
+    def listed(items, sep=", "):
+        items = list(map(str, items))
+        more = f"{sep}... ({len(items) - limit} more)" if limit and len(items) > limit else ""
+        return sep.join(items[:limit]) + more
+
+    problems = [f"the state dict does not match torchvision's {arch} ({num_classes} classes):"]
+    if missing:
+        problems.append(f"  missing keys ({len(missing)}): {listed(missing)}")
+    if unexpected:
+        problems.append(f"  unexpected keys ({len(unexpected)}): {listed(unexpected)}")
+    if mismatched:
+        problems.append(f"  shape mismatches ({len(mismatched)}): {listed(mismatched, '; ')}")
+    if bad_values:
+        problems.append(f"  not floating-point tensors: {listed(bad_values)}")
+    raise ValueError("\n".join(problems))
 
 
 def convert_state_dict(arch: str, state_dict: Mapping[str, Any]) -> tuple[dict, int]:
@@ -204,19 +243,7 @@ def convert_state_dict(arch: str, state_dict: Mapping[str, Any]) -> tuple[dict, 
             mismatched.append(f"{key}: expected {entry.shape}, got {tuple(value.shape)}")
         else:
             arrays[key] = value
-    if missing or unexpected or mismatched or bad_values:
-        problems = [f"the state dict does not match torchvision's {arch} ({num_classes} classes):"]
-        if missing:
-            problems.append(f"  missing keys ({len(missing)}): {', '.join(missing)}")
-        if unexpected:
-            problems.append(
-                f"  unexpected keys ({len(unexpected)}): {', '.join(map(str, unexpected))}"
-            )
-        if mismatched:
-            problems.append(f"  shape mismatches ({len(mismatched)}): {'; '.join(mismatched)}")
-        if bad_values:
-            problems.append(f"  not floating-point tensors: {', '.join(bad_values)}")
-        raise ValueError("\n".join(problems))
+    _check_fit(arch, num_classes, missing, unexpected, mismatched, bad_values)
 
     variables: dict[str, dict] = {}
     for key, entry in layout.items():
@@ -228,22 +255,104 @@ def convert_state_dict(arch: str, state_dict: Mapping[str, Any]) -> tuple[dict, 
     return variables, num_classes
 
 
-def convert(arch: str, weights: Any):
-    """Build the zoo model ``arch`` and its variables from torchvision weights.
+def _num_classes(shapes: Mapping[str, tuple], state_dict: Mapping[str, Any]) -> int:
+    """The class count of a state dict: the size its classifier gives where 1000 is expected."""
+    for key, shape in shapes.items():
+        given = tuple(getattr(state_dict.get(key), "shape", ()))
+        if shape and shape[0] == 1000 and len(given) == len(shape) and given[1:] == shape[1:]:
+            return int(given[0])
+    return 1000
 
-    Args:
-      arch: one of :data:`ARCHITECTURES` (``"vgg16"``, ``"resnet50"``, ...).
-      weights: a state dict, a path to a ``.pth`` file, or a torchvision ``nn.Module``.
 
-    Returns:
-      ``(model, variables)`` such that ``model.apply(variables, x_nhwc)`` equals torchvision's
-      logits on ``x_nchw``; ``num_classes`` is read from the weights.
+def torchvision_module(arch: str, weights: Any) -> torch.nn.Module:
+    """torchvision's ``arch`` in eval mode holding ``weights`` (state dict, ``.pth`` path or module).
+
+    The class count is read from the weights. GoogLeNet and Inception v3 are built as
+    ``weights=None`` builds them (``transform_input=False``); pass the module itself to keep
+    another setting. A module is returned as it is.
 
     Raises:
-      ValueError: unknown architecture, unreadable file, or mismatched weights (see
+      ValueError: unknown ``arch`` or weights that do not fit it (torch's message on missing,
+        unexpected and mismatched keys).
+    """
+    _check_arch(arch, ARCHITECTURES + TORCHAX_ARCHITECTURES)
+    if isinstance(weights, torch.nn.Module):
+        return weights
+    state = load_state_dict(weights)
+    # GoogLeNet/Inception: the weights are overwritten below; skip scipy's slow truncated normal
+    kwargs = {"init_weights": False} if arch in ("googlenet", "inception_v3") else {}
+    with torch.device("meta"):
+        try:
+            shapes = {k: tuple(v.shape) for k, v in
+                      torchvision.models.get_model(arch, weights=None, **kwargs).state_dict().items()}
+        except NotImplementedError:  # RegNet computes its widths from tensors: no meta build
+            shapes = {"fc.bias": (1000,)}
+    if arch.startswith("mnasnet") and not hasattr(state, "_metadata"):
+        state._metadata = {"": {"version": 2}}  # a plain dict: today's MNASNet layout (torchvision's)
+    num_classes = _num_classes(shapes, state)
+    module = torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
+    own = module.state_dict()
+    given = {k: tuple(getattr(v, "shape", ())) for k, v in state.items()}
+    # integer buffers (num_batches_tracked, index tables) are the constructor's: they may be absent
+    missing = [k for k, v in own.items() if k not in given and v.is_floating_point()]
+    _check_fit(arch, num_classes, missing, [k for k in given if k not in own],
+               [f"{k}: expected {tuple(v.shape)}, got {given[k]}" for k, v in own.items()
+                if k in given and given[k] != tuple(v.shape)], limit=8)
+    module.load_state_dict(state, strict=False)
+    return module.eval()
+
+
+def convert(arch: str, weights: Any, *, route: str | None = None):
+    """A JAX model of torchvision's ``arch`` holding ``weights``.
+
+    Args:
+      arch: a torchvision classification architecture: :data:`ARCHITECTURES` (Flax zoo) or
+        :data:`TORCHAX_ARCHITECTURES`.
+      weights: a state dict, a path to a ``.pth`` file, or a torchvision ``nn.Module``.
+      route: ``"flax"`` (the zoo; only for :data:`ARCHITECTURES`, their default) or ``"torchax"``
+        (torchvision's own module through :func:`converters.torch.from_torch`; the default for the
+        others).
+
+    Returns:
+      ``(model, variables)``. Flax route: a linen module, ``model.apply(variables, x_nhwc)``;
+      torchax route: a function, ``model(variables, x_nhwc)``, ``variables`` the module's
+      parameters and buffers by its own names. Both equal torchvision's logits on ``x_nchw``;
+      ``num_classes`` is read from the weights.
+
+    Raises:
+      ValueError: unknown architecture or route, unreadable file, or mismatched weights (see
         :func:`convert_state_dict`).
       FileNotFoundError: ``weights`` is a path that does not exist.
     """
-    _check_arch(arch)
+    _check_arch(arch, ARCHITECTURES + TORCHAX_ARCHITECTURES)
+    route = route or ("flax" if arch in ARCHITECTURES else "torchax")
+    if route not in ROUTES or (route == "flax" and arch not in ARCHITECTURES):
+        raise ValueError(
+            f"route {route!r} is not available for {arch!r}: use "
+            + (" or ".join(map(repr, ROUTES)) if arch in ARCHITECTURES else "'torchax'")
+        )
+    if route == "torchax":
+        from converters.torch import from_torch
+
+        return from_torch(torchvision_module(arch, weights))
     variables, num_classes = convert_state_dict(arch, load_state_dict(weights))
     return build(arch, num_classes=num_classes), variables
+
+
+def load_checkpoint(path):
+    """``(model, variables)`` from a checkpoint of either route (``xattr convert`` writes them).
+
+    A torchax-route checkpoint holds the variables and the architecture's name; the module is
+    rebuilt with torchvision here (so loading it needs torch), a Flax one is
+    :func:`xattr_jax.checkpoint.load_checkpoint`'s.
+    """
+    from xattr_jax.checkpoint import load_checkpoint as load_flax
+    from xattr_jax.checkpoint import read_checkpoint
+
+    meta, arrays = read_checkpoint(path)
+    if meta.get("route", "flax") == "flax":
+        return load_flax(path)
+    from converters.torch import flatten, from_torch
+
+    state = {k: torch.from_numpy(np.asarray(v)) for k, v in flatten(arrays).items()}
+    return from_torch(torchvision_module(meta["arch"], state))

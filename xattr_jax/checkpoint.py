@@ -31,7 +31,7 @@ import numpy as np
 
 from xattr_jax.models import build
 
-__all__ = ["save_checkpoint", "load_checkpoint", "FORMAT", "VERSION", "METADATA_FILE"]
+__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "FORMAT", "VERSION", "METADATA_FILE"]
 
 FORMAT = "xattr-jax-checkpoint"
 VERSION = 1
@@ -90,11 +90,11 @@ def _to_host(variables: Mapping) -> dict:
             raise ValueError(f"checkpoint leaves must be numeric arrays, got {type(x).__name__}")
         return arr
 
-    return jax.tree_util.tree_map(leaf, {k: dict(v) for k, v in variables.items()})
+    return jax.tree_util.tree_map(leaf, {k: dict(v) if isinstance(v, Mapping) else v for k, v in variables.items()})
 
 
 def save_checkpoint(
-    path, arch: str, variables: Mapping, *, overwrite: bool = False, **model_kwargs
+    path, arch: str, variables: Mapping, *, overwrite: bool = False, route: str = "flax", **model_kwargs
 ):
     """Write ``variables`` of the zoo model ``arch`` as a checkpoint directory.
 
@@ -102,6 +102,9 @@ def save_checkpoint(
       path: the checkpoint directory (created, with parents, if needed).
       arch: one of :data:`xattr_jax.models.ARCHITECTURES`.
       variables: ``{'params': ..., 'batch_stats': ...}`` as returned by the converters.
+      route: ``"flax"`` (the zoo) or ``"torchax"``: the variables of torchvision's ``arch``
+        through ``converters.torch``, written unchecked (the converter checked them) and read back
+        with ``converters.torchvision.load_checkpoint`` (needs torch).
       overwrite: replace the checkpoint in an existing non-empty directory (only this module's
         two entries, ``xattr_checkpoint.json`` and ``variables/``, are removed; other files stay).
       **model_kwargs: JSON-serialisable keyword arguments of the model (``num_classes``).
@@ -116,17 +119,22 @@ def save_checkpoint(
     """
     path = Path(path).expanduser().resolve()
     try:
-        model = build(arch, **model_kwargs)
-    except TypeError as err:
-        raise ValueError(f"bad model keyword arguments for {arch!r}: {err}") from err
-    try:
         kwargs_json = json.loads(json.dumps(model_kwargs))
     except TypeError as err:
         raise ValueError(f"model keyword arguments must be JSON-serialisable: {err}") from err
-    if not isinstance(variables, Mapping) or "params" not in variables:
-        raise ValueError("variables must be a mapping with a 'params' collection")
-    host = _to_host(variables)
-    _check_structure(model, arch, host, f"cannot save to {path}")
+    if route == "torchax":
+        host = _to_host(variables)
+    elif route == "flax":
+        try:
+            model = build(arch, **model_kwargs)
+        except TypeError as err:
+            raise ValueError(f"bad model keyword arguments for {arch!r}: {err}") from err
+        if not isinstance(variables, Mapping) or "params" not in variables:
+            raise ValueError("variables must be a mapping with a 'params' collection")
+        host = _to_host(variables)
+        _check_structure(model, arch, host, f"cannot save to {path}")
+    else:
+        raise ValueError(f"unknown route {route!r}: 'flax' or 'torchax'")
 
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{path} exists and is not a directory")
@@ -143,7 +151,8 @@ def save_checkpoint(
 
     ocp, checkpointer = _checkpointer()
     checkpointer.save(str(path / _VARIABLES_DIR), args=ocp.args.PyTreeSave(host))
-    metadata = {"format": FORMAT, "version": VERSION, "arch": arch, "model_kwargs": kwargs_json}
+    metadata = {"format": FORMAT, "version": VERSION, "arch": arch, "model_kwargs": kwargs_json,
+                **({"route": route} if route != "flax" else {})}
     tmp = path / (METADATA_FILE + ".tmp")
     tmp.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path / METADATA_FILE)
@@ -175,20 +184,13 @@ def _read_metadata(path: Path) -> dict:
     return meta
 
 
-def load_checkpoint(path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model and restore its variables from a checkpoint directory.
-
-    Args:
-      path: a directory written by :func:`save_checkpoint` (or ``xattr convert``).
-
-    Returns:
-      ``(model, variables)``; every array is restored bit-exactly with its saved dtype (as jax
-      arrays), so ``model.apply(variables, x)`` gives the saved model's outputs.
+def read_checkpoint(path) -> tuple[dict, dict]:
+    """A checkpoint directory's metadata and its arrays (numpy, saved dtypes), for any route.
 
     Raises:
       FileNotFoundError: ``path`` does not exist.
-      ValueError: ``path`` is not a checkpoint (no or foreign metadata), names an unknown
-        architecture, or its arrays are missing, unreadable or do not fit the model.
+      ValueError: ``path`` is not a checkpoint (no or foreign metadata), or its arrays are
+        missing or unreadable.
     """
     path = Path(path).expanduser().resolve()
     if not path.exists():
@@ -196,12 +198,6 @@ def load_checkpoint(path) -> tuple[nn.Module, dict[str, Any]]:
     if not path.is_dir():
         raise ValueError(f"{path} is not a checkpoint directory (it is a file)")
     meta = _read_metadata(path)
-    arch, kwargs = meta["arch"], meta.get("model_kwargs", {})
-    try:
-        model = build(arch, **kwargs)
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"checkpoint {path} cannot be rebuilt: {err}") from err
-
     var_dir = path / _VARIABLES_DIR
     if not var_dir.is_dir():
         raise ValueError(f"checkpoint {path} is incomplete: {_VARIABLES_DIR}/ is missing")
@@ -221,5 +217,37 @@ def load_checkpoint(path) -> tuple[nn.Module, dict[str, Any]]:
         raise ValueError(
             f"checkpoint {path} is corrupt: could not restore {_VARIABLES_DIR}/: {err}"
         ) from err
+    return meta, restored
+
+
+def load_checkpoint(path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model and restore its variables from a checkpoint directory.
+
+    Args:
+      path: a directory written by :func:`save_checkpoint` (or ``xattr convert``).
+
+    Returns:
+      ``(model, variables)``; every array is restored bit-exactly with its saved dtype (as jax
+      arrays), so ``model.apply(variables, x)`` gives the saved model's outputs.
+
+    Raises:
+      FileNotFoundError: ``path`` does not exist.
+      ValueError: ``path`` is not a checkpoint (no or foreign metadata), names an unknown
+        architecture or a torchax-route one (load those with
+        ``converters.torchvision.load_checkpoint``), or its arrays are missing, unreadable or do
+        not fit the model.
+    """
+    path = Path(path).expanduser().resolve()
+    meta, restored = read_checkpoint(path)
+    arch, kwargs = meta["arch"], meta.get("model_kwargs", {})
+    if meta.get("route", "flax") != "flax":
+        raise ValueError(
+            f"checkpoint {path} holds torchvision's {arch} for the {meta['route']} route: load it with "
+            "converters.torchvision.load_checkpoint (needs pip install 'xattr-jax[torch]')"
+        )
+    try:
+        model = build(arch, **kwargs)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"checkpoint {path} cannot be rebuilt: {err}") from err
     _check_structure(model, arch, restored, f"checkpoint {path}")
     return model, jax.tree_util.tree_map(jnp.asarray, restored)

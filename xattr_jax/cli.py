@@ -20,6 +20,7 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 _CONVERTERS_HINT = "pip install 'xattr-jax[converters]'"
+_TORCH_HINT = "pip install 'xattr-jax[torch]'"
 
 
 def _error(command: str, message: str) -> int:
@@ -42,25 +43,33 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
     try:
         model, variables = convert(args.arch, args.weights)
+        # the torchax route (architectures without a Flax zoo model) returns a function
+        route = "flax" if hasattr(model, "num_classes") else "torchax"
+        num_classes = getattr(model, "num_classes", None) or int(
+            jax.eval_shape(model, variables, jax.ShapeDtypeStruct((1, 224, 224, 3), "float32")).shape[-1])
         out = save_checkpoint(
-            args.out, args.arch, variables, overwrite=args.overwrite, num_classes=model.num_classes
+            args.out, args.arch, variables, overwrite=args.overwrite, route=route, num_classes=num_classes
         )
+    except ImportError as err:
+        return _error("convert", f"{args.arch} runs through torchax ({err}); {_TORCH_HINT}")
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         return _error("convert", str(err))
-    n_params = sum(int(x.size) for x in jax.tree_util.tree_leaves(variables.get("params", {})))
+    n_params = sum(int(x.size) for x in jax.tree_util.tree_leaves(variables.get("params", variables)))
     print(
-        f"converted {args.arch} ({n_params:,} parameters, {model.num_classes} classes) "
+        f"converted {args.arch} ({n_params:,} parameters, {num_classes} classes) "
         f"from {args.weights} -> {out}"
+        + ("" if route == "flax" else " (torchax route: load with converters.torchvision.load_checkpoint)")
     )
     return 0
 
 
 def add_arguments(p) -> None:
     """The ``xattr convert`` options."""
-    from xattr_jax.models import TORCHVISION_ARCHITECTURES as ARCHITECTURES
+    from xattr_jax.models import TORCHAX_ARCHITECTURES, TORCHVISION_ARCHITECTURES
 
-    p.add_argument("--arch", required=True, choices=ARCHITECTURES, metavar="ARCH",
-                   help=f"torchvision architecture: {', '.join(ARCHITECTURES)}")  # fmt: skip
+    archs = TORCHVISION_ARCHITECTURES + TORCHAX_ARCHITECTURES
+    p.add_argument("--arch", required=True, choices=archs, metavar="ARCH",
+                   help=f"torchvision architecture: {', '.join(archs)}")  # fmt: skip
     p.add_argument("--weights", required=True, help="path to a torchvision .pth state dict")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --out")
@@ -72,8 +81,10 @@ _COMMANDS = {
     "convert": (
         None,  # this module
         "convert torchvision weights into an xattr-jax checkpoint",
-        "Convert a torchvision state dict (.pth) into an orbax checkpoint directory that "
-        f"xattr_jax.checkpoint.load_checkpoint reads without torch. Needs {_CONVERTERS_HINT}.",
+        "Convert a torchvision state dict (.pth) into an orbax checkpoint directory "
+        "that xattr_jax.checkpoint.load_checkpoint reads without torch (AlexNet, VGG, ResNet: the Flax "
+        f"zoo); every other torchvision classifier runs through torchax ({_TORCH_HINT}) and its "
+        f"checkpoint loads with converters.torchvision.load_checkpoint. Needs {_CONVERTERS_HINT}.",
     ),
     "demo": (
         "demo",

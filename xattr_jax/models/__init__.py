@@ -8,7 +8,7 @@ Weights come from ``converters.torchvision.convert`` or ``xattr_jax.checkpoint.l
 
 from xattr_jax.models._layers import Sequential
 from xattr_jax.models.alexnet import AlexNet, alexnet
-from xattr_jax.models.registry import ARCHITECTURES, TORCHVISION_ARCHITECTURES, build
+from xattr_jax.models.registry import ARCHITECTURES, TORCHAX_ARCHITECTURES, TORCHVISION_ARCHITECTURES, build
 from xattr_jax.models.resnet import (
     BasicBlock,
     Bottleneck,
@@ -42,6 +42,7 @@ from xattr_jax.models.vgg import (
 __all__ = [
     "ARCHITECTURES",
     "TORCHVISION_ARCHITECTURES",
+    "TORCHAX_ARCHITECTURES",
     "build",
     "Sequential",
     "AlexNet",

@@ -11,7 +11,7 @@ from xattr_jax.models.small import small_resnet, small_vgg
 from xattr_jax.models.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
 from xattr_jax.models.vgg import vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
 
-__all__ = ["ARCHITECTURES", "TORCHVISION_ARCHITECTURES", "build"]
+__all__ = ["ARCHITECTURES", "TORCHVISION_ARCHITECTURES", "TORCHAX_ARCHITECTURES", "build"]
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "alexnet": alexnet,
@@ -35,6 +35,23 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
 ARCHITECTURES: tuple[str, ...] = tuple(_BUILDERS)
 #: The architectures that mirror a torchvision model (the converter's; the small ones do not).
 TORCHVISION_ARCHITECTURES: tuple[str, ...] = tuple(a for a in _BUILDERS if not a.startswith("small_"))
+#: torchvision 0.27's other classification architectures: no zoo model, they run through torchax
+#: (``converters.torchvision.convert``); named here so that the command line knows them without torch.
+TORCHAX_ARCHITECTURES: tuple[str, ...] = (
+    *(f"convnext_{s}" for s in ("tiny", "small", "base", "large")),
+    "densenet121", "densenet161", "densenet169", "densenet201",
+    *(f"efficientnet_b{i}" for i in range(8)), "efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l",
+    "googlenet", "inception_v3", "maxvit_t",
+    "mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3",
+    "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
+    *(f"regnet_{t}_{s}" for t in ("x", "y") for s in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf")),
+    "regnet_y_128gf",
+    "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
+    *(f"shufflenet_v2_x{s}" for s in ("0_5", "1_0", "1_5", "2_0")),
+    "squeezenet1_0", "squeezenet1_1",
+    *(f"swin_{s}" for s in ("t", "s", "b", "v2_t", "v2_s", "v2_b")),
+    *(f"vit_{s}" for s in ("b_16", "b_32", "l_16", "l_32", "h_14")),
+)
 
 
 def build(arch: str, **kwargs) -> nn.Module:

@@ -101,7 +101,8 @@ def track_axis(axis, op, in_shape):
     """Where output axis ``axis`` of the value entering shape op ``op`` ends up, or None."""
     name = op.prim.name
     p = op.params
-    if name in ("convert_element_type", "copy", "copy_p", "reduce_precision", "optimization_barrier"):
+    if name in ("convert_element_type", "copy", "copy_p", "reduce_precision", "optimization_barrier",
+                "slice", "dynamic_slice", "pad", "concatenate", "rev"):  # same rank, axes in place
         return axis
     if name == "transpose":
         return list(p["permutation"]).index(axis)

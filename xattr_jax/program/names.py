@@ -16,7 +16,7 @@ def _strip_common_top(stacks):
 
 _TRANSFORM = re.compile(r"^(?:[a-z_]+)\((.*)\)$")
 
-_SCOPE = re.compile(r"^[A-Za-z0-9_]+$")
+_SCOPE = re.compile(r"^[A-Za-z0-9_-]+$")  # torch module names may hold "-" (RegNet's block1-0)
 
 
 def _clean_stack(stack: str) -> str:
