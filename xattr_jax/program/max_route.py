@@ -15,7 +15,9 @@ cotangent with elementwise operations instead:
 
 The routing is identical to ``select_and_scatter``'s; where windows overlap, an input that is the
 maximum of several windows sums their cotangents, possibly in another order (float rounding).
-The backward is made of ordinary JAX operations, so it differentiates again (gradients of maps).
+The backward is made of ordinary JAX operations, so it differentiates again (gradients of maps):
+it is linear in the cotangent and piecewise constant in ``x`` (``x`` only enters comparisons, so
+its derivative there is exactly 0 and ``x`` is read through ``stop_gradient``).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def route_to_max(x, g, window, strides, padding):
     row-major order lies in the first row whose maximum is the window's, at that row's first
     maximum, so the separable routing is the same and each pass has ``w`` offsets, not ``Π w``.
     """
+    x = lax.stop_gradient(x)  # x only picks the route: d(route)/dx = 0 almost everywhere
     nd = x.ndim
     axes = [d for d in range(nd) if (window[d], strides[d], tuple(padding[d])) != (1, 1, (0, 0))]
     if len(axes) < 2 or _is_tiling(x.shape, g.shape, window, strides, padding):
@@ -65,7 +68,7 @@ def route_to_max(x, g, window, strides, padding):
 
     inputs = [x]  # the input of each 1-D stage, innermost axis first
     for d in reversed(axes[1:]):
-        inputs.append(lax.reduce_window(inputs[-1], jnp.array(-jnp.inf, x.dtype), lax.max, *along(d)))
+        inputs.append(_reduce_max(inputs[-1], *along(d)))
     for d, inp in zip(axes, reversed(inputs)):
         g = _route(inp, g, *along(d))
     return g
@@ -106,11 +109,18 @@ def _route(x, g, window, strides, padding):
     return lax.slice(inter, [lo for lo, _ in padding], [lo + n for (lo, _), n in zip(padding, x.shape)])
 
 
+def _reduce_max(x, window, strides, padding):
+    """``reduce_window_max`` itself (``lax.reduce_window`` with a traced ``-inf`` would be the
+    generic reduction, which has no derivative)."""
+    return lax.reduce_window_max_p.bind(x, window_dimensions=tuple(window), window_strides=tuple(strides),
+                                        padding=tuple(tuple(p) for p in padding),
+                                        base_dilation=(1,) * x.ndim, window_dilation=(1,) * x.ndim)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def max_pool(x, window, strides, padding):
     """``reduce_window_max(x)`` (``-inf`` padding) whose VJP is :func:`route_to_max`."""
-    return lax.reduce_window_max_p.bind(x, window_dimensions=window, window_strides=strides, padding=padding,
-                                        base_dilation=(1,) * x.ndim, window_dilation=(1,) * x.ndim)
+    return _reduce_max(x, window, strides, padding)
 
 
 def _fwd(x, window, strides, padding):
