@@ -43,6 +43,15 @@ def _argmax_offsets(views):
     return idx
 
 
+def _reshape(a, shape):
+    """``a.reshape(shape)`` keeping axis 0 (the batch, unchanged by the reshape) on its explicit
+    sharding: JAX cannot infer a reshape's output sharding on an explicitly sharded mesh."""
+    spec = tuple(jax.typeof(a).sharding.spec)
+    if not spec or spec[0] is None:
+        return a.reshape(shape)
+    return lax.reshape(a, tuple(shape), out_sharding=jax.sharding.PartitionSpec(spec[0]))
+
+
 def _is_tiling(in_shape, out_shape, window, strides, padding) -> bool:
     """Windows that tile the input exactly: stride = window, no padding, nothing left over."""
     return (all(s == w for s, w in zip(strides, window)) and all(tuple(p) == (0, 0) for p in padding)
@@ -80,12 +89,16 @@ def _route(x, g, window, strides, padding):
     offsets = list(itertools.product(*[range(w) for w in window]))
     zero = jnp.zeros((), g.dtype)
     if _is_tiling(x.shape, out, window, strides, padding):
-        tiles = x.reshape([d for o, w in zip(out, window) for d in (o, w)])
-        views = [tiles[tuple(i for d in range(nd) for i in (slice(None), k[d]))] for k in offsets]
+        # only windowed axes are split (o, w): the batch axis stays whole, so a sharded batch stays put
+        wa = [d for d in range(nd) if window[d] > 1]
+        tiles = _reshape(x, [e for d in range(nd) for e in ((out[d], window[d]) if d in wa else (out[d],))])
+        views = [tiles[tuple(i for d in range(nd) for i in ((slice(None), k[d]) if d in wa else (slice(None),)))]
+                 for k in offsets]
         idx = _argmax_offsets(views)
         parts = jnp.stack([jnp.where(idx == j, g, zero) for j in range(len(offsets))], axis=-1)
-        parts = parts.reshape(out + tuple(window))
-        return parts.transpose([a for d in range(nd) for a in (d, nd + d)]).reshape(x.shape)
+        parts = parts.reshape(out + tuple(window[d] for d in wa))
+        order = [a for d in range(nd) for a in ((d, nd + wa.index(d)) if d in wa else (d,))]
+        return _reshape(parts.transpose(order), x.shape)
     xp = lax.pad(x, jnp.array(-jnp.inf, x.dtype), [(lo, hi, 0) for lo, hi in padding])
 
     def view(k):
