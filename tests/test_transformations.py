@@ -254,3 +254,62 @@ def test_an_empty_batch_is_refused(tiny_net, method):
     model, v, x = tiny_net
     with pytest.raises(ValueError, match=r"x is an empty batch \(shape \(0, 12, 12, 3\)\); pass at least one image"):
         _fn(model, method)(v, x[:0], jnp.zeros((0,), jnp.int32), key=KEY)
+
+
+# ----------------------------------------------------------------------------------------------
+# grad of maps on torchvision networks (overlapping max-pools, residual sums, batch norm)
+
+TV_SIZE = {"resnet18": 33, "resnet50": 33, "vgg16": 32}  # ResNets: layer4 is 2x2 (CAM needs a real GAP)
+TV_OPTIONS = {"smoothgrad": dict(samples=2, chunk=2), "integrated_gradients": dict(steps=3, chunk=3),
+              "gnl_integrated_gradients": dict(steps=3, chunk=3)}
+TV_FAST = {("resnet18", m) for m in ("gradient", "grad_cam", "cam", "input_x_gradient", "deconvnet")}
+# every method on ResNet18 (its rules meet the overlapping pool); a few on the others (~10-50 s each)
+TV_CASES = [("resnet18", m) for m in METHODS] + [
+    ("resnet50", "gradient"), ("resnet50", "lrp"), ("vgg16", "guided_backprop"), ("vgg16", "cam")]
+
+
+def _tv_cases():
+    for arch, m in TV_CASES:
+        slow = (arch, m) not in TV_FAST
+        yield pytest.param(arch, m, marks=[pytest.mark.slow] if slow else [], id=f"{arch}-{m}")
+
+
+@pytest.mark.usefixtures("x64")
+@pytest.mark.parametrize("arch,method", list(_tv_cases()))
+def test_grad_of_the_map_on_torchvision_networks_matches_float64_finite_differences(torch_pair, arch, method):
+    """``jax.grad`` of Σ map² w.r.t. the parameters and w.r.t. x of a random-weight torchvision
+    network (float64, one image) equals a float64 central difference along a random direction
+    (h = 1e-7, 1e-4 relative; a ReLU kink crossed would be off by O(1)). One compiled program per
+    case: ``value_and_grad`` also gives the finite differences' values. ResNets route their
+    overlapping 3x3/2 max-pool through ``max_route``, whose backward must itself differentiate."""
+    _, model, v = torch_pair(arch)
+    n = TV_SIZE[arch]
+    x = jax.random.normal(jax.random.PRNGKey(0), (1, n, n, 3), jnp.float64)
+    t = jnp.array([3])
+    fn = xa.attributor(model, method, **TV_OPTIONS.get(method, {}))
+    if method == "cam" and arch == "vgg16":
+        with pytest.raises(ValueError, match="no global average pool.*grad_cam"):
+            fn(v, x, t)
+        return
+    f = lambda p, xx: jnp.sum(fn({**v, "params": p}, xx, t, key=KEY).map ** 2)  # noqa: E731
+    vg = jax.jit(jax.value_and_grad(f, argnums=(0, 1)))
+    p = v["params"]
+    value, (gp, gx) = vg(p, x)
+    assert float(value) > 1e-12, f"{arch}/{method}: Σ map² = {float(value):.3g}; the check would prove nothing"
+    leaves, tree = jax.tree_util.tree_flatten(p)
+    keys = jax.random.split(jax.random.PRNGKey(4), len(leaves))
+    dp = tree.unflatten([jax.random.normal(k, a.shape, a.dtype) * (jnp.std(a) + 1e-3) for k, a in zip(keys, leaves)])
+    dx = jax.random.normal(jax.random.PRNGKey(5), x.shape, jnp.float64)
+    h = 1e-7
+    shift = lambda s: jax.tree_util.tree_map(lambda a, e: a + s * h * e, p, dp)  # noqa: E731
+    cases = [("params", sum(float(jnp.sum(a * b)) for a, b in zip(jax.tree_util.tree_leaves(gp), jax.tree_util.tree_leaves(dp))),
+              float(vg(shift(1.0), x)[0] - vg(shift(-1.0), x)[0]) / (2 * h)),
+             ("x", float(jnp.sum(gx * dx)), float(vg(p, x + h * dx)[0] - vg(p, x - h * dx)[0]) / (2 * h))]
+    for wrt, g_dot_d, fd in cases:
+        what = f"{arch}/{method}: d Σ map² / d {wrt}"
+        if wrt == "x" and method in CONSTANT_IN_X:
+            assert g_dot_d == 0 and abs(fd) < 1e-9, f"{what}: expected 0 (piecewise constant), got {g_dot_d}, FD {fd}"
+            continue
+        assert abs(fd) > 1e-12, f"{what}: directional derivative {fd:.3g} too small for the check to mean anything"
+        assert abs(g_dot_d - fd) <= 1e-4 * abs(fd), (
+            f"{what}: jax.grad gives {g_dot_d:.10g}, central difference {fd:.10g} (1e-4 relative)")

@@ -67,10 +67,20 @@ def onehots(target, logits_shape, dtype):
 
 
 def _probes(x, infos, names):
-    """Zeros added to the named layers' outputs, typed like ``x``: under ``shard_map`` a probe that
-    were not varying over the mesh like the activations would be broadcast to them, and its
-    cotangent (the read-out) summed over the devices."""
-    return {n: jnp.zeros_like(x, shape=infos[n].native_shape, dtype=infos[n].dtype) for n in names}
+    """Zeros added to the named layers' outputs, typed like ``x`` and batched like it: under
+    ``shard_map`` a probe that were not varying over the mesh like the activations would be
+    broadcast to them, and on a batch-sharded mesh a replicated probe's cotangent (the read-out)
+    would be gathered from every device; a per-example zero broadcast from ``x`` keeps both local."""
+    per_example = jnp.squeeze(jnp.zeros_like(x)[(slice(None),) + (slice(0, 1),) * (x.ndim - 1)],
+                              axis=tuple(range(1, x.ndim)))
+
+    def probe(info):
+        shape = tuple(info.native_shape)
+        if not shape or shape[0] != x.shape[0]:
+            return jnp.zeros_like(x, shape=shape, dtype=info.dtype)
+        return jax.lax.broadcast_in_dim(per_example.astype(info.dtype), shape, (0,))
+
+    return {n: probe(infos[n]) for n in names}
 
 
 class Pass(NamedTuple):

@@ -15,7 +15,9 @@ cotangent with elementwise operations instead:
 
 The routing is identical to ``select_and_scatter``'s; where windows overlap, an input that is the
 maximum of several windows sums their cotangents, possibly in another order (float rounding).
-The backward is made of ordinary JAX operations, so it differentiates again (gradients of maps).
+The backward is made of ordinary JAX operations, so it differentiates again (gradients of maps):
+it is linear in the cotangent and piecewise constant in ``x`` (``x`` only enters comparisons, so
+its derivative there is exactly 0 and ``x`` is read through ``stop_gradient``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,15 @@ def _argmax_offsets(views):
     return idx
 
 
+def _reshape(a, shape):
+    """``a.reshape(shape)`` keeping axis 0 (the batch, unchanged by the reshape) on its explicit
+    sharding: JAX cannot infer a reshape's output sharding on an explicitly sharded mesh."""
+    spec = tuple(jax.typeof(a).sharding.spec)
+    if not spec or spec[0] is None:
+        return a.reshape(shape)
+    return lax.reshape(a, tuple(shape), out_sharding=jax.sharding.PartitionSpec(spec[0]))
+
+
 def _is_tiling(in_shape, out_shape, window, strides, padding) -> bool:
     """Windows that tile the input exactly: stride = window, no padding, nothing left over."""
     return (all(s == w for s, w in zip(strides, window)) and all(tuple(p) == (0, 0) for p in padding)
@@ -54,6 +65,7 @@ def route_to_max(x, g, window, strides, padding):
     row-major order lies in the first row whose maximum is the window's, at that row's first
     maximum, so the separable routing is the same and each pass has ``w`` offsets, not ``Π w``.
     """
+    x = lax.stop_gradient(x)  # x only picks the route: d(route)/dx = 0 almost everywhere
     nd = x.ndim
     axes = [d for d in range(nd) if (window[d], strides[d], tuple(padding[d])) != (1, 1, (0, 0))]
     if len(axes) < 2 or _is_tiling(x.shape, g.shape, window, strides, padding):
@@ -65,7 +77,7 @@ def route_to_max(x, g, window, strides, padding):
 
     inputs = [x]  # the input of each 1-D stage, innermost axis first
     for d in reversed(axes[1:]):
-        inputs.append(lax.reduce_window(inputs[-1], jnp.array(-jnp.inf, x.dtype), lax.max, *along(d)))
+        inputs.append(_reduce_max(inputs[-1], *along(d)))
     for d, inp in zip(axes, reversed(inputs)):
         g = _route(inp, g, *along(d))
     return g
@@ -77,12 +89,16 @@ def _route(x, g, window, strides, padding):
     offsets = list(itertools.product(*[range(w) for w in window]))
     zero = jnp.zeros((), g.dtype)
     if _is_tiling(x.shape, out, window, strides, padding):
-        tiles = x.reshape([d for o, w in zip(out, window) for d in (o, w)])
-        views = [tiles[tuple(i for d in range(nd) for i in (slice(None), k[d]))] for k in offsets]
+        # only windowed axes are split (o, w): the batch axis stays whole, so a sharded batch stays put
+        wa = [d for d in range(nd) if window[d] > 1]
+        tiles = _reshape(x, [e for d in range(nd) for e in ((out[d], window[d]) if d in wa else (out[d],))])
+        views = [tiles[tuple(i for d in range(nd) for i in ((slice(None), k[d]) if d in wa else (slice(None),)))]
+                 for k in offsets]
         idx = _argmax_offsets(views)
         parts = jnp.stack([jnp.where(idx == j, g, zero) for j in range(len(offsets))], axis=-1)
-        parts = parts.reshape(out + tuple(window))
-        return parts.transpose([a for d in range(nd) for a in (d, nd + d)]).reshape(x.shape)
+        parts = parts.reshape(out + tuple(window[d] for d in wa))
+        order = [a for d in range(nd) for a in ((d, nd + wa.index(d)) if d in wa else (d,))]
+        return _reshape(parts.transpose(order), x.shape)
     xp = lax.pad(x, jnp.array(-jnp.inf, x.dtype), [(lo, hi, 0) for lo, hi in padding])
 
     def view(k):
@@ -106,11 +122,18 @@ def _route(x, g, window, strides, padding):
     return lax.slice(inter, [lo for lo, _ in padding], [lo + n for (lo, _), n in zip(padding, x.shape)])
 
 
+def _reduce_max(x, window, strides, padding):
+    """``reduce_window_max`` itself (``lax.reduce_window`` with a traced ``-inf`` would be the
+    generic reduction, which has no derivative)."""
+    return lax.reduce_window_max_p.bind(x, window_dimensions=tuple(window), window_strides=tuple(strides),
+                                        padding=tuple(tuple(p) for p in padding),
+                                        base_dilation=(1,) * x.ndim, window_dilation=(1,) * x.ndim)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def max_pool(x, window, strides, padding):
     """``reduce_window_max(x)`` (``-inf`` padding) whose VJP is :func:`route_to_max`."""
-    return lax.reduce_window_max_p.bind(x, window_dimensions=window, window_strides=strides, padding=padding,
-                                        base_dilation=(1,) * x.ndim, window_dilation=(1,) * x.ndim)
+    return _reduce_max(x, window, strides, padding)
 
 
 def _fwd(x, window, strides, padding):
