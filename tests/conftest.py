@@ -164,3 +164,21 @@ def kinked_gradient(torch_pair, image_batch):
         return cache[key]
 
     return get
+
+
+def _listed_slow() -> set[str]:
+    """Node ids in ``slow_tests.txt`` (written by ``update_slow_list.py`` from a measured run)."""
+    from pathlib import Path
+
+    path = Path(__file__).with_name("slow_tests.txt")
+    if not path.is_file():
+        return set()
+    return {line.split("#")[0].strip() for line in path.read_text().splitlines() if line.split("#")[0].strip()}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the measured slow tests ``slow``: ``pytest -m "not slow"`` is the fast loop."""
+    listed = _listed_slow()
+    for item in items:
+        if item.nodeid in listed:
+            item.add_marker(pytest.mark.slow)
