@@ -361,3 +361,26 @@ def test_eager_calls_compile_one_batch_1_program_whatever_the_batch(nets):
     np.testing.assert_allclose(np.asarray(b.map), np.asarray(a.map[:3]), rtol=0, atol=1e-6 * scale)
     hostile = xa.attributor(model, "rsp", hostile=[[1], [2], [0], [3]])(v, x4, t)  # per-example lists: batched
     assert hostile.map.shape == a.map.shape and np.all(np.isfinite(np.asarray(hostile.map)))
+
+
+def test_batch_map_under_the_callers_jit_is_one_program_whatever_the_batch(nets):
+    """``batch="map"``: under the caller's ``jit`` the per-sample kernels run in a ``lax.map``, so
+    the compiled program holds the same convolutions at batch 2 and 6 (the unrolled default holds
+    one set per example), with the unrolled maps (1e-5 x max)."""
+    model, v, x = nets["resnet"]
+    x6 = jnp.concatenate([x, x[::-1], 0.5 * x])
+    t = jnp.array([2, 3, 1, 0, 4, 2])[: x6.shape[0]]
+    looped, unrolled = xa.attributor(model, "rsp", batch="map"), xa.attributor(model, "rsp")
+
+    def convs(fn, n):
+        hlo = jax.jit(lambda xx, tt: fn(v, xx, tt).map).lower(x6[:n], t[:n]).as_text()
+        return hlo.count("stablehlo.convolution")
+
+    assert convs(looped, 2) == convs(looped, x6.shape[0]), "batch='map': the program must not grow with the batch"
+    assert convs(unrolled, x6.shape[0]) > convs(unrolled, 2), "the unrolled default grows (the check can fail)"
+    a = jax.jit(lambda xx, tt: looped(v, xx, tt).map)(x6, t)
+    b = jax.jit(lambda xx, tt: unrolled(v, xx, tt).map)(x6, t)
+    scale = float(jnp.max(jnp.abs(b)))
+    assert scale > 0
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5 * scale,
+                               err_msg="batch='map' vs the unrolled batch under jit (1e-5 x max)")

@@ -118,10 +118,11 @@ MESH_SCRIPT = textwrap.dedent("""
                       collectives=sorted(c.group(1) for c in coll.finditer(hlo)))
     print("RESULT" + json.dumps(out))
 """)
-# not yet collective-free: the path methods vmap their chunk of points, and JAX's batching of a
-# convolution merges that axis into the batch axis (a reshape across the sharded axis); RSP slices
-# single examples out of the batch
-NOT_YET = {"integrated_gradients", "gnl_integrated_gradients", "smoothgrad", "rsp"}
+# not yet collective-free: RSP's per-sample kernels run one example at a time (unrolled, or in a
+# lax.map), which slices examples out of the sharded batch; the batched form (a vmap: grouped
+# convolutions) is miscomputed by XLA's SPMD partitioner on a batch-sharded operand (the per-sample
+# weight gradient of a 3x3 conv on 16 examples over 8 devices: every value wrong)
+NOT_YET = {"rsp"}
 
 
 _MESH_RESULTS: dict = {}  # one subprocess per mesh kind

@@ -13,7 +13,7 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from .program import run
+from .program import run, trace
 from .rules.core import upcast
 from .types import Context, PathPlan
 
@@ -232,14 +232,26 @@ def path_chunks(plan: PathPlan):
 
 
 def path_sums(ctx: Context, plan: PathPlan, target, params, weights, acc=None):
-    """The weighted statistics of one chunk (``params [c, ...]``, ``weights [c]``) added to ``acc``."""
+    """The weighted statistics of one chunk (``params [c, ...]``, ``weights [c]``) added to ``acc``.
 
-    def grad_at(p):
-        return modified_pass(ctx, plan.point(p), target, rules=plan.rules, signal=plan.signal).input
-
-    g = jax.vmap(grad_at)(params)
-    new = plan.stat(g)
-    part = tuple(jnp.tensordot(weights.astype(n.dtype), n, axes=1) for n in new)
+    The chunk's ``c`` points of all ``N`` examples run as one batch of ``N·c`` inputs, example-major
+    (example ``i``'s points are rows ``i·c … i·c + c − 1``; the model is traced at that batch), so a
+    batch sharded over its examples stays sharded the same way and no data crosses devices. (A
+    ``vmap`` over the points would have JAX's batching of a convolution fold the points axis into
+    the batch axis points-major: a reshape across the sharded axis.)
+    """
+    xs = jax.vmap(plan.point)(params)  # [c, N, ...]
+    c, n = xs.shape[:2]
+    big = ctx
+    xb = xs[0]
+    if c > 1:
+        xb = jnp.moveaxis(xs, 0, 1).reshape((n * c,) + xs.shape[2:])
+        program = trace(ctx.model, ctx.variables, xb)
+        big = ctx._replace(program=program, layers=program.layers)
+    tb = jnp.broadcast_to(target[:, None], (n, c) + target.shape[1:]).reshape((n * c,) + target.shape[1:])
+    g = modified_pass(big, xb, tb, rules=plan.rules, signal=plan.signal).input  # [K, N·c, ...]
+    g = g.reshape((g.shape[0], n, c) + g.shape[2:])
+    part = tuple(jnp.tensordot(s, weights.astype(s.dtype), axes=([2], [0])) for s in plan.stat(g))
     return part if acc is None else tuple(a + b for a, b in zip(acc, part))
 
 

@@ -84,12 +84,12 @@ def layers_below(layers, seed_layer):
     return [l for l in layers if m.test(l, layers)]
 
 
-def rsp_composite(seed_layer, purge="none") -> Composite:
+def rsp_composite(seed_layer, purge="none", batch="unroll") -> Composite:
     """RSP's rules on every layer below ``seed_layer`` (the layers above keep their gradients)."""
     under = below(seed_layer)
     return composite(
         (under & first_linear(), R.zbox_global()),
-        (under & kind("conv", "dense"), R.rsp_conv(purge)),
+        (under & kind("conv", "dense"), R.rsp_conv(purge, batch=batch)),
         (under & kind("relu"), R.pass_rule()),
         (under & kind("avgpool"), R.excitation()),
         (under & kind("batchnorm"), R.rsp_batchnorm()),
@@ -221,7 +221,7 @@ def _rsp(ctx, x, target):
     at = [ctx.layer] if ctx.layer is not None else []
     if o["conservation"]:
         at += [l.name for l in under if l.kind is not None and l.calls == 1 and l.name not in at]
-    rules = resolve_layers(rsp_composite(seed_layer, o["purge"]), ctx.layers)
+    rules = resolve_layers(rsp_composite(seed_layer, o["purge"], o["batch"]), ctx.layers)
     p = two_phase_pass(ctx, x, target, seed_layer=seed_layer, seed=seed, rules=rules, at=at,
                        input=ctx.layer is None or o["conservation"], vmap_targets=False)
     rel = _t(p.input if ctx.layer is None else p.at[ctx.layer])
@@ -243,6 +243,9 @@ RSP = register(
             "purge": Option("none", choice(*R.PURGES), "purge of the per-sample kernels"),
             "seed_layer": Option(None, layer_name(), "layer of the seed (None: the last conv ReLU)"),
             "conservation": Option(False, boolean(), "also return each layer's total relevance per sample"),
+            "batch": Option("unroll", choice(*R.RSP_BATCH),
+                            "a traced batch's per-sample kernels: 'unroll' (fastest; compile grows with the "
+                            "batch) or 'map' (a lax.map: compile independent of the batch)"),
         },
         # per-example hostile class lists index the batch: those runs stay batched
         per_sample=lambda o: o.get("hostile") is None or isinstance(o.get("hostile"), str),

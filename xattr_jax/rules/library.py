@@ -545,7 +545,10 @@ def _purge(r, purge):
     return jnp.broadcast_to(s / r.shape[-1], r.shape)
 
 
-def rsp_conv(purge: str = "none", factor: float = 2.0) -> Rule:
+RSP_BATCH = ("unroll", "map")
+
+
+def rsp_conv(purge: str = "none", factor: float = 2.0, batch: str = "unroll") -> Rule:
     """RSP's bipolar conv rule with relevance-weighted surrogate kernels (released code, §2.3d).
 
     Per sample, with ``x⁺ = max(x, 0)``, ``R⁺ = max(R, 0)``, ``R⁻ = max(−R, 0)``:
@@ -575,6 +578,9 @@ def rsp_conv(purge: str = "none", factor: float = 2.0) -> Rule:
         paper's "purging"; it removes relevance, so the total is that of the purged ``R``) or
         ``"uniform_spread"`` (``R_{k,u} = s_u / C``, as the multi-class seed does; conserving).
       factor: the combination factor for ``k > 1`` kernels (2 released; 1 a commented alternative).
+      batch: how a batch of ``N > 1`` runs its per-sample kernels: ``"unroll"`` (``N`` batch-1
+        convolutions in one straight-line program: fastest, but the program, and its compile time,
+        grow with ``N``) or ``"map"`` (a ``lax.map`` over the examples: one program whatever ``N``).
 
     Raises:
       ValueError: unknown ``purge``, or ``factor`` not a finite number ``> 0``.
@@ -613,9 +619,16 @@ def rsp_conv(purge: str = "none", factor: float = 2.0) -> Rule:
             n = jnp.sum(nz).astype(c.dtype)
             return c - jnp.where(nz, t / jnp.maximum(n, 1), 0.0)
 
-        # One sample at a time, unrolled over the (static) batch: batching the per-sample kernels
-        # with vmap gives grouped convolutions, and lax.map a loop body; XLA:CPU runs both >10x
-        # slower than plain batch-1 convolutions (measured on a VGG16 layer).
+        if x.shape[0] == 1:
+            return (sample(x, r),)
+        if batch == "map":  # a loop over the examples: one program whatever N
+            return (jax.lax.map(lambda xr: sample(*xr), (x[:, None], r[:, None]))[:, 0],)
+        # unrolled over the static batch: plain batch-1 convolutions, the program grows with N. (A
+        # vmap gives grouped convolutions, which XLA:CPU runs >10x slower, and which XLA's SPMD
+        # partitioner miscomputes on a batch-sharded operand.)
         return (jnp.concatenate([sample(x[i:i + 1], r[i:i + 1]) for i in range(x.shape[0])], axis=0),)
 
-    return Rule("rsp_conv", backward, frozenset({"conv", "dense"}), hyper=(("purge", purge), ("factor", factor)))
+    if batch not in RSP_BATCH:
+        raise ValueError(f"unknown batch {batch!r}; valid: {list(RSP_BATCH)}")
+    return Rule("rsp_conv", backward, frozenset({"conv", "dense"}),
+                hyper=(("purge", purge), ("factor", factor), ("batch", batch)))
