@@ -9,6 +9,9 @@ For each model (VGG16, ResNet50 at 224²; random torchvision weights through our
   StableHLO); ``compile s``: ``.compile()``; size: the number of HLO instructions in the compiled
   program's text (``compiled.as_text()``), its length in characters and XLA's temporary-buffer
   size (``memory_analysis``).
+* ``jit-unroll``, RSP only: the same with ``batch="unroll"`` (its per-example kernels as batch-1
+  convolutions unrolled over the batch, the program growing with it; ``jit`` is RSP's default
+  ``batch="batched"``, batched matrix products over the receptive fields).
 * ``eager``, RSP only: an eager call with concrete single-device arrays, which runs one compiled
   batch-1 program per example. Measured on the first call of a fresh attributor with
   ``jax.monitoring``'s compile events: ``trace s`` is the sum of jaxpr tracing and StableHLO
@@ -23,8 +26,7 @@ For each model (VGG16, ResNet50 at 224²; random torchvision weights through our
 Steady time (median of ``--repeats`` calls, each ended with ``block_until_ready``; for ``jit``
 forms the calls of the compiled program, the first of them included in the median; for RSP's
 eager form the calls after the first) is measured for ``--steady`` methods only (default: rsp,
-excitation_backprop, gradient, grad_cam, lrp) to keep the run short; RSP's steady time is that of
-its eager form. Nothing needs to run to measure compilation, so path methods keep the options of
+excitation_backprop, gradient, grad_cam, lrp) to keep the run short; RSP has one per form. Nothing needs to run to measure compilation, so path methods keep the options of
 ``speed.py`` (8 points in chunks of 4). For each (model, method, form) the markdown gives
 compile(b32) / compile(b1) and the HLO size ratio, and flags a compile ratio above
 ``--max-ratio`` (1.5) or a program that grows with the batch (size ratio above ``--grow``, 1.2).
@@ -114,7 +116,8 @@ def main(argv=None):
     p.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
     p.add_argument("--steady", nargs="*", default=list(STEADY), help="methods whose steady time is measured")
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--forms", nargs="+", default=["jit", "chunk", "eager"], choices=["jit", "chunk", "eager"],
+    p.add_argument("--forms", nargs="+", default=["jit", "jit-unroll", "chunk", "eager"],
+                   choices=["jit", "jit-unroll", "chunk", "eager"],
                    help="which forms to measure (default all that apply)")
     p.add_argument("--max-ratio", type=float, default=1.5, help="flag compile(largest batch)/compile(1) above this")
     p.add_argument("--grow", type=float, default=1.2, help="flag an HLO size ratio above this as growing")
@@ -137,15 +140,16 @@ def main(argv=None):
                 opts = dict(OPTIONS.get(method, {}))
                 run = method in a.steady
                 key = jax.random.key(0) if method == "smoothgrad" else None
-                forms = ["jit"] + (["chunk"] if path else []) + (["eager"] if method == "rsp" else [])
+                forms = ["jit"] + (["chunk"] if path else []) + (["jit-unroll", "eager"] if method == "rsp" else [])
                 forms = [f for f in forms if f in a.forms]
                 for form in forms:
+                    form_opts = dict(opts, batch="unroll") if form == "jit-unroll" else opts
                     base = dict(model=arch, method=method, form=form, batch=n,
-                                options={k: str(o) for k, o in opts.items()})
+                                options={k: str(o) for k, o in form_opts.items()})
                     try:
-                        fn = xa.attributor(model, method, signal=SIGNALS.get(method), **opts)  # fresh: nothing cached
-                        if form == "jit":
-                            r = measure_lowered(fn.jitted, (v, x, t, key), run and method != "rsp", a.repeats)
+                        fn = xa.attributor(model, method, signal=SIGNALS.get(method), **form_opts)  # fresh: nothing cached
+                        if form in ("jit", "jit-unroll"):
+                            r = measure_lowered(fn.jitted, (v, x, t, key), run, a.repeats)
                         elif form == "chunk":
                             r = measure_lowered(fn.jitted_chunk, (v, x, t, key, np.int32(0)), False, a.repeats)
                         else:
@@ -229,14 +233,15 @@ def markdown(meta, rows, summary) -> str:
              "`jit` = the attributor's one program `fn.jitted` (an eager call of most methods, and every method "
              "inside a caller's `jit`; path methods: the `lax.scan` over chunks), `.lower()` timed as trace, "
              "`.compile()` as compile (for RSP this is the program of traced calls and of a batch sharded over "
-             "several devices); `eager` (RSP) = an eager call with concrete single-device arrays, which "
+             "several devices; RSP's default `batch=\"batched\"`); `jit-unroll` (RSP) = the same with "
+             "`batch=\"unroll\"` (batch-1 convolutions unrolled over the batch); `eager` (RSP) = an eager call with concrete single-device arrays, which "
              "runs one compiled batch-1 program per example: trace and compile are the sums of `jax.monitoring`'s "
              "tracing + lowering and XLA-compile events over every program its first call compiles (`progs`), "
              "and its size columns are the batch-1 program's; `chunk` (path methods) = the per-chunk program an "
              "eager call runs (`fn.jitted_chunk`; its small finishing program is not measured). `HLO instr`: "
              "instructions in the compiled program's text; `temp MB`: XLA's temporary buffers.", "",
              f"Steady time (median of {meta['repeats']}) only for {', '.join(meta['steady_methods'])} "
-             "(RSP: its eager form), to keep the run short; the other methods are traced and compiled only. "
+             "(RSP: each form), to keep the run short; the other methods are traced and compiled only. "
              "Nothing runs to measure compilation, so path methods keep `speed.py`'s options (8 points in "
              "chunks of 4): no cheaper options were needed.", "",
              f"Load average (1, 5, 15 min) at the start {la0[0]:.2f} / {la0[1]:.2f} / {la0[2]:.2f}, at the end "

@@ -363,24 +363,30 @@ def test_eager_calls_compile_one_batch_1_program_whatever_the_batch(nets):
     assert hostile.map.shape == a.map.shape and np.all(np.isfinite(np.asarray(hostile.map)))
 
 
-def test_batch_map_under_the_callers_jit_is_one_program_whatever_the_batch(nets):
-    """``batch="map"``: under the caller's ``jit`` the per-sample kernels run in a ``lax.map``, so
-    the compiled program holds the same convolutions at batch 2 and 6 (the unrolled default holds
-    one set per example), with the unrolled maps (1e-5 x max)."""
+@pytest.mark.parametrize("batch", [None, "map"])
+def test_under_the_callers_jit_one_program_whatever_the_batch(nets, batch):
+    """``batch="batched"`` (the default: per-example kernels as batched matrix products over the
+    receptive fields) and ``batch="map"`` (a ``lax.map``): under the caller's ``jit`` the compiled
+    program holds the same convolutions at batch 2 and 6, where ``"unroll"`` holds one set per
+    example; all three give the same maps (1e-5 x max), as does the per-example eager call."""
     model, v, x = nets["resnet"]
     x6 = jnp.concatenate([x, x[::-1], 0.5 * x])
     t = jnp.array([2, 3, 1, 0, 4, 2])[: x6.shape[0]]
-    looped, unrolled = xa.attributor(model, "rsp", batch="map"), xa.attributor(model, "rsp")
+    opts = {} if batch is None else {"batch": batch}  # None: the default, "batched"
+    fn, unrolled = xa.attributor(model, "rsp", **opts), xa.attributor(model, "rsp", batch="unroll")
 
-    def convs(fn, n):
-        hlo = jax.jit(lambda xx, tt: fn(v, xx, tt).map).lower(x6[:n], t[:n]).as_text()
+    def convs(f, n):
+        hlo = jax.jit(lambda xx, tt: f(v, xx, tt).map).lower(x6[:n], t[:n]).as_text()
         return hlo.count("stablehlo.convolution")
 
-    assert convs(looped, 2) == convs(looped, x6.shape[0]), "batch='map': the program must not grow with the batch"
-    assert convs(unrolled, x6.shape[0]) > convs(unrolled, 2), "the unrolled default grows (the check can fail)"
-    a = jax.jit(lambda xx, tt: looped(v, xx, tt).map)(x6, t)
+    assert convs(fn, 2) == convs(fn, x6.shape[0]), f"batch={batch!r}: the program must not grow with the batch"
+    assert convs(unrolled, x6.shape[0]) > convs(unrolled, 2), "the unrolled form grows (the check can fail)"
+    a = jax.jit(lambda xx, tt: fn(v, xx, tt).map)(x6, t)
     b = jax.jit(lambda xx, tt: unrolled(v, xx, tt).map)(x6, t)
+    eager = xa.attributor(model, "rsp")(v, x6, t).map  # one batch-1 program per example
     scale = float(jnp.max(jnp.abs(b)))
     assert scale > 0
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5 * scale,
-                               err_msg="batch='map' vs the unrolled batch under jit (1e-5 x max)")
+    for got, what in ((a, f"batch={batch!r}"), (eager, "the eager per-example call")):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(b), rtol=0, atol=1e-5 * scale,
+                                   err_msg=f"{what} vs the unrolled batch under jit (1e-5 x max)")
+

@@ -118,13 +118,6 @@ MESH_SCRIPT = textwrap.dedent("""
                       collectives=sorted(c.group(1) for c in coll.finditer(hlo)))
     print("RESULT" + json.dumps(out))
 """)
-# not yet collective-free: RSP's per-sample kernels run one example at a time (unrolled, or in a
-# lax.map), which slices examples out of the sharded batch; the batched form (a vmap: grouped
-# convolutions) is miscomputed by XLA's SPMD partitioner on a batch-sharded operand (the per-sample
-# weight gradient of a 3x3 conv on 16 examples over 8 devices: every value wrong)
-NOT_YET = {"rsp"}
-
-
 _MESH_RESULTS: dict = {}  # one subprocess per mesh kind
 
 
@@ -145,10 +138,8 @@ def _mesh_cases():
 
     for kind in ("explicit", "mesh"):
         for m in xa.methods_available():
-            marks = [pytest.mark.slow]  # the first case of each mesh runs the 40-75 s subprocess
-            if m in NOT_YET:
-                marks.append(pytest.mark.xfail(strict=True, reason="communicates across the batch"))
-            yield pytest.param(kind, m, marks=marks, id=f"{kind}-{m}")
+            # the first case of each mesh runs the 40-75 s subprocess
+            yield pytest.param(kind, m, marks=[pytest.mark.slow], id=f"{kind}-{m}")
 
 
 @pytest.mark.parametrize("kind,method", list(_mesh_cases()))

@@ -84,7 +84,7 @@ def layers_below(layers, seed_layer):
     return [l for l in layers if m.test(l, layers)]
 
 
-def rsp_composite(seed_layer, purge="none", batch="unroll") -> Composite:
+def rsp_composite(seed_layer, purge="none", batch="batched") -> Composite:
     """RSP's rules on every layer below ``seed_layer`` (the layers above keep their gradients)."""
     under = below(seed_layer)
     return composite(
@@ -243,9 +243,10 @@ RSP = register(
             "purge": Option("none", choice(*R.PURGES), "purge of the per-sample kernels"),
             "seed_layer": Option(None, layer_name(), "layer of the seed (None: the last conv ReLU)"),
             "conservation": Option(False, boolean(), "also return each layer's total relevance per sample"),
-            "batch": Option("unroll", choice(*R.RSP_BATCH),
-                            "a traced batch's per-sample kernels: 'unroll' (fastest; compile grows with the "
-                            "batch) or 'map' (a lax.map: compile independent of the batch)"),
+            "batch": Option("batched", choice(*R.RSP_BATCH),
+                            "a traced or sharded batch's per-sample kernels: 'batched' (matrix products over "
+                            "receptive fields: one program whatever the batch, no communication when sharded), "
+                            "'unroll' (batch-1 convolutions; compile grows with the batch) or 'map' (a lax.map)"),
         },
         # per-example hostile class lists index the batch: those runs stay batched
         per_sample=lambda o: o.get("hostile") is None or isinstance(o.get("hostile"), str),

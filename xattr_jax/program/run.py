@@ -97,7 +97,55 @@ def segment_fn(prog: Program, i: int) -> LayerFn:
     frozen = None
     if seg.kind == "norm":  # the same function with its statistic σ a constant
         frozen = lambda params, *xs: run_ops(params, xs, True)  # noqa: E731
-    return LayerFn(fn, window, frozen)
+    patches = None
+    if (main.prim.name == "conv_general_dilated" and main.ins[0] == seg.inputs[0]
+            and len(seg.ops) - (seg.bias_op is not None) == 1):
+        patches = _patches(main.params, window)
+    return LayerFn(fn, window, frozen, patches)
+
+
+def _patches(p, window):
+    """``(patches, rows)`` of a convolution with parameters ``p`` (see ``LayerFn.patches``), or
+    ``None`` where its receptive fields are not plain windows (feature groups, input dilation).
+
+    The patches are strided slices of the padded input, one per window offset (no convolution), so
+    their transpose is padding and adding: every example stays where it is on a sharded batch."""
+    dn = p["dimension_numbers"]
+    if (p["feature_group_count"] != 1 or p["batch_group_count"] != 1
+            or any(d != 1 for d in (p["lhs_dilation"] or ()))):
+        return None
+    strides, dil = tuple(p["window_strides"]), tuple(p["rhs_dilation"] or (1,) * len(window))
+    pads = p["padding"]
+
+    def rows(y):  # out layout -> [N, Q, features]
+        y = jnp.moveaxis(y, (dn.out_spec[0],) + tuple(dn.out_spec[2:]) + (dn.out_spec[1],), tuple(range(y.ndim)))
+        return _batch_rows(y, y.shape[-1])
+
+    def patches(x):
+        x = jnp.moveaxis(x, (dn.lhs_spec[0],) + tuple(dn.lhs_spec[2:]) + (dn.lhs_spec[1],), tuple(range(x.ndim)))
+        x = jax.lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)])
+        n, c, spatial = x.shape[0], x.shape[-1], x.shape[1:-1]
+        out = [(size - d * (k - 1) - 1) // s + 1 for size, k, s, d in zip(spatial, window, strides, dil)]
+        cuts = []
+        for offset in np.ndindex(*window):
+            start = [0] + [o * d for o, d in zip(offset, dil)] + [0]
+            stop = [n] + [st + (m - 1) * s + 1 for st, m, s in zip(start[1:], out, strides)] + [c]
+            cuts.append(jax.lax.slice(x, start, stop, [1] + list(strides) + [1]))
+        pt = jnp.stack(cuts, axis=-2)  # [N, *out, window positions, C]
+        return _batch_rows(pt, pt.shape[-2] * c)
+
+    return patches, rows
+
+
+def _batch_rows(a, k):
+    """``a [N, ...]`` as ``[N, Q, k]``; a batch axis sharded over an explicit mesh stays sharded
+    (JAX does not infer the sharding of such a reshape)."""
+    shape = (a.shape[0], -1, k)
+    spec = getattr(jax.typeof(a).sharding, "spec", None)
+    if spec and spec[0] is not None:
+        return jax.lax.reshape(a, (a.shape[0], a.size // (a.shape[0] * k), k),
+                               out_sharding=jax.sharding.PartitionSpec(spec[0], None, None))
+    return a.reshape(shape)
 
 
 def _in_shape(prog, op):

@@ -137,11 +137,17 @@ class LayerFn:
         a dense layer, ``None`` for other layers.
       constant_statistics: for a normalisation, the same forward with its statistic σ held
         constant (``stop_gradient``), else ``None``.
+      patches: for a convolution that is the whole layer (bias aside, one feature group),
+        ``(patches(x) -> [N, Q, K], rows(y) -> [N, Q, O])``: ``x``'s receptive fields flattened, one
+        row per output position ``q``, and an output-shaped array in the same rows, so that
+        ``rows(conv(x, W)) = patches(x) · W_flat`` (``W_flat`` the kernel in the patches' basis); else
+        ``None``.
     """
 
     forward: Callable
     kernel_window: tuple | None = None
     constant_statistics: Callable | None = None
+    patches: tuple | None = None
 
     def __call__(self, params, *xs):
         return self.forward(params, *xs)

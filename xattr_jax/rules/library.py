@@ -545,10 +545,10 @@ def _purge(r, purge):
     return jnp.broadcast_to(s / r.shape[-1], r.shape)
 
 
-RSP_BATCH = ("unroll", "map")
+RSP_BATCH = ("batched", "unroll", "map")
 
 
-def rsp_conv(purge: str = "none", factor: float = 2.0, batch: str = "unroll") -> Rule:
+def rsp_conv(purge: str = "none", factor: float = 2.0, batch: str = "batched") -> Rule:
     """RSP's bipolar conv rule with relevance-weighted surrogate kernels (released code, §2.3d).
 
     Per sample, with ``x⁺ = max(x, 0)``, ``R⁺ = max(R, 0)``, ``R⁻ = max(−R, 0)``:
@@ -578,9 +578,12 @@ def rsp_conv(purge: str = "none", factor: float = 2.0, batch: str = "unroll") ->
         paper's "purging"; it removes relevance, so the total is that of the purged ``R``) or
         ``"uniform_spread"`` (``R_{k,u} = s_u / C``, as the multi-class seed does; conserving).
       factor: the combination factor for ``k > 1`` kernels (2 released; 1 a commented alternative).
-      batch: how a batch of ``N > 1`` runs its per-sample kernels: ``"unroll"`` (``N`` batch-1
-        convolutions in one straight-line program: fastest, but the program, and its compile time,
-        grow with ``N``) or ``"map"`` (a ``lax.map`` over the examples: one program whatever ``N``).
+      batch: how a batch of ``N > 1`` runs its per-sample kernels: ``"batched"`` (all examples at once
+        as batched matrix products over each conv's receptive fields, ``LayerFn.patches``: one
+        program whatever ``N``, and nothing crosses devices on a batch-sharded operand; memory
+        ``N × positions × k²·C_in`` per layer; convolutions without plain patches are unrolled),
+        ``"unroll"`` (``N`` batch-1 convolutions in one straight-line program: the program, and its
+        compile time, grow with ``N``) or ``"map"`` (a ``lax.map`` over the examples).
 
     Raises:
       ValueError: unknown ``purge``, or ``factor`` not a finite number ``> 0``.
@@ -608,24 +611,47 @@ def rsp_conv(purge: str = "none", factor: float = 2.0, batch: str = "unroll") ->
             (c,) = xvjp(safe_divide(rh, z))
             return xp * c
 
-        def sample(xn, rn):  # one sample, batch axis of size 1
-            xp = jnp.maximum(xn, 0)
-            c = half(xp, jnp.maximum(rn, 0)) - half(xp, jnp.maximum(-rn, 0))
+        def combine(c, rn):  # C1 − C2, k > 1: factor·(C1 − C2) − (T/n)·[C ≠ 0], per example
             if one_by_one:
                 return c
             c = factor * c
             nz = c != 0
-            t = jnp.sum(rn)
-            n = jnp.sum(nz).astype(c.dtype)
+            axes = tuple(range(1, c.ndim))
+            t = jnp.sum(rn, axis=axes, keepdims=True)
+            n = jnp.sum(nz, axis=axes, keepdims=True).astype(c.dtype)
             return c - jnp.where(nz, t / jnp.maximum(n, 1), 0.0)
+
+        def sample(xn, rn):  # one sample, batch axis of size 1
+            xp = jnp.maximum(xn, 0)
+            return combine(half(xp, jnp.maximum(rn, 0)) - half(xp, jnp.maximum(-rn, 0)), rn)
+
+        def batched(xn, rn):
+            """Every example at once in the receptive fields' basis (``P = patches(x⁺)``, per example):
+            ``G = Pᵀ R``, ``z = P G`` and ``c = foldᵀ((R ⊘ z) Gᵀ)``: batched matrix products."""
+            patches, rows = fn.patches
+            xp = jnp.maximum(xn, 0)
+            pt, fold = jax.vjp(patches, xp)  # [N, Q, K]
+
+            def half_rows(rh):
+                rr = rows(rh)
+                g = jnp.einsum("nqk,nqo->nko", pt, rr)
+                z = jnp.einsum("nqk,nko->nqo", pt, g)
+                (c,) = fold(jnp.einsum("nqo,nko->nqk", safe_divide(rr, z), g))
+                return xp * c
+
+            return combine(half_rows(jnp.maximum(rn, 0)) - half_rows(jnp.maximum(-rn, 0)), rn)
 
         if x.shape[0] == 1:
             return (sample(x, r),)
         if batch == "map":  # a loop over the examples: one program whatever N
             return (jax.lax.map(lambda xr: sample(*xr), (x[:, None], r[:, None]))[:, 0],)
+        if batch == "batched" and isinstance(fn, LayerFn) and fn.patches is not None:
+            return (batched(x, r),)
+        if batch == "batched" and window == ():  # a dense layer: per-sample outer products
+            return (jax.vmap(sample)(x[:, None], r[:, None])[:, 0],)
         # unrolled over the static batch: plain batch-1 convolutions, the program grows with N. (A
-        # vmap gives grouped convolutions, which XLA:CPU runs >10x slower, and which XLA's SPMD
-        # partitioner miscomputes on a batch-sharded operand.)
+        # vmap of a convolution's kernel gradient gives grouped convolutions, which XLA:CPU runs
+        # >10x slower and XLA's SPMD partitioner miscomputes on a batch-sharded operand.)
         return (jnp.concatenate([sample(x[i:i + 1], r[i:i + 1]) for i in range(x.shape[0])], axis=0),)
 
     if batch not in RSP_BATCH:
