@@ -28,6 +28,7 @@ import flax.linen as nn
 
 from xattr_jax import nn as xnn
 from xattr_jax._checkpoint import restore
+from xattr_jax._constants import EMBEDDED, EMBEDDED_SIZE
 from xattr_jax.models._layers import Sequential, check_image_batch, conv, make, spec
 
 __all__ = [
@@ -43,8 +44,7 @@ __all__ = [
     "load_embedded",
 ]
 
-INPUT_SIZE = 64  # the input side the shipped weights were trained at
-EMBEDDED = ("small_vgg", "small_resnet")
+INPUT_SIZE = EMBEDDED_SIZE  # the input side the shipped weights were trained at
 _ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 # 3x3 convs (each followed by a ReLU); "M" a 2x2 max pool. 64 -> 32 -> 16 -> 8.

@@ -21,17 +21,15 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from .._constants import IMAGENET_MEAN, IMAGENET_STD
 from ..imageio import resize, write_image
 from .figures import as_rgb, grey
 from .maps import PERCENTILE, SIGNED_CMAP, UNSIGNED_CMAP, as_map, check_map, is_signed, map_norm
 
 __all__ = ["to_image", "colorize", "overlay", "tile", "upscale", "layer_grid", "save_layer_figure"]
 
-_MEAN = (0.485, 0.456, 0.406)
-_STD = (0.229, 0.224, 0.225)
 
-
-def to_image(x, mean=_MEAN, std=_STD) -> np.ndarray:
+def to_image(x, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
     """An ``[H, W, 3]`` model input back to ``uint8`` RGB: ``x·std + mean``, clipped to [0, 1].
 
     Pass ``mean=None`` to stretch the image's own min/max to [0, 255] instead.
