@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -122,8 +123,6 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def _build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s subparser gets its arguments (none for the top-level help)."""
-    import importlib
-
     parser = ArgumentParser(prog="xattr", description="Backprop-based attribution for CNNs in JAX/Flax.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_, description) in _COMMANDS.items():

@@ -13,9 +13,11 @@ command again resumes: images already recorded are skipped (:mod:`xattr_jax.harn
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Sequence
 
+from xattr_jax.data.preprocess import PREPROCESSING, default_preprocess
 from xattr_jax.harness.cli_common import (
     UsageError,
     add_dataset_arguments,
@@ -31,7 +33,9 @@ from xattr_jax.harness.cli_common import (
     start_distributed,
     variables_fingerprint,
 )
+from xattr_jax.harness.evaluate import evaluate
 from xattr_jax.harness.records import JobError
+from xattr_jax.harness.report import markdown_table, write_report
 
 __all__ = ["add_arguments", "run", "main", "DEFAULT_METHODS", "SYNTHETIC_TOLERANCE"]
 
@@ -50,8 +54,6 @@ SYNTHETIC_TOLERANCE = 15 * 64 / 224
 
 def add_arguments(p) -> None:
     """The ``xattr eval`` options."""
-    from xattr_jax.data.preprocess import PREPROCESSING
-
     add_dataset_arguments(p, default="synthetic")
     p.add_argument("--checkpoint", default="embedded:small_vgg",
                    help="checkpoint directory or embedded:small_vgg / embedded:small_resnet")  # fmt: skip
@@ -78,10 +80,6 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     """Handler of ``xattr eval``."""
-    from xattr_jax.data.preprocess import default_preprocess
-    from xattr_jax.harness.evaluate import evaluate
-    from xattr_jax.harness.report import markdown_table, write_report
-
     try:
         methods = parse_methods(args.methods)
         options = method_options_from_args(args, methods)
@@ -133,8 +131,6 @@ def run(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m xattr_jax.harness.eval_cli`` (same as ``xattr eval``)."""
-    import argparse
-
     p = argparse.ArgumentParser(prog="xattr eval")
     add_arguments(p)
     return run(p.parse_args(argv))
