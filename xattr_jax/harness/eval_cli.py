@@ -17,7 +17,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from xattr_jax.data.preprocess import PREPROCESSING, default_preprocess
+from xattr_jax._constants import EMBEDDED_SIZE, POINTING_TOLERANCE
+from xattr_jax.data.preprocess import PREPROCESSING, TORCHRAY_SHORT_SIDE, default_preprocess
 from xattr_jax.harness.cli_common import (
     UsageError,
     add_dataset_arguments,
@@ -49,7 +50,7 @@ DEFAULT_METHODS = (
 )
 # The 15 px tolerance belongs to ~224 px images; on the 64 px synthetic images it would cover most of
 # the image, so the synthetic benchmark scales it with the image: 15 · 64 / 224 ≈ 4.3 px.
-SYNTHETIC_TOLERANCE = 15 * 64 / 224
+SYNTHETIC_TOLERANCE = POINTING_TOLERANCE * EMBEDDED_SIZE / TORCHRAY_SHORT_SIDE
 
 
 def add_arguments(p) -> None:
@@ -92,7 +93,7 @@ def run(args) -> int:
         score = args.score or ("softmax" if args.dataset == "imagenet" else "sigmoid")
         tol = args.tolerance
         if tol is None:
-            tol = SYNTHETIC_TOLERANCE if args.dataset == "synthetic" else 15.0
+            tol = SYNTHETIC_TOLERANCE if args.dataset == "synthetic" else float(POINTING_TOLERANCE)
         n_cls = num_classes(model, variables, mode)
         worst = max(t.class_id for s in samples for t in s.trials)
         if worst >= n_cls:
