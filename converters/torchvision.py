@@ -36,6 +36,9 @@ import numpy as np
 import torch
 import torchvision
 
+from xattr_jax._checkpoint import mismatch_message
+from xattr_jax.checkpoint import load_checkpoint as load_flax
+from xattr_jax.checkpoint import read_checkpoint
 from xattr_jax.models import TORCHAX_ARCHITECTURES
 from xattr_jax.models import TORCHVISION_ARCHITECTURES as ARCHITECTURES
 from xattr_jax.models import build
@@ -187,24 +190,18 @@ def _transform(arch: str, key: str, entry: _Entry, w: np.ndarray) -> np.ndarray:
 
 def _check_fit(arch, num_classes, missing, unexpected, mismatched, bad_values=(), limit=None) -> None:
     """Raise one ValueError listing every way a state dict misses ``arch`` (``limit`` names each)."""
-    if not (missing or unexpected or mismatched or bad_values):
-        return
-
-    def listed(items, sep=", "):
-        items = list(map(str, items))
-        more = f"{sep}... ({len(items) - limit} more)" if limit and len(items) > limit else ""
-        return sep.join(items[:limit]) + more
-
-    problems = [f"the state dict does not match torchvision's {arch} ({num_classes} classes):"]
-    if missing:
-        problems.append(f"  missing keys ({len(missing)}): {listed(missing)}")
-    if unexpected:
-        problems.append(f"  unexpected keys ({len(unexpected)}): {listed(unexpected)}")
-    if mismatched:
-        problems.append(f"  shape mismatches ({len(mismatched)}): {listed(mismatched, '; ')}")
-    if bad_values:
-        problems.append(f"  not floating-point tensors: {listed(bad_values)}")
-    raise ValueError("\n".join(problems))
+    message = mismatch_message(
+        f"the state dict does not match torchvision's {arch} ({num_classes} classes):",
+        (
+            ("missing keys", missing, ", "),
+            ("unexpected keys", unexpected, ", "),
+            ("shape mismatches", mismatched, "; "),
+            ("not floating-point tensors", bad_values, ", "),
+        ),
+        limit,
+    )
+    if message:
+        raise ValueError(message)
 
 
 def convert_state_dict(arch: str, state_dict: Mapping[str, Any]) -> tuple[dict, int]:
@@ -346,9 +343,6 @@ def load_checkpoint(path):
     rebuilt with torchvision here (so loading it needs torch), a Flax one is
     :func:`xattr_jax.checkpoint.load_checkpoint`'s.
     """
-    from xattr_jax.checkpoint import load_checkpoint as load_flax
-    from xattr_jax.checkpoint import read_checkpoint
-
     meta, arrays = read_checkpoint(path)
     if meta.get("route", "flax") == "flax":
         return load_flax(path)

@@ -59,7 +59,7 @@ def _constant(values):
 
 def __getattr__(name):
     if name in ("IMAGENET_MEAN", "IMAGENET_STD"):  # float32 [3] arrays, read-only
-        value = _constant(getattr(importlib.import_module(".methods.ig", __name__), name))
+        value = _constant(getattr(importlib.import_module("._constants", __name__), name))
     elif name in _WHERE:
         module, attr = _WHERE[name]
         mod = importlib.import_module(f".{module}", __name__)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .methods import get_method
+from .methods import available, get_method
 from .passes import path_chunks, path_sums, run_path, seed_fn
 from .program import call_model, check_strict, run, trace
 from .types import Attribution, Context, LayerTable, PathPlan
@@ -390,8 +390,6 @@ def method_options(method: str) -> str:
 
 
 def _options_doc() -> str:
-    from .methods import available
-
     parts = ["\n    Method options (``xa.method_options(name)``)::\n"]
     for name in available():
         parts.append(f"      {name}:")

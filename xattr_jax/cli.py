@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -40,13 +41,13 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     import jax
 
     from xattr_jax.checkpoint import save_checkpoint
+    from xattr_jax.harness.cli_common import num_classes as count_classes
 
     try:
         model, variables = convert(args.arch, args.weights)
         # the torchax route (architectures without a Flax zoo model) returns a function
         route = "flax" if hasattr(model, "num_classes") else "torchax"
-        num_classes = getattr(model, "num_classes", None) or int(
-            jax.eval_shape(model, variables, jax.ShapeDtypeStruct((1, 224, 224, 3), "float32")).shape[-1])
+        num_classes = getattr(model, "num_classes", None) or count_classes(model, variables, "torchvision")
         out = save_checkpoint(
             args.out, args.arch, variables, overwrite=args.overwrite, route=route, num_classes=num_classes
         )
@@ -122,8 +123,6 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def _build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s subparser gets its arguments (none for the top-level help)."""
-    import importlib
-
     parser = ArgumentParser(prog="xattr", description="Backprop-based attribution for CNNs in JAX/Flax.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_, description) in _COMMANDS.items():

@@ -35,6 +35,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+import xattr_jax as xa
+from xattr_jax import viz
+from xattr_jax.data import CLASS_NAMES, normalize
+from xattr_jax.data.samples import synthetic_samples
+
 __all__ = ["run_demo", "add_arguments", "run", "DEMO_OPTIONS"]
 
 # Lighter settings than the methods' defaults so that the demo stays quick on a laptop CPU.
@@ -96,10 +101,6 @@ def run_demo(
     import jax
     import jax.numpy as jnp
 
-    import xattr_jax as xa
-    from xattr_jax import viz
-    from xattr_jax.data import CLASS_NAMES, normalize
-    from xattr_jax.data.samples import synthetic_samples
     from xattr_jax.harness import write_report
     from xattr_jax.models import load_embedded
     from xattr_jax.progress import progress as progress_display

@@ -23,6 +23,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+import xattr_jax as xa
+from xattr_jax import viz
+from xattr_jax.data.labels import class_names_for
+from xattr_jax.data.preprocess import default_preprocess
+from xattr_jax.data.preprocess import preprocess as prep
+from xattr_jax.imageio import read_image
+
 __all__ = ["explain_image"]
 
 
@@ -56,14 +63,8 @@ def explain_image(
     import jax
     import jax.numpy as jnp
 
-    import xattr_jax as xa
-    from xattr_jax import viz
-    from xattr_jax.data.labels import class_names_for
-    from xattr_jax.data.preprocess import default_preprocess
-    from xattr_jax.data.preprocess import preprocess as prep
     from xattr_jax.harness.cli_common import load_model
     from xattr_jax.progress import progress_bar
-    from xattr_jax.imageio import read_image
 
     image = read_image(image_path)
     model, variables, arch = load_model(checkpoint)

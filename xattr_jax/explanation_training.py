@@ -30,8 +30,10 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .api import attributor
+from .data import normalize
 
 __all__ = ["mask_to_map", "outside_share", "explanation_loss", "make_train_step"]
 
@@ -122,8 +124,6 @@ def make_train_step(model, train_model, tx, *, method: str | None = None, weight
 
 def sample_targets(dataset, index, rng):
     """For images ``index`` of a synthetic dataset: one present class each (uniform) and its mask."""
-    import numpy as np
-
     target = np.array([rng.choice(np.flatnonzero(dataset.labels[i])) for i in index], np.int32)
     mask = dataset.segmentation[index] == target[:, None, None]
     return target, mask
@@ -136,10 +136,7 @@ def fine_tune(model, train_model, variables, dataset, *, method: str | None = No
 
     Returns ``(variables, history)``: ``history`` lists the step metrics as floats.
     """
-    import numpy as np
     import optax
-
-    from .data import normalize
 
     tx = optax.adamw(lr, weight_decay=1e-4)
     step = make_train_step(model, train_model, tx, method=method, weight=weight, layer=layer, **options)
@@ -162,10 +159,6 @@ def fine_tune(model, train_model, variables, dataset, *, method: str | None = No
 def held_out_outside_share(model, variables, dataset, method: str, *, layer=None, batch_size: int = 50,
                            **options) -> float:
     """Mean share of ``|map|`` outside the class mask over every (image, class present) trial."""
-    import numpy as np
-
-    from .data import normalize
-
     loss = jax.jit(explanation_loss(model, method, layer, **options))
     shares = []
     for a in range(0, len(dataset.trial_image), batch_size):

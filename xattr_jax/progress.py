@@ -14,7 +14,8 @@ import contextlib
 import datetime
 from typing import Iterator
 
-from rich.progress import ProgressColumn
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 __all__ = ["progress", "progress_bar", "Interrupted", "EtaColumn"]
@@ -52,9 +53,6 @@ def progress(enabled: bool = True, width: int = 44, get_time=None):
 
     Drawn only when stderr is a terminal (a log file gets the commands' result lines instead).
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     console = Console(stderr=True)
     return Progress(
         TextColumn(f"{{task.description:<{width}}}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -35,6 +35,8 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from xattr_jax.data.synthetic import HELD_OUT_SEED, TRAIN_SEED, iterate_batches, make_dataset, normalize
+
 __all__ = [
     "TrainConfig",
     "TrainResult",
@@ -51,8 +53,6 @@ __all__ = [
 
 TRAIN_SIZE = 12000
 HELD_OUT_SIZE = 1000
-TRAIN_SEED = 1
-HELD_OUT_SEED = 2  # the held-out set: a separate seed stream, never seen in training
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,8 +175,6 @@ def _trainer(arch: str, num_classes: int, lr: float, warmup: int, steps: int, we
 
 def evaluate_map(model, variables, dataset, batch_size: int = 100) -> tuple[float, np.ndarray]:
     """Held-out mAP of ``model`` on a :class:`~xattr_jax.data.SyntheticDataset` (inference mode)."""
-    from xattr_jax.data import iterate_batches
-
     predict = _predict_fn(model)
     scores = np.concatenate(
         [np.asarray(predict(variables, b["image"])) for b in iterate_batches(dataset, batch_size)]
@@ -197,8 +195,6 @@ def train(config: TrainConfig = TrainConfig(), *, log=None, log_every: int = 100
     """
     import jax
     import jax.numpy as jnp
-
-    from xattr_jax.data import make_dataset, normalize
 
     t0 = time.perf_counter()
     c = config

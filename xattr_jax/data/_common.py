@@ -7,6 +7,8 @@ from typing import Union
 
 import numpy as np
 
+from xattr_jax.imageio import read_image
+
 __all__ = ["read_difficult_list", "load_image", "box_union_mask"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -56,8 +58,6 @@ def load_image(path: PathLike) -> np.ndarray:
       FileNotFoundError: missing file.
       ValueError: a folder, an empty, truncated or damaged file, or not an image.
     """
-    from xattr_jax.imageio import read_image
-
     return read_image(path)
 
 

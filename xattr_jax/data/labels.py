@@ -6,6 +6,10 @@ import functools
 from importlib import resources
 from typing import Optional
 
+from xattr_jax._constants import EMBEDDED
+from xattr_jax.data.synthetic import CLASS_NAMES
+from xattr_jax.data.voc import VOC_CLASSES
+
 __all__ = ["imagenet_classes", "class_names_for"]
 
 
@@ -21,10 +25,6 @@ def imagenet_classes() -> tuple[str, ...]:
 def class_names_for(arch: str, num_classes: int) -> Optional[tuple[str, ...]]:
     """Names of a model's classes: the synthetic benchmark's for the shipped models, ImageNet's for
     1000-class models, VOC's for 20-class models; ``None`` when unknown."""
-    from xattr_jax.data.synthetic import CLASS_NAMES
-    from xattr_jax.data.voc import VOC_CLASSES
-    from xattr_jax.models import EMBEDDED
-
     if arch in EMBEDDED and num_classes == len(CLASS_NAMES):
         return tuple(CLASS_NAMES)
     if num_classes == 1000:

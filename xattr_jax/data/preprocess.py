@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from xattr_jax._constants import EMBEDDED, EMBEDDED_SIZE
+from xattr_jax.data.synthetic import normalize
+from xattr_jax.imageio import resize
+
 __all__ = [
     "PREPROCESSING",
     "EMBEDDED_SIZE",
@@ -24,7 +28,6 @@ __all__ = [
     "default_preprocess",
 ]
 
-EMBEDDED_SIZE = 64
 TORCHRAY_SHORT_SIDE = 224
 TORCHVISION_RESIZE, TORCHVISION_CROP = 256, 224
 
@@ -41,8 +44,6 @@ def _short_side(h: int, w: int, side: int) -> tuple[int, int]:
 
 
 def _resize(img: np.ndarray, size, antialias: bool) -> np.ndarray:
-    from xattr_jax.imageio import resize
-
     return resize(img, size, antialias=antialias)
 
 
@@ -59,8 +60,6 @@ def preprocess(image: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
     Raises:
       ValueError: not an ``[H, W, 3]`` image, or an unknown mode (the valid ones are listed).
     """
-    from xattr_jax.data.synthetic import normalize
-
     img = np.asarray(image, np.float32)
     if img.ndim != 3 or img.shape[-1] != 3 or 0 in img.shape:
         raise ValueError(f"image must be [H, W, 3] with H, W > 0, got shape {img.shape}")
@@ -87,6 +86,4 @@ def preprocess(image: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
 
 def default_preprocess(arch: str) -> str:
     """``"embedded"`` for the shipped synthetic-benchmark models, else ``"imagenet"`` (TorchRay's)."""
-    from xattr_jax.models import EMBEDDED
-
     return "embedded" if arch in EMBEDDED else "imagenet"

@@ -23,6 +23,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from xattr_jax.data._common import load_image
+from xattr_jax.data.coco import load_coco
+from xattr_jax.data.imagenet import load_imagenet
+from xattr_jax.data.synthetic import HELD_OUT_SEED, make_dataset
+from xattr_jax.data.voc import load_voc
+
 __all__ = [
     "Trial",
     "Sample",
@@ -85,8 +91,6 @@ class Sample:
         """
         if self.pixels is not None:
             return np.asarray(self.pixels, np.float32)
-        from xattr_jax.data._common import load_image
-
         img = load_image(self.path)
         if self.orig_size is not None and tuple(img.shape[:2]) != tuple(self.orig_size):
             h, w = self.orig_size
@@ -96,10 +100,7 @@ class Sample:
 
 
 def synthetic_samples(n: int, seed: Optional[int] = None, size: int = 64) -> list[Sample]:
-    """``n`` held-out synthetic images (seed :data:`xattr_jax.train.HELD_OUT_SEED` by default)."""
-    from xattr_jax.data.synthetic import make_dataset
-    from xattr_jax.train import HELD_OUT_SEED
-
+    """``n`` held-out synthetic images (seed :data:`xattr_jax.data.synthetic.HELD_OUT_SEED` by default)."""
     ds = make_dataset(n, size, seed=HELD_OUT_SEED if seed is None else seed)
     samples = []
     for i in range(len(ds)):
@@ -120,8 +121,6 @@ def _limit(recs, limit):
 def voc_samples(root, *, split: str = "test", difficult_file=None,
                 limit: Optional[int] = None) -> list[Sample]:  # fmt: skip
     """VOC07 images with a pointing-game trial (annotations by :func:`xattr_jax.data.load_voc`)."""
-    from xattr_jax.data.voc import load_voc
-
     out = []
     for rec in _limit(load_voc(root, split, difficult_file=difficult_file), limit):
         cls = rec.pointing_class_ids()
@@ -140,8 +139,6 @@ def voc_samples(root, *, split: str = "test", difficult_file=None,
 def coco_samples(annotation_file, image_dir, *, difficult_file=None,
                  limit: Optional[int] = None) -> list[Sample]:  # fmt: skip
     """COCO14 images with annotations (:func:`xattr_jax.data.load_coco`)."""
-    from xattr_jax.data.coco import load_coco
-
     ds = load_coco(annotation_file, image_dir, difficult_file=difficult_file)
     out = []
     for rec in _limit(ds.images, limit):
@@ -172,8 +169,6 @@ def imagenet_samples(root, *, images=None, annotations=None, synsets=None,
     Raises:
       ValueError: no annotation with a box.
     """
-    from xattr_jax.data.imagenet import load_imagenet
-
     recs = _limit(load_imagenet(root, images=images, annotations=annotations, synsets=synsets), limit)
     out = []
     for rec in recs:

@@ -27,6 +27,8 @@ from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from .._constants import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = [
     "SHAPES",
     "COLOURS",
@@ -34,6 +36,8 @@ __all__ = [
     "NUM_CLASSES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "TRAIN_SEED",
+    "HELD_OUT_SEED",
     "SyntheticObject",
     "SyntheticDataset",
     "make_dataset",
@@ -46,8 +50,10 @@ COLOURS = ("red", "green", "blue", "yellow")
 CLASS_NAMES = tuple(f"{c} {s}" for s in SHAPES for c in COLOURS)
 NUM_CLASSES = len(CLASS_NAMES)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# The benchmark's seed streams (make_dataset's seed): the training set's, and the held-out set's,
+# never seen in training (xattr_jax.train; the held-out images of xattr_jax.data.samples).
+TRAIN_SEED = 1
+HELD_OUT_SEED = 2
 
 _RGB = np.array(
     [

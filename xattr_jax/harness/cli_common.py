@@ -7,9 +7,16 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import json
 from pathlib import Path
 from typing import Optional
+
+import numpy as np
+
+import xattr_jax as xa
+from xattr_jax.data import samples as S
+from xattr_jax.data.preprocess import EMBEDDED_SIZE, TORCHRAY_SHORT_SIDE
 
 __all__ = [
     "UsageError",
@@ -67,9 +74,8 @@ def load_model(checkpoint: str):
 def num_classes(model, variables, preprocess: str) -> int:
     """The model's number of outputs (traced, not run), for an input of ``preprocess``'s size."""
     import jax
-    import numpy as np
 
-    side = 64 if preprocess == "embedded" else 224
+    side = EMBEDDED_SIZE if preprocess == "embedded" else TORCHRAY_SHORT_SIDE
     x = jax.ShapeDtypeStruct((1, side, side, 3), np.float32)
     apply = model.apply if hasattr(model, "apply") else model
     return int(jax.eval_shape(apply, variables, x).shape[-1])
@@ -103,8 +109,6 @@ def nonneg_float(text):
 
 def parse_methods(text: str) -> list[str]:
     """``"a,b"`` or ``"all"`` -> method names; unknown names raise :class:`UsageError`."""
-    import xattr_jax as xa
-
     avail = list(xa.methods_available())
     methods = avail if text.strip() == "all" else [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in methods if m not in avail]
@@ -144,8 +148,6 @@ def _need_root(args, dataset: str, ok: bool) -> None:
 
 def dataset_samples(args) -> list:
     """The samples of ``--dataset`` (annotations read, pixels not yet)."""
-    from xattr_jax.data import samples as S
-
     d = args.dataset
     try:
         if d == "synthetic":
@@ -170,7 +172,6 @@ def dataset_samples(args) -> list:
 
 def _option_index() -> dict[str, list[tuple[str, object]]]:
     """option name -> [(method, Option)] over every method."""
-    import xattr_jax as xa
     from xattr_jax.methods import get_method
 
     index: dict[str, list] = {}
@@ -261,10 +262,7 @@ def start_distributed(args) -> None:
 def variables_fingerprint(variables) -> str:
     """A hash (BLAKE2b, 128 bits) of a model's variables (names, dtypes, shapes and values): a job's
     settings carry it, so a checkpoint whose contents changed is not resumed into the same records."""
-    import hashlib
-
     import jax
-    import numpy as np
 
     h = hashlib.blake2b(digest_size=16)
     for path, leaf in jax.tree_util.tree_leaves_with_path(variables):

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from xattr_jax._constants import BOX_THRESHOLD, POINTING_TOLERANCE
 from xattr_jax.harness import protocols
 from xattr_jax.harness.job import run_job
 from xattr_jax.harness.records import MemoryStore, RecordStore, read_records
@@ -51,8 +52,8 @@ def evaluate(
     *,
     preprocess: str,
     batch_size: int = 16,
-    tolerance: float = 15,
-    box_threshold: float = 0.15,
+    tolerance: float = POINTING_TOLERANCE,
+    box_threshold: float = BOX_THRESHOLD,
     max_box_thresholds: Optional[Sequence[float]] = None,
     deletion_images: int = 32,
     deletion_steps: int = 64,

@@ -22,8 +22,16 @@ Exit status: 0 done, 1 a method failed, 2 bad input (one line on stderr).
 from __future__ import annotations
 
 import sys
+import warnings
+import zipfile
+from collections import defaultdict
 from pathlib import Path
 
+from xattr_jax import viz
+from xattr_jax.data.labels import class_names_for
+from xattr_jax.data.preprocess import PREPROCESSING, default_preprocess, preprocess
+from xattr_jax.data.samples import IMAGE_SUFFIXES, file_samples
+from xattr_jax.explain_image import explain_image
 from xattr_jax.harness.cli_common import (
     UsageError,
     add_dataset_arguments,
@@ -38,7 +46,9 @@ from xattr_jax.harness.cli_common import (
     start_distributed,
     variables_fingerprint,
 )
-from xattr_jax.harness.records import JobError
+from xattr_jax.harness.job import run_job, top_k_plan
+from xattr_jax.harness.records import JobError, RecordStore, load_map, read_records
+from xattr_jax.progress import progress_bar
 
 __all__ = ["add_arguments", "run", "FIGURE_SUFFIXES"]
 
@@ -47,8 +57,6 @@ FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 
 def add_arguments(p) -> None:
     """The ``xattr explain`` options."""
-    from xattr_jax.data.preprocess import PREPROCESSING
-
     p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="image files, folders of images (recursive) or .txt files listing image paths")  # fmt: skip
     p.add_argument("--checkpoint", required=True,
@@ -80,8 +88,6 @@ def add_arguments(p) -> None:
 
 
 def _figure_mode(args) -> bool:
-    from xattr_jax.data.samples import IMAGE_SUFFIXES
-
     suffix = Path(args.out).suffix.lower()
     if suffix in IMAGE_SUFFIXES and suffix not in FIGURE_SUFFIXES:
         raise UsageError(f"--out {args.out}: figures are written as {', '.join(FIGURE_SUFFIXES)}; "
@@ -104,8 +110,6 @@ def run(args) -> int:
 
 
 def _run_figure(args) -> int:
-    from xattr_jax.explain_image import explain_image
-
     one = len(args.inputs) == 1 and args.dataset is None
     if not one or Path(args.inputs[0]).is_dir() or Path(args.inputs[0]).suffix.lower() in (".txt", ".lst"):
         raise UsageError(f"a figure file ({Path(args.out).name}) shows one image; give one image file, "
@@ -135,15 +139,6 @@ def _run_figure(args) -> int:
 def write_figures(out, samples, mode: str, arch: str, fmt: str, progress: bool = True) -> int:
     """One figure per recorded image, ``OUT/figures/<image>.<fmt>``: its methods (rows) x targets
     (columns) over the preprocessed image; figures already there are kept (a resumed job)."""
-    import warnings
-    import zipfile
-    from collections import defaultdict
-
-    from xattr_jax import viz
-    from xattr_jax.data.preprocess import preprocess
-    from xattr_jax.progress import progress_bar
-    from xattr_jax.harness.records import load_map, read_records
-
     by_image = defaultdict(list)
     for r in read_records(out, log=_warn):
         if r["status"] == "ok" and r.get("map_file"):
@@ -179,12 +174,6 @@ def _warn(msg: str) -> None:
 
 
 def _run_job(args) -> int:
-    from xattr_jax.data.labels import class_names_for
-    from xattr_jax.data.preprocess import default_preprocess
-    from xattr_jax.data.samples import file_samples
-    from xattr_jax.harness.job import run_job, top_k_plan
-    from xattr_jax.harness.records import RecordStore
-
     if args.dataset is None and not args.inputs:
         raise UsageError("nothing to explain: give image files, folders or lists, or --dataset")
     if args.dataset is not None and args.inputs:

@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+import xattr_jax as xa
 from xattr_jax.data.samples import Sample
 from xattr_jax.harness.pipeline import Loaded, stream
 from xattr_jax.progress import progress_bar
@@ -138,8 +139,6 @@ def run_job(
     """
     import jax
     import jax.numpy as jnp
-
-    import xattr_jax as xa
 
     say = log or (lambda s: print(s, file=sys.stderr, flush=True))
     plan = plan or top_k_plan(1)

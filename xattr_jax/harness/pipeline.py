@@ -15,6 +15,7 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
+from xattr_jax.data.preprocess import preprocess
 from xattr_jax.data.samples import Sample
 
 __all__ = ["Loaded", "stream", "load"]
@@ -35,8 +36,6 @@ class Loaded:
 def load(sample: Sample, mode: str) -> Loaded:
     """Decode and preprocess one sample, and fingerprint its content; a failure is returned as
     ``error`` (``"unreadable: ..."``)."""
-    from xattr_jax.data.preprocess import preprocess
-
     content = None
     try:
         content = sample.fingerprint()

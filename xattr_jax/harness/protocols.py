@@ -26,6 +26,8 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
+from xattr_jax._constants import BOX_THRESHOLD
+
 __all__ = [
     "SMOOTHED_METHODS",
     "gaussian_smooth",
@@ -84,7 +86,7 @@ def pointing_hit(map, mask, tolerance: float) -> bool:
     return bool(point_hit(argmax_point(map), mask, tolerance))
 
 
-def box_metrics(map, boxes, threshold: float = 0.15,
+def box_metrics(map, boxes, threshold: float = BOX_THRESHOLD,
                 thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> tuple[bool, list[float]]:  # fmt: skip
     """``(box_ok, curve)``: box accuracy at ``threshold`` and the MaxBoxAcc curve over ``thresholds``."""
     from xattr_jax.metrics import localization_accuracy, max_box_acc
@@ -155,7 +157,7 @@ def eval_plan(deletion_keys: set):
     return plan
 
 
-def eval_consume(predict: Callable, *, tolerance: float, box_threshold: float = 0.15,
+def eval_consume(predict: Callable, *, tolerance: float, box_threshold: float = BOX_THRESHOLD,
                  thresholds: Sequence[float] = DEFAULT_THRESHOLDS, deletion_steps: int = 64):  # fmt: skip
     """Per-task protocol fields from the maps (see the module docstring)."""
 

@@ -55,7 +55,7 @@ from ..passes import modified_pass, onehots, seed_fn, two_phase_pass
 from ..rules import library as R
 from ..types import Attribution
 from .base import NONNEGATIVE, Method, _t, options, register, total
-from .cam import last_feature_map
+from .cam import grad_cam_channels, last_feature_map
 from .excitation import RESIDUAL, excitation_composite
 from .option_types import Option, choice, layer_name
 from .rsp import layers_below
@@ -68,8 +68,7 @@ RULES = ("zplus", "alpha2beta1")
 
 def gradcam_attention_seed(g, a):
     """AB-II's seed: ``ReLU(α_k A_{k,u})`` normalised to sum 1 per sample (``g [..., N, h, w, C]``)."""
-    alpha = jnp.mean(g, axis=(-3, -2), keepdims=True)
-    c = jnp.maximum(alpha * a.reshape((1,) * (g.ndim - a.ndim) + a.shape), 0)
+    c = jnp.maximum(grad_cam_channels(g, a), 0)
     return R.safe_divide(c, jnp.sum(c, axis=(-3, -2, -1), keepdims=True))
 
 

@@ -13,6 +13,7 @@ from ..rules.core import upcast
 from ..tables import text_table
 from ..types import Attribution, Context
 from .option_types import Option
+from .summaries import SUMMARIES
 
 __all__ = ["Method", "Domain", "RELEVANCE", "NONNEGATIVE", "register", "get_method", "available", "single_pass", "REDUCTIONS", "options", "total"]
 
@@ -109,8 +110,6 @@ def available(describe: bool = False):
     names = tuple(sorted(_REGISTRY))
     if not describe:
         return names
-    from .summaries import SUMMARIES
-
     return {n: SUMMARIES.get(n, "") for n in names}
 
 

@@ -20,7 +20,7 @@ from ..types import Attribution
 from ..rules.core import upcast
 from .base import Method, _t, register
 
-__all__ = ["GRAD_CAM", "CAM", "last_conv_relu", "last_feature_map"]
+__all__ = ["GRAD_CAM", "CAM", "last_conv_relu", "last_feature_map", "grad_cam_channels"]
 
 
 def last_conv_relu(layers):
@@ -84,6 +84,16 @@ def _to_grid(a, grid, lead):
     return a.reshape(a.shape[:lead + 1] + (h, w, a.shape[-1]))
 
 
+def grad_cam_channels(g, a):
+    """Grad-CAM's channel map ``α_k A_k`` (signed, not summed over the channels ``k``).
+
+    ``α_k`` is the mean of the gradient ``g [..., N, h, w, C]`` over the spatial axes; ``a
+    [N, h, w, C]`` are the activations, broadcast over ``g``'s leading axes (targets, seeds).
+    """
+    alpha = jnp.mean(g, axis=(-3, -2), keepdims=True)
+    return alpha * a.reshape((1,) * (g.ndim - a.ndim) + a.shape)
+
+
 def _grad_cam(ctx, x, target):
     grid = patch_grid(ctx.info(ctx.layer).shape) if ctx.layer is not None else None
     if grid is None:
@@ -92,8 +102,7 @@ def _grad_cam(ctx, x, target):
     g, a = upcast(p.at[ctx.layer]), upcast(p.acts[ctx.layer])  # [K, N, h, w, C], [N, h, w, C]
     if grid is not None:  # a ViT's patch tokens on the patch grid
         g, a = _to_grid(g, grid, 1), _to_grid(a, grid, 0)
-    alpha = jnp.mean(g, axis=(2, 3), keepdims=True)
-    cam = jnp.maximum(jnp.sum(alpha * a[None], axis=-1), 0)
+    cam = jnp.maximum(jnp.sum(grad_cam_channels(g, a), axis=-1), 0)
     return Attribution(_t(cam), _t(g), p.logits)
 
 

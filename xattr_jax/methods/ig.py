@@ -20,6 +20,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+from .._constants import IMAGENET_MEAN, IMAGENET_STD
 from ..composites.core import composite, kind, resolve_layers
 from ..rules import library as R
 from ..types import Attribution, PathPlan
@@ -29,8 +30,6 @@ from .option_types import Option, choice, integer
 __all__ = ["INTEGRATED_GRADIENTS", "GNL_INTEGRATED_GRADIENTS", "GNL_GRADIENT", "IMAGENET_MEAN",
            "IMAGENET_STD", "quadrature", "gnl_composite"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 RIEMANN = ("right", "left", "middle", "trapezoid")
 
 

@@ -70,7 +70,7 @@ from ..passes import onehots, seed_fn, two_phase_pass
 from ..rules import library as R
 from ..types import Attribution
 from .base import NONNEGATIVE, Method, _t, options, register, total
-from .cam import last_feature_map
+from .cam import grad_cam_channels, last_feature_map
 from .option_types import Option, anything, boolean, choice, integer, layer_name
 
 __all__ = ["RSP", "rsp_composite", "rsp_seed", "hostile_seed", "layers_below"]
@@ -105,15 +105,9 @@ def _max_normalise(cam):
     return cam / (m + jnp.asarray(1e-9, cam.dtype))
 
 
-def _channel_map(g, a):
-    """Grad-CAM channel map ``A·α`` (not summed, signed): ``g [..., N, h, w, C]``, ``a [N, h, w, C]``."""
-    alpha = jnp.mean(g, axis=(-3, -2), keepdims=True)
-    return a.reshape((1,) * (g.ndim - a.ndim) + a.shape) * alpha
-
-
 def rsp_seed(g, a):
     """The released single-class seed: ``R0 = A·α / (max(A·α) + 1e-9)`` per sample."""
-    return _max_normalise(_channel_map(g, a))
+    return _max_normalise(grad_cam_channels(g, a))
 
 
 def _sdiv(a, b):

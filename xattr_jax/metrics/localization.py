@@ -18,6 +18,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .._constants import BOX_THRESHOLD
 from ._checks import as_map_list, as_vector
 from .components import connected_components
 
@@ -56,7 +57,7 @@ def _check_normalize(normalize: str) -> None:
 
 
 def box_from_map(
-    map: Any, threshold: float = 0.15, *, normalize: str = "max", connectivity: int = 8
+    map: Any, threshold: float = BOX_THRESHOLD, *, normalize: str = "max", connectivity: int = 8
 ) -> Optional[np.ndarray]:
     """Bounding box of the largest connected region above ``threshold`` × the map's maximum.
 
@@ -146,7 +147,7 @@ def _best_iou(box: Optional[np.ndarray], gts: np.ndarray) -> float:
 def localization_accuracy(
     maps: Any,
     gt_boxes: Sequence[Any],
-    threshold: float = 0.15,
+    threshold: float = BOX_THRESHOLD,
     iou: float = 0.5,
     *,
     class_correct: Optional[Any] = None,

@@ -7,6 +7,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .._constants import POINTING_TOLERANCE
 from ._checks import as_map_list, as_mask_list, as_vector, check_same_shapes
 
 __all__ = ["argmax_point", "point_hit", "pointing_game"]
@@ -29,7 +30,7 @@ def argmax_point(map: Any) -> tuple[int, int]:
     return divmod(idx, m.shape[1])
 
 
-def point_hit(point: Sequence[int], mask: Any, tolerance: float = 15) -> bool:
+def point_hit(point: Sequence[int], mask: Any, tolerance: float = POINTING_TOLERANCE) -> bool:
     """Whether a ground-truth pixel lies strictly within ``tolerance`` pixels of ``point``.
 
     ``hit = any over GT pixels (u, v) of (u - u0)² + (v - v0)² < tolerance²``, the Euclidean distance
@@ -82,7 +83,7 @@ def pointing_game(
     maps: Any,
     masks: Any,
     class_ids: Any,
-    tolerance: float = 15,
+    tolerance: float = POINTING_TOLERANCE,
     difficult: Optional[Any] = None,
 ) -> dict[str, Any]:
     """Pointing-game accuracy: per-class hit rate, averaged over classes.

@@ -27,6 +27,8 @@ from pathlib import Path
 import flax.linen as nn
 
 from xattr_jax import nn as xnn
+from xattr_jax._checkpoint import restore
+from xattr_jax._constants import EMBEDDED, EMBEDDED_SIZE
 from xattr_jax.models._layers import Sequential, check_image_batch, conv, make, spec
 
 __all__ = [
@@ -42,8 +44,7 @@ __all__ = [
     "load_embedded",
 ]
 
-INPUT_SIZE = 64  # the input side the shipped weights were trained at
-EMBEDDED = ("small_vgg", "small_resnet")
+INPUT_SIZE = EMBEDDED_SIZE  # the input side the shipped weights were trained at
 _ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 # 3x3 convs (each followed by a ReLU); "M" a 2x2 max pool. 64 -> 32 -> 16 -> 8.
@@ -184,6 +185,11 @@ def small_resnet(num_classes: int = 20, train: bool = False) -> SmallResNet:
     return SmallResNet(num_classes=num_classes, train=train)
 
 
+def _build_embedded(arch: str, **kwargs) -> nn.Module:
+    # The shipped checkpoints' builder: the registry (which imports this module) is not needed.
+    return {"small_vgg": small_vgg, "small_resnet": small_resnet}[_check_name(arch)](**kwargs)
+
+
 def _check_name(name: str) -> str:
     if name not in EMBEDDED:
         raise ValueError(f"unknown embedded model {name!r}; available: {', '.join(EMBEDDED)}")
@@ -220,12 +226,10 @@ def load_embedded(name: str):
     Example:
       >>> model, variables = load_embedded("small_resnet")
     """
-    from xattr_jax.checkpoint import load_checkpoint  # checkpoint imports models: import late
-
     path = embedded_path(name)
     if not path.is_dir():
         raise FileNotFoundError(
             f"the embedded checkpoint {name!r} is missing at {path}; reinstall xattr-jax "
             "or train it with: python -m xattr_jax.train --arch " + name + " --out DIR"
         )
-    return load_checkpoint(path)
+    return restore(path, _build_embedded)

@@ -46,6 +46,7 @@ from .maps import (
     clip_limit,
     is_signed,
     map_norm,
+    pick_map,
 )
 
 __all__ = ["overlay_figure", "layer_figure", "grid_figure", "save", "title_for", "as_rgb", "grey", "show",
@@ -228,17 +229,6 @@ def overlay_figure(
     return fig
 
 
-def _pick(m, name: str, sample: int, column: int) -> np.ndarray:
-    a = np.asarray(m, np.float64)
-    if a.ndim == 4:
-        a = a[sample, column]
-    elif a.ndim == 3:
-        a = a[sample]
-    elif a.ndim != 2:
-        raise ValueError(f"map {name!r} has shape {a.shape}; expected [h, w], [N, h, w] or [N, K, h, w]")
-    return a
-
-
 def layer_figure(
     image,
     layer_maps: Mapping[str, object],
@@ -286,7 +276,7 @@ def layer_figure(
     if not names:
         raise ValueError("layer_maps is empty: nothing to draw (was the method run with layer maps, "
                          "e.g. method='attention_backprop'?)")  # fmt: skip
-    maps = [_pick(layer_maps[n], n, sample, column) for n in names]
+    maps = [pick_map(layer_maps[n], n, sample, column) for n in names]
     n = len(names)
     cols = int(math.ceil(math.sqrt(n))) if cols is None else int(cols)
     if cols < 1:

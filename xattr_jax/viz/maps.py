@@ -34,6 +34,7 @@ __all__ = [
     "map_norm",
     "check_map",
     "as_map",
+    "pick_map",
 ]
 
 #: Methods whose 2-D map can be negative: channel sums of signed relevance (LRP, integrated
@@ -68,6 +69,19 @@ def as_map(m, name: str = "map") -> np.ndarray:
     if a.ndim != 2:
         raise ValueError(f"{name} must be one 2-D map [h, w], got shape {np.shape(m)}; pick one "
                          "example, e.g. res.map[0]")  # fmt: skip
+    return a
+
+
+def pick_map(m, name: str, sample: int, column: int) -> np.ndarray:
+    """The 2-D float64 map of example ``sample`` (and target ``column``) from a layer map ``m``:
+    ``[h, w]``, ``[N, h, w]`` or ``[N, K, h, w]``; ValueError on any other rank."""
+    a = np.asarray(m, np.float64)
+    if a.ndim == 4:
+        a = a[sample, column]
+    elif a.ndim == 3:
+        a = a[sample]
+    elif a.ndim != 2:
+        raise ValueError(f"map {name!r} has shape {a.shape}; expected [h, w], [N, h, w] or [N, K, h, w]")
     return a
 
 

@@ -21,17 +21,15 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from .._constants import IMAGENET_MEAN, IMAGENET_STD
 from ..imageio import resize, write_image
 from .figures import as_rgb, grey
-from .maps import PERCENTILE, SIGNED_CMAP, UNSIGNED_CMAP, as_map, check_map, is_signed, map_norm
+from .maps import PERCENTILE, SIGNED_CMAP, UNSIGNED_CMAP, as_map, check_map, is_signed, map_norm, pick_map
 
 __all__ = ["to_image", "colorize", "overlay", "tile", "upscale", "layer_grid", "save_layer_figure"]
 
-_MEAN = (0.485, 0.456, 0.406)
-_STD = (0.229, 0.224, 0.225)
 
-
-def to_image(x, mean=_MEAN, std=_STD) -> np.ndarray:
+def to_image(x, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
     """An ``[H, W, 3]`` model input back to ``uint8`` RGB: ``x·std + mean``, clipped to [0, 1].
 
     Pass ``mean=None`` to stretch the image's own min/max to [0, 255] instead.
@@ -150,8 +148,6 @@ def layer_grid(image, layer_maps: Mapping[str, object], *, sample: int = 0, colu
       pad: white pixels between panels.
       overlay_kwargs: passed to :func:`overlay` (each panel has its own colour scale).
     """
-    from .figures import _pick
-
     names = list(layer_maps)
     if not names:
         raise ValueError("layer_maps is empty")
@@ -159,7 +155,7 @@ def layer_grid(image, layer_maps: Mapping[str, object], *, sample: int = 0, colu
     cols = int(np.ceil(np.sqrt(n))) if cols is None else int(cols)
     if cols < 1:
         raise ValueError(f"cols must be >= 1, got {cols}")
-    panels = [overlay(image, _pick(layer_maps[k], k, sample, column), **overlay_kwargs) for k in names]
+    panels = [overlay(image, pick_map(layer_maps[k], k, sample, column), **overlay_kwargs) for k in names]
     return tile(panels, columns=cols, pad=pad), names
 
 
