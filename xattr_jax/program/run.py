@@ -118,11 +118,11 @@ def _patches(p, window):
     pads = p["padding"]
 
     def rows(y):  # out layout -> [N, Q, features]
-        y = jnp.moveaxis(y, (dn.out_spec[0],) + tuple(dn.out_spec[2:]) + (dn.out_spec[1],), tuple(range(y.ndim)))
+        y = _batch_spatial_features(y, dn.out_spec)
         return _batch_rows(y, y.shape[-1])
 
     def patches(x):
-        x = jnp.moveaxis(x, (dn.lhs_spec[0],) + tuple(dn.lhs_spec[2:]) + (dn.lhs_spec[1],), tuple(range(x.ndim)))
+        x = _batch_spatial_features(x, dn.lhs_spec)
         x = jax.lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)])
         n, c, spatial = x.shape[0], x.shape[-1], x.shape[1:-1]
         out = [(size - d * (k - 1) - 1) // s + 1 for size, k, s, d in zip(spatial, window, strides, dil)]
@@ -137,14 +137,18 @@ def _patches(p, window):
     return patches, rows
 
 
+def _batch_spatial_features(a, spec):
+    """``a`` in a convolution's layout ``spec`` (batch, feature, spatial axes) as ``[N, *spatial, C]``."""
+    return jnp.moveaxis(a, (spec[0],) + tuple(spec[2:]) + (spec[1],), tuple(range(a.ndim)))
+
+
 def _batch_rows(a, k):
     """``a [N, ...]`` as ``[N, Q, k]``; a batch axis sharded over an explicit mesh stays sharded
     (JAX does not infer the sharding of such a reshape)."""
-    shape = (a.shape[0], -1, k)
+    shape = (a.shape[0], a.size // (a.shape[0] * k), k)
     spec = getattr(jax.typeof(a).sharding, "spec", None)
     if spec and spec[0] is not None:
-        return jax.lax.reshape(a, (a.shape[0], a.size // (a.shape[0] * k), k),
-                               out_sharding=jax.sharding.PartitionSpec(spec[0], None, None))
+        return jax.lax.reshape(a, shape, out_sharding=jax.sharding.PartitionSpec(spec[0], None, None))
     return a.reshape(shape)
 
 

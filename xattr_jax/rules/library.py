@@ -586,7 +586,7 @@ def rsp_conv(purge: str = "none", factor: float = 2.0, batch: str = "batched") -
         compile time, grow with ``N``) or ``"map"`` (a ``lax.map`` over the examples).
 
     Raises:
-      ValueError: unknown ``purge``, or ``factor`` not a finite number ``> 0``.
+      ValueError: unknown ``purge`` or ``batch``, or ``factor`` not a finite number ``> 0``.
 
     (Nam, Choi & Lee, Relative Sectional Propagation, AAAI 2021; docs/methods.md#rsp-conv-rule.)
 
