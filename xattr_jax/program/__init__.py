@@ -5,36 +5,10 @@ x)`` traces ``model`` — a ``flax.linen.Module`` (called as ``model.apply(varia
 callable ``model(variables, x) -> logits`` (Flax NNX through ``nnx.merge``, Equinox through
 ``eqx.combine`` and ``jax.vmap``, Haiku's ``apply``, a plain function) — to a flat list of
 primitive operations (``jit``, ``remat`` and call sub-programs inlined) and finds the *layers* in
-it by what the operations compute, not by which class wrote them:
+it by what the operations compute, not by which class wrote them (:data:`.patterns.PATTERNS`,
+one entry per way a kind is written; this list is generated from it):
 
-===========  ==============================================================================
-kind         operations
-===========  ==============================================================================
-conv         ``conv_general_dilated`` with a kernel from the variables (+ its bias ``add``)
-dense        ``dot_general`` with a weight from the variables (+ its bias ``add``)
-batchnorm    a chain of ``sub``/``add``/``mul``/``div`` by values that do not depend on x, with
-             per-channel arrays or values from the variables (inference batch-norm, input
-             normalisation); scaling by constant scalars (``x / 255``) is no layer
-relu         every rectifier that is 0 below 0 and the identity up to a bound: ``max(x, 0)``
-             (also inside ``jax.nn.relu``'s ``custom_jvp``), ``jax.nn.relu6``,
-             ``min(max(x, 0), c)`` (``jnp.clip(x, 0, c)``); derivative ``[0 < x < c]``
-activation   any other element-wise non-linearity, one region of operations (SiLU, GELU, leaky
-             ReLU, hardswish, Mish, softplus, a standalone sigmoid or tanh; :mod:`.regions`)
-norm         statistics over each sample with their affine part (LayerNorm, RMSNorm, GroupNorm,
-             instance norm); a ``max(var, 0)`` clamp inside is part of it
-maxpool      ``reduce_window_max``
-avgpool      ``reduce_window_sum`` or a ``reduce_sum`` that keeps the batch axis (global
-             pooling, ``jnp.mean``), with its division; linear maps by constant non-negative
-             matrices (adaptive average pooling)
-add          ``add`` of two operands that both depend on x (residual sums)
-gate         ``a ⊙ s``, ``s`` a sigmoid / hard sigmoid of another x-dependent path (squeeze-
-             excitation, GLU); the layer's inputs are ``(a, s)``
-product      any other product of two x-dependent values (attention's ``QKᵀ``, ``A·V``; a
-             softmax's output is the second input)
-softmax      a softmax (``exp`` of the max-shifted input over its sum)
-other        anything else between x and the output (``cumsum``, unknown custom ops): ordinary
-             gradient; the relevance methods refuse it unless ``strict=False``
-===========  ==============================================================================
+{kinds}
 
 Shape operations (reshape, transpose, broadcast, slice, pad, concatenate, ...) are not layers: the
 signal follows the values through them. Operations that do not depend on x (parameter
@@ -57,8 +31,12 @@ bit-identical to the plain call; a layer with a rule runs through
 
 from .ir import KINDS, LINEAR, LayerInfo, Program
 from .run import LayerCall, fold_params, folded_batchnorms, interpret, layer_call, run, segment_fn
-from .trace import call_model, check_domain, check_strict, describe, trace
+from .checks import check_domain, check_strict, describe
+from .patterns import PATTERNS, kinds_text
+from .trace import call_model, trace
 
 __all__ = ["LayerInfo", "Program", "trace", "run", "call_model", "check_strict", "check_domain", "describe",
            "fold_params", "folded_batchnorms", "interpret", "layer_call", "LayerCall", "segment_fn", "KINDS",
            "LINEAR"]
+
+__doc__ = __doc__.replace("{kinds}", kinds_text())

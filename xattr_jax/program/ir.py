@@ -10,7 +10,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
-from .max_route import is_plain, max_pool
 
 KINDS = ("conv", "dense", "batchnorm", "relu", "activation", "norm", "maxpool", "avgpool", "add", "gate", "product",
          "softmax", "other")
@@ -25,6 +24,10 @@ SHAPE_OPS = {"reshape", "transpose", "squeeze", "expand_dims", "broadcast_in_dim
              "dynamic_slice", "gather", "optimization_barrier", "split"}
 # shape operations that keep x >= 0 (pad: only with a non-negative padding value)
 KEEPS_NONNEG = SHAPE_OPS - {"pad"}
+# shape operations a batch-norm folds back through onto the linear layer before it (each feature kept)
+FOLD_THROUGH = KEEPS_NONNEG - {"broadcast_in_dim", "slice", "dynamic_slice", "gather", "concatenate"}
+# layer kinds whose output is >= 0 ("makes"), or >= 0 when all their inputs are ("keeps")
+NONNEG_KINDS = {"relu": "makes", "maxpool": "keeps", "avgpool": "keeps", "add": "keeps"}
 # operations that return their operands' values (shard_map marks replicated values as varying)
 VALUE_IDENTITY = {"pvary", "pbroadcast", "pcast"}
 AFFINE_OPS = {"add", "sub", "mul", "div"}
@@ -98,10 +101,16 @@ class LayerInfo(NamedTuple):
         return jnp.moveaxis(a, -1, lead + c)
 
 
+class Lit(NamedTuple):
+    """A literal operand (a Python or NumPy constant written into the program)."""
+
+    val: Any
+
+
 class Op(NamedTuple):
     prim: Any
     params: dict
-    ins: tuple  # ints (variable ids) or ("lit", value)
+    ins: tuple  # variable ids (int) or Lit
     outs: tuple  # ints
     stack: str
     source: str
@@ -175,7 +184,7 @@ def flatten_jaxpr(jaxpr, consts, env_ids, ops, const_vals, counter, shapes, stac
 
     def ref(a):
         if isinstance(a, jcore.Literal):
-            return ("lit", a.val)
+            return Lit(a.val)
         return ids[a]
 
     for e in jaxpr.eqns:
@@ -192,9 +201,9 @@ def flatten_jaxpr(jaxpr, consts, env_ids, ops, const_vals, counter, shapes, stac
             inner_env = {}
             for v, a in zip(ij.invars, e.invars):
                 r = ref(a)
-                if isinstance(r, tuple):  # a literal argument: bind it as a constant
+                if isinstance(r, Lit):  # a literal argument: bind it as a constant
                     i = new()
-                    const_vals.append((i, r[1]))
+                    const_vals.append((i, r.val))
                     r = i
                 inner_env[v] = r
             outs = flatten_jaxpr(ij, ic, inner_env, ops, const_vals, counter, shapes, stack,
@@ -212,13 +221,13 @@ def flatten_jaxpr(jaxpr, consts, env_ids, ops, const_vals, counter, shapes, stac
             outs.append(i)
         ops.append(Op(e.primitive, dict(e.params), tuple(ref(a) for a in e.invars), tuple(outs),
                        stack, source_line(e) or call_source, e.ctx.manager))
-    return [ref(v) if not isinstance(ref(v), tuple) else _lit_const(ref(v), const_vals, new)
+    return [ref(v) if not isinstance(ref(v), Lit) else _lit_const(ref(v), const_vals, new)
             for v in jaxpr.outvars]
 
 
 def _lit_const(lit, const_vals, new):
     i = new()
-    const_vals.append((i, lit[1]))
+    const_vals.append((i, lit.val))
     return i
 
 
@@ -240,11 +249,24 @@ def source_line(e) -> str:
 
 
 class Facts(NamedTuple):
+    """What the data flow says about every value."""
+
     xdep: set
     sources: dict  # variable id -> frozenset of input leaf indices it depends on (x-independent)
     consumers: dict  # variable id -> [op indices]
     producer: dict  # variable id -> op index
     concrete: dict  # variable id -> numpy value of constants
+
+    def value(self, a):
+        """The concrete value of a literal or constant operand, else None."""
+        return np.asarray(a.val) if isinstance(a, Lit) else self.concrete.get(a)
+
+    def from_params(self, a) -> bool:
+        """``a`` is made from the variables (not a literal, not a constant of the program)."""
+        return not isinstance(a, Lit) and bool(self.sources.get(a))
+
+    def depends_on_x(self, a) -> bool:
+        return not isinstance(a, Lit) and a in self.xdep
 
 
 def find_facts(ops, x_ids, param_ids, const_vals) -> Facts:
@@ -260,7 +282,7 @@ def find_facts(ops, x_ids, param_ids, const_vals) -> Facts:
         dep = False
         src = frozenset()
         for a in op.ins:
-            if isinstance(a, tuple):
+            if isinstance(a, Lit):
                 continue
             consumers.setdefault(a, []).append(k)
             dep = dep or a in xdep
@@ -273,11 +295,11 @@ def find_facts(ops, x_ids, param_ids, const_vals) -> Facts:
                 sources[o] = src
         if op.prim.name in VALUE_IDENTITY and len(op.ins) == len(op.outs):  # shard_map's pvary(0.0)
             for a, o in zip(op.ins, op.outs):
-                val = np.asarray(a[1]) if isinstance(a, tuple) else concrete.get(a)
+                val = np.asarray(a.val) if isinstance(a, Lit) else concrete.get(a)
                 if val is not None:
                     concrete[o] = val
         elif not dep and op.prim.name in CONST_FOLD and len(op.ins) == 1:  # jnp.clip's 0 as an int
-            val = np.asarray(op.ins[0][1]) if isinstance(op.ins[0], tuple) else concrete.get(op.ins[0])
+            val = np.asarray(op.ins[0].val) if isinstance(op.ins[0], Lit) else concrete.get(op.ins[0])
             if val is not None:
                 concrete[op.outs[0]] = CONST_FOLD[op.prim.name](val, op.params)
     return Facts(xdep, sources, consumers, producer, concrete)
@@ -288,22 +310,18 @@ def is_float(aval_dtype) -> bool:
 
 
 def is_zero(a, facts) -> bool:
-    if isinstance(a, tuple):
-        return bool(np.all(np.asarray(a[1]) == 0))
-    v = facts.concrete.get(a)
+    v = facts.value(a)
     return v is not None and bool(np.all(v == 0))
 
 
 def nonneg_const(a, facts) -> bool:
-    if isinstance(a, tuple):
-        return bool(np.all(np.asarray(a[1]) >= 0))
-    v = facts.concrete.get(a)
+    v = facts.value(a)
     return v is not None and bool(np.all(v >= 0))
 
 
 def x_inputs(op, facts) -> list:
     """The operands of ``op`` that depend on x (variable ids, in operand order)."""
-    return [a for a in op.ins if not isinstance(a, tuple) and a in facts.xdep]
+    return [a for a in op.ins if facts.depends_on_x(a)]
 
 
 def only_consumer(v, facts):
@@ -311,16 +329,16 @@ def only_consumer(v, facts):
     return c[0] if len(c) == 1 else None
 
 
+def operand_shape(a, shapes) -> tuple:
+    return np.shape(a.val) if isinstance(a, Lit) else shapes[a][0]
+
+
 def size_of(a, shapes) -> int:
-    return int(np.size(a[1])) if isinstance(a, tuple) else int(np.prod(shapes[a][0]))
+    return int(np.prod(operand_shape(a, shapes)))
 
 
 def bind(op, vals):
-    """Re-bind ``op`` on ``vals``; a max-pool gets the exactly routed fast backward of :mod:`.max_route`."""
-    if op.prim.name == "reduce_window_max" and is_plain(op.params):
-        with op.ctx:
-            return [max_pool(vals[0], tuple(op.params["window_dimensions"]), tuple(op.params["window_strides"]),
-                             tuple(tuple(p) for p in op.params["padding"]))]
+    """Re-bind ``op`` on ``vals`` as traced."""
     bind_params = op.prim.get_bind_params(op.params)
     if isinstance(bind_params, tuple):  # older JAX: (subfuns, params)
         subfuns, bind_params = bind_params

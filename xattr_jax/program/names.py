@@ -56,6 +56,28 @@ def module_outputs(segs, ops, facts, outvars) -> dict:
     return out
 
 
+def _param_name(seg, facts, leaf_paths):
+    """The common pytree path of a layer's weights (``conv1``, ``blocks.0.conv``), or None."""
+    srcs = set()
+    for _, v in seg.params:
+        srcs |= facts.sources.get(v, frozenset())
+    if seg.kind in LINEAR:
+        w = dict(seg.params).get("kernel")
+        srcs = set(facts.sources.get(w, frozenset())) or srcs
+    paths = [p for p in (leaf_paths[i] for i in sorted(srcs)) if p]
+    if not paths:
+        return None
+    common = list(paths[0])
+    for p in paths[1:]:
+        n = 0
+        while n < min(len(common), len(p)) and common[n] == p[n]:
+            n += 1
+        common = common[:n]
+    if len(paths) == 1 or tuple(common) in {tuple(p) for p in paths}:
+        common = common[:-1]
+    return ".".join(common) if common else None
+
+
 def layer_names(segs, ops, facts, leaf_paths):
     """Layer names per segment (see the module docstring)."""
     stacks = [_clean_stack(ops[s.ops[0]].stack) for s in segs]
@@ -63,35 +85,14 @@ def layer_names(segs, ops, facts, leaf_paths):
     if has_stack:
         stacks = _strip_common_top(stacks)
 
-    def param_name(seg):
-        srcs = set()
-        for _, v in seg.params:
-            srcs |= facts.sources.get(v, frozenset())
-        if seg.kind in LINEAR:
-            w = dict(seg.params).get("kernel")
-            srcs = set(facts.sources.get(w, frozenset())) or srcs
-        paths = [leaf_paths[i] for i in sorted(srcs)]
-        paths = [p for p in paths if p]
-        if not paths:
-            return None
-        common = list(paths[0])
-        for p in paths[1:]:
-            n = 0
-            while n < min(len(common), len(p)) and common[n] == p[n]:
-                n += 1
-            common = common[:n]
-        if len(paths) == 1 or tuple(common) in {tuple(p) for p in paths}:
-            common = common[:-1]
-        return ".".join(common) if common else None
-
     names = [None] * len(segs)
     scope_of = [None] * len(segs)
     # named layers first
     for i, s in enumerate(segs):
         if stacks[i]:
             scope_of[i] = stacks[i].replace("/", ".")
-        elif s.kind in LINEAR + ("batchnorm",) and param_name(s) is not None:
-            names[i] = param_name(s)
+        elif s.kind in LINEAR + ("batchnorm",) and _param_name(s, facts, leaf_paths) is not None:
+            names[i] = _param_name(s, facts, leaf_paths)
         elif has_stack:  # called by the outermost module itself
             scope_of[i] = ""
     # a scope that holds exactly one layer (and no deeper ones) is that layer's name

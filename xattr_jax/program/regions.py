@@ -10,9 +10,7 @@ which primitives anchor which kind, which a region of a kind may hold.
 
 from __future__ import annotations
 
-import numpy as np
-
-from .ir import x_inputs
+from .ir import size_of, x_inputs
 
 # element-wise operations (bool comparisons included: they build masks inside activations)
 ELEMENTWISE = frozenset({
@@ -39,8 +37,10 @@ REGION_KINDS = {
 _EXITS = {"softmax": lambda op, facts: op.prim.name == "div" and len(x_inputs(op, facts)) == 2}
 # what a region may take in before its entry: element-wise scaling, softmax's max shift (no pooling)
 _UPSTREAM = ELEMENTWISE | {"reduce_max", "broadcast_in_dim"}
-_RECTIFIER_ANCHORS = frozenset({"max", "custom_jvp_call"})  # an activation only with a product in it
 _SUMS = frozenset({"add", "sub"})
+_PRODUCTS = frozenset({"mul", "div"})
+_REDUCTIONS = frozenset({"reduce_sum", "reduce_max"})  # never over the batch axis
+_CUSTOM_CALLS = frozenset({"custom_jvp_call", "custom_vjp_call"})  # element-wise only
 
 
 class Flow:
@@ -125,8 +125,7 @@ class Flow:
 
 def _scalar_consts(op, facts, shapes):
     """Every x-independent operand of ``op`` is a scalar (``x / 255``, ``0.5 · x``)."""
-    return all(isinstance(a, tuple) and np.size(a[1]) == 1 or not isinstance(a, tuple) and (
-        a in facts.xdep or int(np.prod(shapes[a][0])) == 1) for a in op.ins)
+    return all(facts.depends_on_x(a) or size_of(a, shapes) == 1 for a in op.ins)
 
 
 def _fits(kind, region, entry, ops, facts, shapes, taken):
@@ -138,9 +137,9 @@ def _fits(kind, region, entry, ops, facts, shapes, taken):
         name = op.prim.name
         if k in taken or name not in allowed:
             return False
-        if name in ("reduce_sum", "reduce_max") and 0 in tuple(op.params.get("axes", ())):
+        if name in _REDUCTIONS and 0 in tuple(op.params.get("axes", ())):
             return False
-        if name in ("custom_jvp_call", "custom_vjp_call") and (
+        if name in _CUSTOM_CALLS and (
                 len(x_inputs(op, facts)) != 1 or shapes[op.outs[0]][0] != shapes[x_inputs(op, facts)[0]][0]):
             return False
         if kind == "activation" and any(shapes[o][0] != shapes[entry][0] for o in op.outs):
@@ -149,35 +148,11 @@ def _fits(kind, region, entry, ops, facts, shapes, taken):
     return required <= names
 
 
-def _has_product(region, ops, facts):
-    return any(ops[k].prim.name in ("mul", "div") and len(x_inputs(ops[k], facts)) == 2 for k in region)
+def has_product(region, ops, facts):
+    return any(ops[k].prim.name in _PRODUCTS and len(x_inputs(ops[k], facts)) == 2 for k in region)
 
 
-def find_regions(ops, facts, shapes, flow, is_rectifier):
-    """``[(kind, ops, entry, exit)]``: the multi-operation layers, norms first, then softmaxes, then
-    activations; ``is_rectifier(k)`` tells a ReLU-like op (its region is an activation only when a
-    product of two x-dependent values makes it one: hardswish, not ReLU6)."""
-    found, taken = [], set()
-    for kind in ("norm", "softmax", "activation"):
-        anchors = REGION_KINDS[kind][0]
-        for k, op in enumerate(ops):
-            if k in taken or op.prim.name not in anchors or not x_inputs(op, facts):
-                continue
-            rectifier = op.prim.name in _RECTIFIER_ANCHORS and is_rectifier(k)
-            if op.prim.name == "max" and not rectifier:
-                continue
-            best = _grow(kind, k, ops, facts, shapes, flow, taken)
-            if best is None:
-                continue
-            region, entry, exit_ = best
-            if kind == "activation" and rectifier and not _has_product(region, ops, facts):
-                continue
-            taken |= region
-            found.append((kind, tuple(sorted(region)), entry, exit_))
-    return found
-
-
-def _grow(kind, k, ops, facts, shapes, flow, taken):
+def grow(kind, k, ops, facts, shapes, flow, taken):
     """The largest region of ``kind`` around anchor op ``k``: walk the post-dominators of its output
     (never past a sum of two x-dependent values), then move the entry up while it still fits."""
     allowed, after = REGION_KINDS[kind][1], REGION_KINDS[kind][3]

@@ -9,99 +9,109 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..rules.core import LayerFn, apply_rule
-from .ir import LINEAR, Program, bind
+from .ir import LINEAR, Lit, Program, bind, operand_shape
+from .max_route import is_plain, max_pool
 from .regions import REGION_KINDS
 from .trace import trace
 
 STATISTIC_ANCHORS = REGION_KINDS["norm"][0]
 
 
+#: shape operations whose parameters hold the batch size, and the parameter that holds it
+BATCH_SHAPE_PARAM = {"reshape": "new_sizes", "broadcast_in_dim": "shape"}
+
+
 def _rebatch(op, vals, traced_in):
     """Shape parameters of ``reshape``/``broadcast_in_dim`` for a different batch size (rules that
     run a layer on one sample at a time)."""
-    name = op.prim.name
-    if name not in ("reshape", "broadcast_in_dim"):
-        return op
+    key = BATCH_SHAPE_PARAM.get(op.prim.name)
     shape = np.shape(vals[0])
-    if not traced_in or not shape or shape[0] == traced_in[0]:
+    if key is None or not traced_in or not shape or shape[0] == traced_in[0]:
         return op
-    key = "new_sizes" if name == "reshape" else "shape"
     sizes = tuple(op.params[key])
     if sizes and sizes[0] == traced_in[0]:
-        p = dict(op.params)
-        p[key] = (shape[0],) + sizes[1:]
-        return op._replace(params=p)
+        return op._replace(params={**op.params, key: (shape[0],) + sizes[1:]})
     return op
 
 
 def segment_fn(prog: Program, i: int) -> LayerFn:
     """The pure forward ``fn(params, *xs)`` of segment ``i`` (its own operations, in order), with
-    its kernel window.
+    its kernel window, constant-statistics form (norms) and patches (convolutions).
 
     Linear layers also take a ``"bias"`` they do not have (a canonizer's folded bias): it is
     added to the output.
     """
     seg = prog.segments[i]
-    keyed = dict((v, k) for k, v in seg.params)
-    main = prog.ops[seg.ops[0]]
-
-    def run_ops(params, xs, freeze):
-        env = dict(zip(seg.inputs, xs))
-        for j, k in enumerate(seg.ops):
-            op = prog.ops[k]
-            if seg.kind == "relu" and op.prim.name == "max":  # differentiated as jax.nn.relu (0 at 0)
-                env[op.outs[0]] = jax.nn.relu(env[seg.inputs[0]])
-                continue
-            if seg.kind == "relu" and op.prim.name == "min":  # the same values; gradient 0 at the bound
-                v = env[prog.ops[seg.ops[0]].outs[0]]
-                c = [a for a in op.ins if a != prog.ops[seg.ops[0]].outs[0]][0]
-                c = jnp.asarray(c[1] if isinstance(c, tuple) else params[keyed[c]], v.dtype)
-                env[op.outs[0]] = jnp.where(v < c, v, c)
-                continue
-            if j == seg.bias_op:
-                cur = [a for a in op.ins if a in env and not isinstance(a, tuple)
-                       and keyed.get(a) is None]
-                y = env[cur[0]]
-                if "bias" in params:
-                    y = y + jnp.broadcast_to(params["bias"], y.shape).astype(y.dtype)
-                env[op.outs[0]] = y
-                continue
-            vals = []
-            for a in op.ins:
-                if isinstance(a, tuple):
-                    vals.append(a[1])
-                elif a in env:
-                    vals.append(env[a])
-                else:
-                    vals.append(params[keyed[a]])
-            traced_in = _in_shape(prog, op)
-            outs = bind(_rebatch(op, vals, traced_in), vals)
-            if freeze and op.prim.name in STATISTIC_ANCHORS:
-                outs = [jax.lax.stop_gradient(o) for o in outs]
-            env.update(zip(op.outs, outs))
-        y = env[seg.output]
-        if seg.bias_op is None and seg.kind in LINEAR and "bias" in params:
-            y = y + jnp.broadcast_to(params["bias"], y.shape).astype(y.dtype)
-        return y
-
-    def fn(params, *xs):
-        return run_ops(params, xs, False)
-
-    window = None
-    if main.prim.name == "conv_general_dilated":
-        spec = main.params["dimension_numbers"].rhs_spec
-        kshape = prog.shapes[main.ins[1]][0] if not isinstance(main.ins[1], tuple) else np.shape(main.ins[1][1])
-        window = tuple(kshape[d] for d in spec[2:])  # the spatial window, any layout
-    elif seg.kind == "dense":
-        window = ()
     frozen = None
     if seg.kind == "norm":  # the same function with its statistic σ a constant
-        frozen = lambda params, *xs: run_ops(params, xs, True)  # noqa: E731
-    patches = None
-    if (main.prim.name == "conv_general_dilated" and main.ins[0] == seg.inputs[0]
-            and len(seg.ops) - (seg.bias_op is not None) == 1):
-        patches = _patches(main.params, window)
-    return LayerFn(fn, window, frozen, patches)
+        frozen = lambda params, *xs: _run_ops(prog, seg, params, xs, True)  # noqa: E731
+    main = prog.ops[seg.ops[0]]
+    window, patches = (() if seg.kind == "dense" else None), None
+    if seg.kind == "conv":
+        kshape = operand_shape(main.ins[1], prog.shapes)
+        window = tuple(kshape[d] for d in main.params["dimension_numbers"].rhs_spec[2:])  # any layout
+        if len(seg.ops) - (seg.bias_op is not None) == 1:
+            patches = _patches(main.params, window)
+    return LayerFn(lambda params, *xs: _run_ops(prog, seg, params, xs, False), window, frozen, patches)
+
+
+def _run_ops(prog, seg, params, xs, freeze):
+    """Segment ``seg``'s operations on ``xs`` (``freeze``: a norm's statistics held constant)."""
+    keyed = {v: k for k, v in seg.params}
+    env = dict(zip(seg.inputs, xs))
+    read = lambda a: a.val if isinstance(a, Lit) else env[a] if a in env else params[keyed[a]]  # noqa: E731
+    for j, k in enumerate(seg.ops):
+        op = prog.ops[k]
+        if j == seg.bias_op:  # the bias add: the layer's bias, or a canonizer's folded one
+            y = env[[a for a in op.ins if not isinstance(a, Lit) and a in env and a not in keyed][0]]
+            env[op.outs[0]] = _add_bias(y, params)
+            continue
+        vals = [read(a) for a in op.ins]
+        special = LAYER_FORWARD.get((seg.kind, op.prim.name))
+        if special is not None:
+            outs = special(op, vals, [not isinstance(a, Lit) and a in env for a in op.ins])
+        else:
+            outs = bind(_rebatch(op, vals, _in_shape(prog, op)), vals)
+        if freeze and op.prim.name in STATISTIC_ANCHORS:
+            outs = [jax.lax.stop_gradient(o) for o in outs]
+        env.update(zip(op.outs, outs))
+    y = env[seg.output]
+    return _add_bias(y, params) if seg.bias_op is None and seg.kind in LINEAR else y
+
+
+def _add_bias(y, params):
+    return y + jnp.broadcast_to(params["bias"], y.shape).astype(y.dtype) if "bias" in params else y
+
+
+def _relu_max(op, vals, live):
+    """``max(x, 0)`` differentiated as ``jax.nn.relu`` (0 at 0)."""
+    return [jax.nn.relu(vals[live.index(True)])]
+
+
+def _relu_min(op, vals, live):
+    """``min(v, c)`` with the same values and gradient 0 at the bound."""
+    v, c = vals[live.index(True)], vals[live.index(False)]
+    return [jnp.where(v < c, v, jnp.asarray(c, v.dtype))]
+
+
+def _routed_max_pool(op, vals, live):
+    """A plain ``reduce_window_max`` whose backward routes to the first maximum exactly
+    (:mod:`.max_route`); dilated ones as traced."""
+    if not is_plain(op.params):
+        return bind(op, vals)
+    p = op.params
+    with op.ctx:
+        return [max_pool(vals[0], tuple(p["window_dimensions"]), tuple(p["window_strides"]),
+                         tuple(tuple(q) for q in p["padding"]))]
+
+
+#: (layer kind, primitive) -> ``(op, operand values, which are layer values) -> outputs``: how a layer evaluates an
+#: operation where it differs from binding the primitive (same values, the layer's derivative)
+LAYER_FORWARD = {
+    ("relu", "max"): _relu_max,
+    ("relu", "min"): _relu_min,
+    ("maxpool", "reduce_window_max"): _routed_max_pool,
+}
 
 
 def _patches(p, window):
@@ -153,7 +163,7 @@ def _batch_rows(a, k):
 
 
 def _in_shape(prog, op):
-    if not op.ins or isinstance(op.ins[0], tuple):
+    if not op.ins or isinstance(op.ins[0], Lit):
         return None
     return prog.shapes[op.ins[0]][0]
 
@@ -209,14 +219,14 @@ class LayerCall(NamedTuple):
 
 def layer_call(prog: Program, variables, x, name: str, *, fold: bool = False) -> LayerCall:
     """The first call of layer ``name`` in a plain evaluation of ``prog`` (for tests and tools)."""
-    record: dict = {}
-    run(prog, variables, x, fold=fold, _record=(name, record))
-    if name not in record:
+    env = _Env(prog, variables, x, {}, ())
+    call = next(_evaluate(prog, env, {}, fold, wanted=name), None)
+    if call is None:
         raise ValueError(f"{name!r} is not a leaf layer; valid: {list(prog.seg_names)}")
-    return record[name]
+    return call
 
 
-def run(prog: Program, variables, x, *, rules=None, probes=None, capture=(), fold=False, _record=None):
+def run(prog: Program, variables, x, *, rules=None, probes=None, capture=(), fold=False):
     """Evaluate ``prog`` on ``(variables, x)`` with rules attached, probes added, outputs captured.
 
     Args:
@@ -231,79 +241,86 @@ def run(prog: Program, variables, x, *, rules=None, probes=None, capture=(), fol
     Returns:
       ``(output, {layer name: output})``.
     """
-    rules = rules or {}
-    probes = probes or {}
-    leaves, tree = jax.tree_util.tree_flatten((variables, x))
-    if len(leaves) != len(prog.invars):
-        raise ValueError(f"variables/x have {len(leaves)} leaves; the traced program has {len(prog.invars)}")
-    names = set(prog.outputs)
-    unknown = (set(probes) | set(capture) | set(rules)) - names
+    rules, probes = rules or {}, probes or {}
+    unknown = (set(probes) | set(capture) | set(rules)) - set(prog.outputs)
     if unknown:
-        raise ValueError(f"unknown layer name(s) {sorted(unknown)}; valid: {sorted(names)}")
+        raise ValueError(f"unknown layer name(s) {sorted(unknown)}; valid: {sorted(prog.outputs)}")
     for n in set(probes) | set(capture):
         if _calls(prog, n) > 1:
             raise ValueError(
                 f"layer {n!r} is called more than once per forward pass, so its output is ambiguous; "
                 "read the signal at a layer that is called once"
             )
-    by_var: dict = {}
-    for n in set(probes) | set(capture):
-        by_var.setdefault(prog.outputs[n], []).append(n)
-    env = dict(zip(prog.invars, leaves))
-    env.update(prog.consts)
-    captured = {}
+    env = _Env(prog, variables, x, probes, capture)
+    for _ in _evaluate(prog, env, rules, fold):
+        pass
+    out = [env.values[v] for v in prog.outvars]
+    return (out[0] if len(out) == 1 else out), env.captured
 
-    def read(a):
-        return a[1] if isinstance(a, tuple) else env[a]
 
-    def write(v, val):
-        for n in by_var.get(v, ()):
-            if n in probes:
-                p = probes[n]
-                if p.shape != val.shape:
-                    raise ValueError(f"probe for {n!r} has shape {p.shape}, output {val.shape}")
-                val = val + p
-        for n in by_var.get(v, ()):
-            if n in capture:
-                captured[n] = val
-        env[v] = val
+class _Env:
+    """The values of one evaluation, with probes added and captures taken as they are written."""
 
+    def __init__(self, prog, variables, x, probes, capture):
+        leaves, _ = jax.tree_util.tree_flatten((variables, x))
+        if len(leaves) != len(prog.invars):
+            raise ValueError(f"variables/x have {len(leaves)} leaves; the traced program has {len(prog.invars)}")
+        self.values = dict(zip(prog.invars, leaves))
+        self.values.update(prog.consts)
+        self.probes, self.capture, self.captured = probes, capture, {}
+        self.names: dict = {}
+        for n in set(probes) | set(capture):
+            self.names.setdefault(prog.outputs[n], []).append(n)
+
+    def read(self, a):
+        return a.val if isinstance(a, Lit) else self.values[a]
+
+    def write(self, v, val):
+        for n in self.names.get(v, ()):
+            if n in self.probes:
+                if self.probes[n].shape != val.shape:
+                    raise ValueError(f"probe for {n!r} has shape {self.probes[n].shape}, output {val.shape}")
+                val = val + self.probes[n]
+        for n in self.names.get(v, ()):
+            if n in self.capture:
+                self.captured[n] = val
+        self.values[v] = val
+
+
+def _evaluate(prog, env, rules, fold, wanted=None):
+    """Run ``prog``'s operations into ``env``, each layer through its rule; yields the
+    :class:`LayerCall` of layer ``wanted`` (its first call) before running it."""
     for k, op in enumerate(prog.ops):
         i = prog.seg_at.get(k)
-        if i is not None:
-            seg = prog.segments[i]
-            name = prog.seg_names[i]
-            xs = [env[v] for v in seg.inputs]
-            params = {key: read(v) for key, v in seg.params}
-            fn = segment_fn(prog, i)
-            rule = rules.get(name)
-            rp = None
-            if fold and i in prog.folds and (rule is not None or _record is not None):
-                bn_params = {key: read(v) for key, v in prog.segments[prog.folds[i][0]].params}
-                rp = fold_params(prog, i, params, bn_params, like=xs[0])
-            if _record is not None and _record[0] == name and name not in _record[1]:
-                _record[1][name] = LayerCall(fn, params, tuple(xs), params if rp is None else rp)
-            if rule is None:
-                y = fn(params, *xs)
-            else:
-                if seg.kind not in rule.kinds:
-                    raise ValueError(
-                        f"rule {rule!r} applies to {sorted(rule.kinds)} layers, but layer {name!r} is a "
-                        f"{seg.kind} layer"
-                    )
-                if i in prog.nonneg and rule.nonnegative is not None:
-                    rule = rule.on_nonnegative()
-                y = apply_rule(rule, fn, params, *xs, rule_params=rp)
-            write(seg.output, y)
+        if i is None:
+            if k not in prog.in_segment:
+                for o, val in zip(op.outs, bind(op, [env.read(a) for a in op.ins])):
+                    env.write(o, val)
             continue
-        if k in prog.in_segment:
-            continue
-        outs = bind(op, [read(a) for a in op.ins])
-        for o, val in zip(op.outs, outs):
-            write(o, val)
-    out = [env[v] for v in prog.outvars]
-    out = out[0] if len(out) == 1 else out
-    return out, captured
+        seg, name = prog.segments[i], prog.seg_names[i]
+        rule = rules.get(name)
+        xs = [env.values[v] for v in seg.inputs]
+        params = {key: env.read(v) for key, v in seg.params}
+        fn = segment_fn(prog, i)
+        rp = None
+        if fold and i in prog.folds and (rule is not None or name == wanted):
+            bn_params = {key: env.read(v) for key, v in prog.segments[prog.folds[i][0]].params}
+            rp = fold_params(prog, i, params, bn_params, like=xs[0])
+        if name == wanted:
+            yield LayerCall(fn, params, tuple(xs), params if rp is None else rp)
+            wanted = None
+        env.write(seg.output, fn(params, *xs) if rule is None else _with_rule(prog, i, name, rule, fn, params, xs, rp))
+
+
+def _with_rule(prog, i, name, rule, fn, params, xs, rp):
+    if prog.segments[i].kind not in rule.kinds:
+        raise ValueError(
+            f"rule {rule!r} applies to {sorted(rule.kinds)} layers, but layer {name!r} is a "
+            f"{prog.segments[i].kind} layer"
+        )
+    if i in prog.nonneg and rule.nonnegative is not None:
+        rule = rule.on_nonnegative()
+    return apply_rule(rule, fn, params, *xs, rule_params=rp)
 
 
 def _calls(prog, name):
