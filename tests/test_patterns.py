@@ -51,6 +51,7 @@ EXAMPLES = {
     ("dense", "_linear"): (lambda v, x: x.reshape(1, -1) @ v["w"] + v["b"][None],
                            {"w": np.ones((48, 2), np.float32), "b": np.zeros(2, np.float32)}, ["dense"]),
     ("relu", "_rectifier"): (lambda v, x: jnp.clip(x, 0, 6), {}, ["relu"]),
+    ("relu", "_where_rectifier"): (lambda v, x: jnp.where(x > 0, x, 0.0), {}, ["relu"]),
     ("gate", "_gate"): (lambda v, x: x * jax.nn.sigmoid(jnp.sum(x, axis=(1, 2), keepdims=True)), {},
                         ["avgpool", "activation", "gate"]),
     ("product", "_product"): (lambda v, x: x * jnp.tanh(jnp.sum(x, axis=(1, 2), keepdims=True)), {},
@@ -90,3 +91,29 @@ def test_every_pattern_has_its_program_and_the_docs_table_is_generated():
     doc = (Path(__file__).parents[1] / "docs" / "your_model.md").read_text()
     committed = doc.split("<!-- patterns-table -->\n", 1)[1].split("\n<!-- /patterns-table -->", 1)[0]
     assert committed == patterns_table(), "docs/your_model.md's kinds table is stale: paste patterns_table()'s output"
+
+
+def test_a_relu_written_as_where_gets_every_relu_rule():
+    """The ``jnp.where`` rectifier is a ``relu`` layer to every method: Excitation Backprop runs on it
+    (an ``activation`` would be refused) and gives the map of the same network written with
+    ``jnp.maximum``; guided backprop's too."""
+    import xattr_jax as xa
+
+    w = np.asarray(jax.random.normal(jax.random.key(1), (3, 3, 3, 4)), np.float32)
+    d = np.asarray(jax.random.normal(jax.random.key(2), (4, 5)), np.float32)
+
+    def net(relu):
+        def model(v, x):
+            h = relu(jax.lax.conv_general_dilated(x, v["w"], (1, 1), "SAME", dimension_numbers=CONV))
+            return jnp.mean(h, axis=(1, 2)) @ v["d"]
+        return model
+
+    x = np.asarray(jax.random.normal(jax.random.key(3), (2, 8, 8, 3)), np.float32)
+    v = {"w": w, "d": d}
+    where, maximum = net(lambda z: jnp.where(z > 0, z, 0.0)), net(lambda z: jnp.maximum(z, 0.0))
+    assert np.array_equal(np.asarray(where(v, x)), np.asarray(maximum(v, x)))
+    for method in ("excitation_backprop", "guided_backprop", "lrp", "rsp"):
+        a = np.asarray(xa.explain(where, v, x, jnp.array([1, 3]), method=method, layer="input").map)
+        b = np.asarray(xa.explain(maximum, v, x, jnp.array([1, 3]), method=method, layer="input").map)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * np.abs(b).max(),
+                                   err_msg=f"{method}: where-ReLU map differs from the maximum-ReLU map by > 1e-6 × max")

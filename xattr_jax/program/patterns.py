@@ -214,6 +214,22 @@ def rectifier_ops(scan, k, taken=True):
     return (k,)
 
 
+def _where_rectifier(scan, k):
+    """``jnp.where(x > 0, x, 0)``: ``select_n(x > 0, 0, x)``, its comparison read by nothing else."""
+    op, facts = scan.ops[k], scan.facts
+    if len(op.ins) != 3 or not all(facts.depends_on_x(a) for a in (op.ins[0], op.ins[2])) or \
+            facts.depends_on_x(op.ins[1]) or not is_zero(op.ins[1], facts):
+        return None
+    p = facts.producer[op.ins[0]]
+    if p in scan.taken or only_consumer(op.ins[0], facts) != k or scan.name(p) not in _POSITIVE:
+        return None
+    x, zero = scan.ops[p].ins[::_POSITIVE[scan.name(p)]]
+    return Match((p, k), (x,), op.outs[0]) if x == op.ins[2] and is_zero(zero, facts) else None
+
+
+_POSITIVE = {"gt": 1, "lt": -1}  # x > 0 as gt(x, 0) or lt(0, x): the step that puts x first
+
+
 def _two_inputs(scan, k):
     """The two distinct x-dependent operands, the one that weighs the other second."""
     xs = scan.xs(k)
@@ -322,6 +338,7 @@ PATTERNS = (
             "(a `max(var, 0)` clamp inside is part of the norm, never a `relu`)", region=True),
     Pattern("softmax", REGION_KINDS["softmax"][0], _region("softmax"), "a softmax (attention weights)",
             region=True),
+    Pattern("relu", frozenset({"select_n"}), _where_rectifier, "`jnp.where(x > 0, x, 0)`", region=True),
     Pattern("activation", REGION_KINDS["activation"][0], _region("activation"),
             "any other element-wise non-linearity, found as one region of operations: SiLU (`x·σ(x)`), GELU "
             "(erf or tanh form), leaky ReLU / PReLU, hardswish, Mish, softplus, ELU, a standalone sigmoid or "
