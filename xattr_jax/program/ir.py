@@ -127,24 +127,23 @@ class Segment(NamedTuple):
     output: int
     bias_op: int | None  # index (into ops) of the bias add, linear layers
     feature: tuple | None  # linear: (kernel axis of the output features, output axis) for folding
+    name: str = ""  # the layer's name
+    nonneg: bool = False  # every input is >= 0 (statically known)
+    fold: tuple | None = None  # linear: (the batch-norm segment after it, shape ops between, its axis)
 
 
 class Program(NamedTuple):
-    """A traced model: flat operations, layer segments and the layer table."""
+    """A traced model: flat operations, its layers as segments of them, and the layer table."""
 
     ops: tuple
     invars: tuple
     consts: tuple  # ((variable id, value), ...)
     outvars: tuple
-    segments: tuple  # Segment per layer, aligned with ``seg_names``
-    seg_names: tuple
-    seg_at: Mapping[int, int]  # op index where a segment runs (its last op) -> segment index
-    in_segment: frozenset  # op indices owned by a segment
+    shapes: Mapping[int, tuple]  # variable id -> (shape, dtype) as traced
+    segments: tuple  # Segment per leaf layer, in program order
+    owner: Mapping[int, int]  # op index -> the segment that holds it (it runs at its last op)
     layers: tuple  # LayerInfo table (leaves and containers)
     outputs: Mapping[str, int]  # layer name -> output variable id
-    nonneg: frozenset  # segment indices whose inputs are all >= 0
-    folds: Mapping[int, tuple]  # linear segment -> (batch-norm segment after it, shape ops between, its axis)
-    shapes: Mapping[int, tuple]  # variable id -> (shape, dtype) as traced
 
 
 # ----------------------------------------------------------------------------------------------

@@ -69,27 +69,27 @@ def _params(scan, m):
     return tuple((key, a) for a, key in out.items())
 
 
-def nonneg_layers(ops, facts, segs, seg_at, in_seg) -> frozenset:
+def nonneg_layers(ops, facts, segs, owner) -> frozenset:
     """Segments whose inputs are all >= 0: made so by ``relu`` layers, kept by the kinds and shape
     operations that keep it (:data:`.ir.NONNEG_KINDS`, :data:`.ir.KEEPS_NONNEG`)."""
     values, out = set(), set()
     for k, op in enumerate(ops):
-        i = seg_at.get(k)
-        if i is not None:
+        i = owner.get(k)
+        if i is not None and k == max(segs[i].ops):  # a segment runs where its last op stood
             s = segs[i]
             all_nn = all(v in values for v in s.inputs)
             if all_nn:
                 out.add(i)
             if NONNEG_KINDS.get(s.kind) == "makes" or (NONNEG_KINDS.get(s.kind) == "keeps" and all_nn):
                 values.add(s.output)
-        elif k not in in_seg:
+        elif i is None:
             xs = x_inputs(op, facts)
             if xs and op.prim.name in KEEPS_NONNEG and all(a in values for a in xs):
                 values.update(op.outs)
     return frozenset(out)
 
 
-def batchnorm_folds(ops, facts, shapes, segs, in_seg) -> dict:
+def batchnorm_folds(ops, facts, shapes, segs, owner) -> dict:
     """``{linear segment: (batch-norm segment, shape ops between, the features' axis there)}``: a
     linear layer whose only consumer is a batch-norm chain, through single-consumer shape operations
     that keep each feature in place (:data:`.ir.FOLD_THROUGH`; a vmapped channels-first conv)."""
@@ -105,7 +105,7 @@ def batchnorm_folds(ops, facts, shapes, segs, in_seg) -> dict:
         while len(facts.consumers.get(v, [])) == 1 and v not in by_input:
             k = facts.consumers[v][0]
             op = ops[k]
-            if k in in_seg or op.prim.name not in FOLD_THROUGH or len(op.outs) != 1:
+            if k in owner or op.prim.name not in FOLD_THROUGH or len(op.outs) != 1:
                 break
             axis = track_axis(axis, op, shapes[v][0])
             if axis is None:

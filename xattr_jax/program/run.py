@@ -176,8 +176,8 @@ def fold_params(prog: Program, lin: int, lin_params, bn_params, like=None):
     operations between the two (a vmapped channels-first conv) are undone on ``b'``. ``like``: an
     activation whose type the read-off inputs take (under ``shard_map``: varying over the mesh).
     """
-    bn, path, axis = prog.folds[lin]
     seg = prog.segments[lin]
+    bn, path, axis = seg.fold
     z_shape, dtype = prog.shapes[prog.segments[bn].inputs[0]]
     fn_bn = segment_fn(prog, bn)
     zeros = jnp.zeros(z_shape, dtype) if like is None else jnp.zeros_like(like, shape=z_shape, dtype=dtype)
@@ -205,7 +205,7 @@ def fold_params(prog: Program, lin: int, lin_params, bn_params, like=None):
 
 def folded_batchnorms(prog: Program) -> tuple:
     """Names of the batch-norm layers that ``fold=True`` folds into the conv/dense before them."""
-    return tuple(prog.seg_names[f[0]] for f in prog.folds.values())
+    return tuple(prog.segments[s.fold[0]].name for s in prog.segments if s.fold is not None)
 
 
 class LayerCall(NamedTuple):
@@ -222,7 +222,7 @@ def layer_call(prog: Program, variables, x, name: str, *, fold: bool = False) ->
     env = _Env(prog, variables, x, {}, ())
     call = next(_evaluate(prog, env, {}, fold, wanted=name), None)
     if call is None:
-        raise ValueError(f"{name!r} is not a leaf layer; valid: {list(prog.seg_names)}")
+        raise ValueError(f"{name!r} is not a leaf layer; valid: {[s.name for s in prog.segments]}")
     return call
 
 
@@ -291,20 +291,21 @@ def _evaluate(prog, env, rules, fold, wanted=None):
     """Run ``prog``'s operations into ``env``, each layer through its rule; yields the
     :class:`LayerCall` of layer ``wanted`` (its first call) before running it."""
     for k, op in enumerate(prog.ops):
-        i = prog.seg_at.get(k)
+        i = prog.owner.get(k)
         if i is None:
-            if k not in prog.in_segment:
-                for o, val in zip(op.outs, bind(op, [env.read(a) for a in op.ins])):
-                    env.write(o, val)
+            for o, val in zip(op.outs, bind(op, [env.read(a) for a in op.ins])):
+                env.write(o, val)
             continue
-        seg, name = prog.segments[i], prog.seg_names[i]
+        seg, name = prog.segments[i], prog.segments[i].name
+        if k != max(seg.ops):  # a segment runs where its last op stood
+            continue
         rule = rules.get(name)
         xs = [env.values[v] for v in seg.inputs]
         params = {key: env.read(v) for key, v in seg.params}
         fn = segment_fn(prog, i)
         rp = None
-        if fold and i in prog.folds and (rule is not None or name == wanted):
-            bn_params = {key: env.read(v) for key, v in prog.segments[prog.folds[i][0]].params}
+        if fold and seg.fold is not None and (rule is not None or name == wanted):
+            bn_params = {key: env.read(v) for key, v in prog.segments[seg.fold[0]].params}
             rp = fold_params(prog, i, params, bn_params, like=xs[0])
         if name == wanted:
             yield LayerCall(fn, params, tuple(xs), params if rp is None else rp)
@@ -318,7 +319,7 @@ def _with_rule(prog, i, name, rule, fn, params, xs, rp):
             f"rule {rule!r} applies to {sorted(rule.kinds)} layers, but layer {name!r} is a "
             f"{prog.segments[i].kind} layer"
         )
-    if i in prog.nonneg and rule.nonnegative is not None:
+    if prog.segments[i].nonneg and rule.nonnegative is not None:
         rule = rule.on_nonnegative()
     return apply_rule(rule, fn, params, *xs, rule_params=rp)
 

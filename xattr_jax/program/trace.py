@@ -110,15 +110,15 @@ def trace(model, variables, x) -> Program:
     x0 = jax.tree_util.tree_leaves(x)[0]
     segs = find_segments(ops, facts, shapes, int(np.shape(x0)[0]) if np.ndim(x0) else 1, x_ids, outs)
     names = layer_names(segs, ops, facts, leaf_paths)
-    seg_at = {max(s.ops): i for i, s in enumerate(segs)}  # a segment runs where its last op stood
-    in_seg = frozenset(k for s in segs for k in s.ops)
-    nonneg = nonneg_layers(ops, facts, segs, seg_at, in_seg)
+    owner = {k: i for i, s in enumerate(segs) for k in s.ops}
+    nonneg = nonneg_layers(ops, facts, segs, owner)
+    folds = batchnorm_folds(ops, facts, shapes, segs, owner)
     axes = channel_axes(ops, facts, shapes, x_ids)
     check_channels_last(segs, names, ops, shapes, axes)
     table, outputs = layer_rows(segs, names, ops, shapes, nonneg, layer_inputs(ops, facts, segs), axes,
                                 module_outputs(segs, ops, facts, outs))
-    return Program(tuple(ops), tuple(invars), tuple(consts), tuple(outs), tuple(segs), tuple(names), seg_at,
-                   in_seg, table, outputs, nonneg, batchnorm_folds(ops, facts, shapes, segs, in_seg), shapes)
+    segs = [s._replace(name=n, nonneg=i in nonneg, fold=folds.get(i)) for i, (s, n) in enumerate(zip(segs, names))]
+    return Program(tuple(ops), tuple(invars), tuple(consts), tuple(outs), shapes, tuple(segs), owner, table, outputs)
 
 
 def _flatten(closed):
