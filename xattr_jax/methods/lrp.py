@@ -16,7 +16,7 @@ from ..program import folded_batchnorms
 from ..rules import library as R
 from .base import RELEVANCE, Method, options, register, single_pass
 from .option_types import Option, boolean, choice, optional, real
-from .ig import IMAGENET_MEAN, IMAGENET_STD
+from .._constants import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["LRP", "lrp_composite"]
 
