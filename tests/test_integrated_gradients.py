@@ -206,7 +206,7 @@ def test_peak_memory_does_not_grow_with_steps(tiny_net, method):
     temps = {}
     for steps in (8, 64):
         fn = xa.attributor(model, method, chunk=4, **{key: steps})
-        mem = fn.jitted.lower(v, x, t, jax.random.key(0)).compile().memory_analysis()
+        mem = fn.lower(v, x, t, key=jax.random.key(0)).compile().memory_analysis()
         temps[steps] = mem.temp_size_in_bytes
     assert temps[64] <= temps[8] * 1.05, (
         f"{method}: XLA temp memory grew from {temps[8]} B (8 steps) to {temps[64]} B (64 steps)"
@@ -225,7 +225,7 @@ def test_chunk_by_chunk_equals_the_one_program_scan(tiny_net, method, opts):
     t = jnp.array([1, 2, 3])
     key = jax.random.key(0) if method == "smoothgrad" else None  # the others take none
     eager = fn(v, x, t, key=key)
-    scan = fn.jitted(v, x, t, key)
+    scan = fn.program(v, x, t, key)
     traced = jax.jit(fn)(v, x, t, key=key)
     scale = float(jnp.max(jnp.abs(scan.relevance)))
     for other, name in ((eager, "chunk by chunk"), (traced, "inside jax.jit")):
@@ -242,5 +242,5 @@ def test_chunk_program_memory_does_not_grow_with_steps(tiny_net):
     temps = {}
     for steps in (8, 64):
         fn = xa.attributor(model, "integrated_gradients", chunk=4, steps=steps)
-        temps[steps] = fn.jitted_chunk.lower(v, x, t, None, np.int32(0)).compile().memory_analysis().temp_size_in_bytes
+        temps[steps] = fn.chunk_program.lower(v, x, t, None, np.int32(0)).compile().memory_analysis().temp_size_in_bytes
     assert temps[64] <= temps[8] * 1.05, f"chunk program temp memory grew: {temps}"
