@@ -279,8 +279,9 @@ def run_path(ctx: Context, x, target, plan: PathPlan):
 def logits_where(ctx: Context, x, pred):
     """The model's logits at ``x`` where ``pred`` (a traced boolean) holds, else zeros like them:
     a loop over one compiled chunk program runs the forward once (``lax.cond`` runs one branch)."""
+
     def forward():
         return run(ctx.program, ctx.variables, x)[0]
 
-    out = jax.eval_shape(forward)
-    return jax.lax.cond(pred, forward, lambda: jnp.zeros(out.shape, out.dtype))
+    out = jax.eval_shape(forward)  # zeros_like keeps its type, sharding included (explicit meshes)
+    return jax.lax.cond(pred, forward, lambda: jnp.zeros_like(out))
