@@ -236,6 +236,25 @@ def test_chunk_by_chunk_equals_the_one_program_scan(tiny_net, method, opts):
     assert fn.trace_count() == 1, "the chunk program is compiled once for all chunks and targets"
 
 
+def test_an_eager_call_traces_the_model_once_at_its_batch(tiny_net):
+    """The chunk program traces the model at x's batch (and at its points' batch); the program that
+    finishes the map does not trace it, its first chunk having given the logits."""
+    model, v, x = tiny_net
+    batches = []
+
+    def f(variables, xx):
+        batches.append(xx.shape[0])
+        return model.apply(variables, xx)
+
+    fn = xa.attributor(f, "integrated_gradients", steps=4, chunk=2)
+    res = fn(v, x, jnp.array([1, 2, 3]))
+    n = x.shape[0]
+    assert sorted(batches) == [n, n, 2 * n], (
+        f"traced at batches {batches}; expected the target check's shape evaluation and the chunk "
+        f"program at {n}, its points at {2 * n}")
+    np.testing.assert_array_equal(np.asarray(res.logits), np.asarray(model.apply(v, x)))
+
+
 def test_chunk_program_memory_does_not_grow_with_steps(tiny_net):
     model, v, x = tiny_net
     t = jnp.array([1, 2, 3])
