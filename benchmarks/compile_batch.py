@@ -3,7 +3,7 @@
 For each model (VGG16, ResNet50 at 224²; random torchvision weights through our converter), method
 (``xa.methods_available()``) and batch, the script measures the program(s) a call compiles:
 
-* ``jit``: the attributor's one-program form ``fn.jitted`` (what an eager call runs for most
+* ``jit``: the attributor's one-program form ``fn.program`` (what an eager call runs for most
   methods, and what every method runs inside a caller's ``jax.jit``/``vmap``; for path methods the
   ``lax.scan`` over chunks). ``trace s``: ``.lower()`` (tracing to a jaxpr and lowering to
   StableHLO); ``compile s``: ``.compile()``; size: the number of HLO instructions in the compiled
@@ -19,9 +19,10 @@ For each model (VGG16, ResNet50 at 224²; random torchvision weights through our
   batch-1 program and the small slicing, stacking and input-check programs; their number is
   listed); ``first − steady`` is the first call's extra wall time over a steady call. Its size
   columns are those of the batch-1 program it runs.
-* ``chunk``, path methods (integrated gradients, GNL-IG, SmoothGrad) only: ``fn.jitted_chunk``,
-  the per-chunk program an eager call runs from its Python loop (its small finishing program,
-  a forward pass and read-out, is not measured separately), lowered and compiled as ``jit``.
+* ``chunk``, path methods (integrated gradients, GNL-IG, SmoothGrad) only: ``fn.chunk_program``,
+  the per-chunk program an eager call runs from its Python loop (with the forward pass at x that
+  its first chunk runs for the logits; the small finishing program, the read-out from the sums, is
+  not measured separately), lowered and compiled as ``jit``.
 
 Steady time (median of ``--repeats`` calls, each ended with ``block_until_ready``; for ``jit``
 forms the calls of the compiled program, the first of them included in the median; for RSP's
@@ -149,9 +150,9 @@ def main(argv=None):
                     try:
                         fn = xa.attributor(model, method, signal=SIGNALS.get(method), **form_opts)  # fresh: nothing cached
                         if form in ("jit", "jit-unroll"):
-                            r = measure_lowered(fn.jitted, (v, x, t, key), run, a.repeats)
+                            r = measure_lowered(fn.program, (v, x, t, key), run, a.repeats)
                         elif form == "chunk":
-                            r = measure_lowered(fn.jitted_chunk, (v, x, t, key, np.int32(0)), False, a.repeats)
+                            r = measure_lowered(fn.chunk_program, (v, x, t, key, np.int32(0)), False, a.repeats)
                         else:
                             r = measure_eager(fn, (v, x, t), run, a.repeats)
                     except Exception as e:  # a method that cannot run on this model is reported, not fatal
@@ -219,8 +220,8 @@ def _f(v, fmt):
     return "–" if v is None else format(v, fmt)
 
 
-FORM_TEXT = {"jit": "one program (`fn.jitted`)", "eager": "eager call (batch-1 program per example)",
-             "chunk": "eager call's chunk program (`fn.jitted_chunk`)"}
+FORM_TEXT = {"jit": "one program (`fn.program`)", "eager": "eager call (batch-1 program per example)",
+             "chunk": "eager call's chunk program (`fn.chunk_program`)"}
 
 
 def markdown(meta, rows, summary) -> str:
@@ -230,7 +231,7 @@ def markdown(meta, rows, summary) -> str:
     lines = [f"# Compile cost against batch size ({meta['device']}, jax {meta['jax']}, {meta['cpu_count']} cores, "
              f"{meta['date']})", "",
              f"VGG16 / ResNet50 at 224², random weights, batches {', '.join(map(str, meta['batches']))}. Forms: "
-             "`jit` = the attributor's one program `fn.jitted` (an eager call of most methods, and every method "
+             "`jit` = the attributor's one program `fn.program` (an eager call of most methods, and every method "
              "inside a caller's `jit`; path methods: the `lax.scan` over chunks), `.lower()` timed as trace, "
              "`.compile()` as compile (for RSP this is the program of traced calls and of a batch sharded over "
              "several devices; RSP's default `batch=\"batched\"`); `jit-unroll` (RSP) = the same with "
@@ -238,7 +239,7 @@ def markdown(meta, rows, summary) -> str:
              "runs one compiled batch-1 program per example: trace and compile are the sums of `jax.monitoring`'s "
              "tracing + lowering and XLA-compile events over every program its first call compiles (`progs`), "
              "and its size columns are the batch-1 program's; `chunk` (path methods) = the per-chunk program an "
-             "eager call runs (`fn.jitted_chunk`; its small finishing program is not measured). `HLO instr`: "
+             "eager call runs (`fn.chunk_program`; its small finishing program is not measured). `HLO instr`: "
              "instructions in the compiled program's text; `temp MB`: XLA's temporary buffers.", "",
              f"Steady time (median of {meta['repeats']}) only for {', '.join(meta['steady_methods'])} "
              "(RSP: each form), to keep the run short; the other methods are traced and compiled only. "

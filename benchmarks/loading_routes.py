@@ -1,7 +1,7 @@
 """ResNet50 through both loading routes: the native Flax zoo and torchvision's module via torchax.
 
 Same random torchvision weights (seed 0), 224², batch 1 and 8. For ``jax.jit(jax.grad)`` of the
-target logits and for three methods' one-program form (``fn.jitted``: gradient, Excitation
+target logits and for three methods' one-program form (``fn.program``: gradient, Excitation
 Backprop, LRP ε+flat) the script records trace (``.lower()``), compile (``.compile()``) and steady
 time (median of ``--repeats`` calls with ``block_until_ready``), and the logits' agreement of the
 two routes, into ``benchmarks/results/loading_routes.{json,md}``. Needs the ``torch`` extra.
@@ -71,7 +71,7 @@ def main(argv=None):
         agreement[n] = float(np.max(np.abs(logits["flax"] - logits["torchax"])) / np.max(np.abs(logits["flax"])))
         for route, (model, f, v) in models.items():
             jobs = [("jax.grad", grad_of(f), (v, x, t))]
-            jobs += [(m, xa.attributor(model, m, **kw).jitted, (v, x, t, jax.random.key(0)))
+            jobs += [(m, xa.attributor(model, m, **kw).program, (v, x, t, jax.random.key(0)))
                      for m, kw in METHODS.items()]
             for what, program, args in jobs:
                 trace, comp, steady = time_jax(program, args, a.repeats)

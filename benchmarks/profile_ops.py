@@ -184,7 +184,7 @@ def main(argv=None):
             t = jnp.arange(n) % 1000
             progs = {"jax.grad": (jax.jit(jax.grad(lambda xx: jnp.sum(model.apply(v, xx)[jnp.arange(n), t]))), (x,))}
             for m in a.methods:
-                progs[m] = (xa.attributor(model, m).jitted, (v, x, t))
+                progs[m] = (xa.attributor(model, m).program, (v, x, t))
             for name, (fn, args) in progs.items():
                 rows.append(dict(model=arch, batch=n, program=name, ms=xla_profile(fn, args, a.repeats)))
                 print(json.dumps(rows[-1]), flush=True)

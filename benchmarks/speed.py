@@ -131,7 +131,7 @@ def add_flops(path, models, batches, methods):
                 if row is None or "error" in row or method in POINTS:
                     continue
                 fn = xa.attributor(model, method, layer, signal=SIGNALS.get(method), **OPTIONS.get(method, {}))
-                f = _flops(fn.jitted, (v, x, t))
+                f = _flops(fn.program, (v, x, t))
                 if f is not None and g:
                     row.update(flops=f, jax_grad_flops=g, flops_ratio_to_jax_grad=f / g)
                     print(f"  {label}: {f:.3g} FLOPs = {f / g:.2f}x jax.grad", flush=True)
@@ -355,7 +355,7 @@ def main(argv=None):
                     if method in POINTS:  # eager calls: the chunk-by-chunk driver (see xa.attributor)
                         tr, comp, st = time_eager(functools.partial(fn, key=jax.random.key(0)), (v, x, t), a.repeats)
                     else:
-                        tr, comp, st = time_jax(fn.jitted, (v, x, t), a.repeats)
+                        tr, comp, st = time_jax(fn.program, (v, x, t), a.repeats)
                 except Exception as e:  # a method that cannot run on this model is reported, not fatal
                     rows.append(dict(base, method=label, error=f"{type(e).__name__}: {e}"[:300]))
                     print(f"  {label}: error {e}", flush=True)
@@ -366,7 +366,7 @@ def main(argv=None):
                     row.update(points=opts[POINTS[method]], ratio_per_point=st / g_time / opts[POINTS[method]])
                 if method not in POINTS and a.k > 1 and n in a.k_batches:
                     tk = jnp.asarray(np.stack([(np.arange(a.k) + i) % 1000 for i in range(n)]))
-                    _, _, stk = time_jax(fn.jitted, (v, x, tk), a.repeats)
+                    _, _, stk = time_jax(fn.program, (v, x, tk), a.repeats)
                     row.update(k=a.k, steady_k_s=stk, ratio_k_to_one=stk / st)
                 if not a.no_peers and label == method:
                     name, run = peer_runner(method, arch, tm, xt, targets, opts)

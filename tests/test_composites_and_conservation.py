@@ -122,7 +122,7 @@ def test_interpreter_drops_the_negative_input_terms_after_relus(tiny_net):
             comp = composite((kind("conv", "dense"), rule), (kind("relu"), R.pass_rule()),
                              (kind("add", "avgpool"), R.norm(1e-9)))
             fn = xa.attributor(model, "lrp", composite=comp, canonize=False)
-            text = fn.jitted.lower(v64, x64, t).as_text()
+            text = fn.lower(v64, x64, t).as_text()
             counts[label] = (text.count("stablehlo.convolution"), text.count("stablehlo.dot_general"))
             maps[label] = np.asarray(fn(v64, x64, t).relevance)
     assert counts["full"][0] - counts["skip"][0] == 2, counts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -59,6 +60,20 @@ def test_result_names_its_method_and_layer_also_under_jit(model):
     jitted = jax.jit(lambda t: fn(v, X, t))(T)
     assert (jitted.method, jitted.layer) == ("gradient", "input")
     assert len(jax.tree_util.tree_leaves(jitted)) == 3, "method and layer are not leaves"
+
+
+def test_an_attributor_is_a_frozen_callable_value(model):
+    m, v = model
+    fn = xa.attributor(m, "gradient")
+    assert isinstance(fn, xa.Attributor) and (fn.method, fn.layer) == ("gradient", None), repr(fn)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fn.layer = "Conv_0"
+    assert {fn: 1}[fn] == 1, "hashable (by identity), as a function is"
+    eager = fn(v, X, T)
+    np.testing.assert_array_equal(jax.jit(fn)(v, X, T).map, eager.map, err_msg="jax.jit(fn) == fn (exact)")
+    assert fn.lower(v, X, T).as_text() == fn.program.lower(v, X, T, None).as_text(), "lower() lowers the one program"
+    assert fn.chunk_program is None, "only path methods have a chunk program"
+    assert fn.trace_count() == 1, f"one trace for the call, jax.jit(fn) and lower(): {fn.trace_count()}"
 
 
 def test_constants_are_arrays():

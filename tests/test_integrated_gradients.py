@@ -206,7 +206,7 @@ def test_peak_memory_does_not_grow_with_steps(tiny_net, method):
     temps = {}
     for steps in (8, 64):
         fn = xa.attributor(model, method, chunk=4, **{key: steps})
-        mem = fn.jitted.lower(v, x, t, jax.random.key(0)).compile().memory_analysis()
+        mem = fn.lower(v, x, t, key=jax.random.key(0)).compile().memory_analysis()
         temps[steps] = mem.temp_size_in_bytes
     assert temps[64] <= temps[8] * 1.05, (
         f"{method}: XLA temp memory grew from {temps[8]} B (8 steps) to {temps[64]} B (64 steps)"
@@ -225,7 +225,7 @@ def test_chunk_by_chunk_equals_the_one_program_scan(tiny_net, method, opts):
     t = jnp.array([1, 2, 3])
     key = jax.random.key(0) if method == "smoothgrad" else None  # the others take none
     eager = fn(v, x, t, key=key)
-    scan = fn.jitted(v, x, t, key)
+    scan = fn.program(v, x, t, key)
     traced = jax.jit(fn)(v, x, t, key=key)
     scale = float(jnp.max(jnp.abs(scan.relevance)))
     for other, name in ((eager, "chunk by chunk"), (traced, "inside jax.jit")):
@@ -236,11 +236,30 @@ def test_chunk_by_chunk_equals_the_one_program_scan(tiny_net, method, opts):
     assert fn.trace_count() == 1, "the chunk program is compiled once for all chunks and targets"
 
 
+def test_an_eager_call_traces_the_model_once_at_its_batch(tiny_net):
+    """The chunk program traces the model at x's batch (and at its points' batch); the program that
+    finishes the map does not trace it, its first chunk having given the logits."""
+    model, v, x = tiny_net
+    batches = []
+
+    def f(variables, xx):
+        batches.append(xx.shape[0])
+        return model.apply(variables, xx)
+
+    fn = xa.attributor(f, "integrated_gradients", steps=4, chunk=2)
+    res = fn(v, x, jnp.array([1, 2, 3]))
+    n = x.shape[0]
+    assert sorted(batches) == [n, n, 2 * n], (
+        f"traced at batches {batches}; expected the target check's shape evaluation and the chunk "
+        f"program at {n}, its points at {2 * n}")
+    np.testing.assert_array_equal(np.asarray(res.logits), np.asarray(model.apply(v, x)))
+
+
 def test_chunk_program_memory_does_not_grow_with_steps(tiny_net):
     model, v, x = tiny_net
     t = jnp.array([1, 2, 3])
     temps = {}
     for steps in (8, 64):
         fn = xa.attributor(model, "integrated_gradients", chunk=4, steps=steps)
-        temps[steps] = fn.jitted_chunk.lower(v, x, t, None, np.int32(0)).compile().memory_analysis().temp_size_in_bytes
+        temps[steps] = fn.chunk_program.lower(v, x, t, None, np.int32(0)).compile().memory_analysis().temp_size_in_bytes
     assert temps[64] <= temps[8] * 1.05, f"chunk program temp memory grew: {temps}"

@@ -354,7 +354,7 @@ def test_eager_calls_compile_one_batch_1_program_whatever_the_batch(nets):
     a = fn(v, x4, t)
     b = fn(v, x4[:3], t[:3])
     assert fn.trace_count() == 1, f"batches 4 and 3 share one batch-1 program, got {fn.trace_count()} traces"
-    whole = fn.jitted(v, x4, t)  # the whole batch as one program, as under the caller's jit
+    whole = fn.program(v, x4, t)  # the whole batch as one program, as under the caller's jit
     scale = float(jnp.max(jnp.abs(whole.map)))
     np.testing.assert_allclose(np.asarray(a.map), np.asarray(whole.map), rtol=0, atol=1e-5 * scale,
                                err_msg="per-example programs vs the batched program (1e-5 x max)")

@@ -1,4 +1,4 @@
-"""The public entry points: :func:`explain`, :func:`attributor` and :func:`layers`.
+"""The public entry points: :func:`explain`, :func:`attributor` (an :class:`Attributor`) and :func:`layers`.
 
 An *attributor* is one jit-compiled XLA program: forward pass with rules attached, seed at the
 output, modified backward pass, read-out at a layer. The method, layer and options are static;
@@ -7,7 +7,10 @@ the target is a traced integer array, so a new target never retraces.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from collections import Counter
+from types import MappingProxyType
 from typing import Callable, Mapping
 
 import jax
@@ -15,13 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from .methods import available, get_method
-from .passes import path_chunks, path_sums, run_path, seed_fn
-from .program import call_model, check_strict, run, trace
-from .types import Attribution, Context, LayerTable, PathPlan
+from .passes import seed_fn
+from .program import call_model, trace
+from .strategies import INPUT, Chunked, Setup, chunked, one_program, per_sample
+from .types import Attribution, LayerTable
 
-__all__ = ["explain", "attributor", "layers", "method_options", "INPUT"]
-
-INPUT = "input"  # the layer name that always means the network's input
+__all__ = ["explain", "attributor", "Attributor", "layers", "method_options", "INPUT"]
 
 
 def _is_concrete(a) -> bool:
@@ -105,9 +107,110 @@ def _check_target(target, n, num_classes):
 # public API
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Attributor:
+    """A method at a layer, jit-compiled: ``fn(variables, x, target, key=None) -> Attribution``.
+
+    Made by :func:`attributor`. ``x`` float ``[N, H, W, C]`` (float32, bfloat16, float16 or float64;
+    the map comes back in the dtype the model computes in), ``target`` int ``[N]`` or ``[N, K]``;
+    ``key``: for methods that draw noise (SmoothGrad), one PRNG key for the batch (example ``i``
+    draws from ``fold_in(key, i)``) or one per example ``[N]`` (example ``i`` draws exactly as a
+    single-image call with ``key[i]``, so a ``vmap`` over examples with per-example keys equals the
+    batched call); other methods ignore it.
+
+    Inside the caller's transformations: ``fn`` works under ``jax.jit``, ``vmap``, ``grad``,
+    ``lax.scan``/``lax.map``, with any argument traced or closed over; it is hashable (by identity)
+    and not a pytree, like a function. Values are checked when they are concrete (a ``ValueError``
+    for a non-finite input or a target out of range); under tracing they cannot be, and the map,
+    relevance, layer maps and conservation totals of such an example are NaN instead, never a
+    plausible map. The forward pass is the model's, so its logits are too.
+
+    How a call runs (:mod:`xattr_jax.strategies`): traced arguments, one program (``program``).
+    Concrete arrays: path methods (integrated gradients, GNL-IG, SmoothGrad) run one compiled
+    program per chunk of points from a Python loop (``chunk_program``; its first chunk also gives
+    the logits), then a small program that finishes the map: on XLA:CPU a gradient inside a
+    ``lax.scan`` body ran 1.4× (ResNet50) to 2.7× (VGG16) slower than the same gradient at top
+    level (the loop body keeps the backward convolutions' kernels in a non-canonical layout), and
+    an unrolled loop's memory grows with the points; both forms keep memory flat in the number of
+    points and give the same numbers. RSP, whose rules build per-example kernels, runs one
+    compiled batch-1 program per example on one device (compilation independent of the batch);
+    sharded, one program for the whole batch. Every other call runs ``program``.
+
+    Attributes:
+      method: the method's name.
+      layer: the layer asked for (``None``: the method's default; the result's ``layer`` names the
+        layer read).
+      program: the one-program form, ``jax.jit`` of ``(variables, x, target, key=None) ->
+        Attribution`` with unchecked arguments (path methods: the chunks in a ``lax.scan``).
+      chunk_program: path methods: the program an eager call runs per chunk, ``jax.jit`` of
+        ``(variables, x, target, key, i) -> (chunk i's sums, logits at x (zeros for i > 0),
+        [C, 0] zeros for C chunks)``; ``None`` for other methods.
+
+    ``fn.lower(variables, x, target, key=None)`` lowers ``program`` for a call's arguments (checked
+    and converted as the call does); ``fn.trace_count()`` tells how many times a program traced.
+
+    Example:
+      >>> fn = xa.attributor(model, "excitation_backprop", layer="features.23")
+      >>> res = fn(variables, x, jnp.array([3, 7]))
+      >>> fn.lower(variables, x, jnp.array([3, 7])).as_text()  # the one program's StableHLO
+    """
+
+    method: str
+    layer: str | None
+    program: Callable = dataclasses.field(repr=False)
+    _setup: Setup = dataclasses.field(repr=False)
+    _chunked: Chunked | None = dataclasses.field(repr=False)
+    _traces: Counter = dataclasses.field(repr=False)
+    _classes: dict = dataclasses.field(repr=False)  # (x shape, dtype) -> the model's number of classes
+
+    @property
+    def chunk_program(self) -> Callable | None:
+        """Path methods' per-chunk program (see the class docstring); ``None`` for other methods."""
+        return None if self._chunked is None else self._chunked.chunk
+
+    def __call__(self, variables, x, target, key=None) -> Attribution:
+        """The attribution of ``target`` at ``x``, its arguments checked (see the class docstring)."""
+        variables, x, target, key = self._arguments(variables, x, target, key)
+        leaves = jax.tree_util.tree_leaves((variables, x, target, key))
+        if not any(isinstance(a, jax.core.Tracer) for a in leaves):
+            if self._chunked is not None:
+                return self._chunked(variables, x, target, key)
+            m = self._setup.method
+            if m.per_sample(self._setup.options) and x.shape[0] > 1 and len(x.sharding.device_set) == 1:
+                return per_sample(self.program, variables, x, target, key)
+        return self.program(variables, x, target, key)
+
+    def lower(self, variables, x, target, key=None):
+        """``program`` lowered for a call's arguments, checked and converted as the call does
+        (``jax.jit``'s ``Lowered``: ``.as_text()``, ``.compile()``)."""
+        return self.program.lower(*self._arguments(variables, x, target, key))
+
+    def trace_count(self) -> int:
+        """How many times a program was traced (the most over the programs): 1 after any number of
+        calls with new target values."""
+        return max(self._traces.values(), default=0)
+
+    def _arguments(self, variables, x, target, key):
+        """The call's arguments checked (their values too where concrete) and converted."""
+        _check_order(variables, x)
+        x = jnp.asarray(x) if _is_concrete(x) else x
+        target = jnp.asarray(target) if _is_concrete(target) else target
+        _check_x(x)
+        _check_target(target, x.shape[0], self._num_classes(variables, x))
+        return variables, x, target, _keys(self._setup.method, self._setup.options, key, x.shape[0])
+
+    def _num_classes(self, variables, x) -> int:
+        shape = (tuple(x.shape), str(x.dtype))
+        if shape not in self._classes:
+            out = jax.eval_shape(call_model(self._setup.model), variables, jax.ShapeDtypeStruct(x.shape, x.dtype))
+            self._classes[shape] = _num_classes(out, x.shape[0])
+        return self._classes[shape]
+
+
 def attributor(model, method: str, layer: str | None = None, *, signal=None, strict: bool | None = None,
-               **options) -> Callable:
-    """A jit-compiled ``fn(variables, x, target) -> Attribution`` for ``method`` at ``layer``.
+               **options) -> Attributor:
+    """An :class:`Attributor`: ``fn(variables, x, target, key=None) -> Attribution`` for ``method``
+    at ``layer``, one jit-compiled program (forward with rules, seed, modified backward, read-out).
 
     Args:
       model: a ``flax.linen.Module`` (called as ``model.apply(variables, x)``) or any callable
@@ -130,31 +233,9 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, str
       **options: method options (static); unknown ones raise ``ValueError`` listing the valid ones.
 
     Returns:
-      ``fn(variables, x, target, key=None)``: ``x`` float ``[N, H, W, C]`` (float32, bfloat16,
-      float16 or float64; the map comes back in the dtype the model computes in), ``target`` int
-      ``[N]`` or ``[N, K]``; ``key``: for methods that draw noise (SmoothGrad), one PRNG key for
-      the batch (example ``i`` draws from ``fold_in(key, i)``) or one per example ``[N]`` (example
-      ``i`` draws exactly as a single-image call with ``key[i]``, so a ``vmap`` over examples with
-      per-example keys equals the batched call); other methods ignore it.
-      ``fn.trace_count()`` tells how many times the program was traced (the most over its programs).
-
-    Inside the caller's transformations: ``fn`` works under ``jax.jit``, ``vmap``, ``grad``,
-    ``lax.scan``/``lax.map``, with any argument traced or closed over. RSP, whose rules build
-    per-example kernels, runs one compiled batch-1 program per example when called with concrete
-    arrays on one device (compilation independent of the batch); traced or sharded, one program for
-    the whole batch. Values are checked when they
-    are concrete (a ``ValueError`` for a non-finite input or a target out of range); under tracing
-    they cannot be, and the map, relevance, layer maps and conservation totals of such an example
-    are NaN instead, never a plausible map. The forward pass is the model's, so its logits are too.
-
-    Path methods (integrated gradients, GNL-IG, SmoothGrad) called with concrete arrays run one
-    jit-compiled program per chunk of points from a Python loop, then one program that finishes
-    the map: on XLA:CPU a gradient inside a ``lax.scan`` body ran 1.4× (ResNet50) to 2.7× (VGG16)
-    slower than the same gradient at top level (the loop body keeps the backward convolutions' kernels in a
-    non-canonical layout), and an unrolled loop's memory grows with the points. Under
-    ``jax.jit``/``vmap``/``grad`` (traced arrays) they run as one program with the chunks in a
-    ``lax.scan`` (``fn.jitted``). Both keep memory flat in the number of points and give the same
-    numbers.
+      an :class:`Attributor` (the call, its arguments and how it runs are described there); the
+      method, layer and options are static, the target a traced array, so a new target never
+      retraces (``fn.trace_count()``).
 
     Raises:
       ValueError: unknown method (lists them), unknown layer (lists the valid names), unknown option,
@@ -171,94 +252,10 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, str
     seed_fn(signal)  # validate early
     if layer is not None and not isinstance(layer, str):
         raise TypeError(f"layer must be a dotted layer name (str) or None, got {layer!r}")
-    traces = {"scan": 0, "chunk": 0, "finish": 0}
-
-    def build(variables, x, target, key):
-        """``(ctx, Attribution or PathPlan)`` for ``[N, K]`` targets."""
-        program = trace(model, variables, x)
-        layers = program.layers
-        names = [l.name for l in layers]
-        use_layer = layer if layer is not None else m.default_layer(layers)
-        if use_layer == INPUT and INPUT not in names:
-            use_layer = None  # the input, also for methods whose default is a hidden layer
-        if use_layer is not None and use_layer not in names:
-            raise ValueError(f"unknown layer {use_layer!r}; valid layer names: {[INPUT] + names}")
-        if strict:
-            check_strict(layers)
-        if strict is not False:
-            m.check_domain(layers)
-        ctx = Context(model, variables, program, layers, use_layer, signal, dict(options), bool(strict),
-                      _example_keys(key, x.shape[0]))
-        return ctx, m.run(ctx, x, _columns(target))
-
-    def core(variables, x, target, key=None):
-        traces["scan"] += 1
-        ctx, res = build(variables, x, target, key)
-        if isinstance(res, PathPlan):
-            res = run_path(ctx, x, _columns(target), res)
-        return _squeeze(_finish(res, x, _columns(target), m.name, ctx.layer), target)
-
-    def chunk_core(variables, x, target, key, index):
-        """Chunk ``index``'s sums, and ``[C, 0]`` zeros whose shape tells the number of chunks."""
-        traces["chunk"] += 1
-        ctx, plan = build(variables, x, target, key)
-        params, weights = path_chunks(plan)
-        pick = lambda a: jax.lax.dynamic_index_in_dim(a, index, keepdims=False)  # noqa: E731
-        sums = path_sums(ctx, plan, _columns(target), pick(params), pick(weights))
-        return sums, jnp.zeros((weights.shape[0], 0), x.dtype)
-
-    def finish_core(variables, x, target, key, sums):
-        traces["finish"] += 1
-        ctx, plan = build(variables, x, target, key)
-        logits, _ = run(ctx.program, variables, x)
-        return _squeeze(_finish(plan.finish(logits, sums), x, _columns(target), m.name, ctx.layer), target)
-
-    jitted = jax.jit(core)
-    jitted_chunk = jax.jit(chunk_core)
-    jitted_finish = jax.jit(finish_core)
-    out_cache: dict = {}
-
-    def run_chunked(variables, x, target, key):
-        sums, count = jitted_chunk(variables, x, target, key, np.int32(0))
-        for i in range(1, count.shape[0]):
-            part, _ = jitted_chunk(variables, x, target, key, np.int32(i))
-            sums = jax.tree_util.tree_map(jnp.add, sums, part)
-        return jitted_finish(variables, x, target, key, sums)
-
-    def run_per_sample(variables, x, target, key):
-        """One compiled batch-1 program per example, results stacked (its size does not grow with N)."""
-        parts = [jitted(variables, x[i:i + 1], target[i:i + 1], key) for i in range(x.shape[0])]
-        return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a, axis=0), *parts)
-
-    def num_classes(variables, x):
-        key = (tuple(x.shape), str(x.dtype))
-        if key not in out_cache:
-            out = jax.eval_shape(call_model(model), variables, jax.ShapeDtypeStruct(x.shape, x.dtype))
-            out_cache[key] = _num_classes(out, x.shape[0])
-        return out_cache[key]
-
-    @functools.wraps(core)
-    def fn(variables, x, target, key=None):
-        _check_order(variables, x)
-        x = jnp.asarray(x) if _is_concrete(x) else x
-        target = jnp.asarray(target) if _is_concrete(target) else target
-        _check_x(x)
-        _check_target(target, x.shape[0], num_classes(variables, x))
-        key = _keys(m, options, key, x.shape[0])
-        leaves = jax.tree_util.tree_leaves((variables, x, target, key))
-        traced = any(isinstance(a, jax.core.Tracer) for a in leaves)
-        if m.path and not traced:
-            return run_chunked(variables, x, target, key)
-        if m.per_sample(options) and not traced and x.shape[0] > 1 and len(x.sharding.device_set) == 1:
-            return run_per_sample(variables, x, target, key)
-        return jitted(variables, x, target, key)
-
-    fn.trace_count = lambda: max(traces.values())
-    fn.jitted = jitted  # the one-program form (path methods: lax.scan), unvalidated: for lowering in benchmarks
-    fn.jitted_chunk = jitted_chunk  # path methods: (variables, x, target, key, i) -> (chunk i's sums, [C, 0])
-    fn.method = m.name
-    fn.layer = layer
-    return fn
+    setup = Setup(model, m, layer, signal, strict, MappingProxyType(dict(options)))
+    traces = Counter()
+    return Attributor(m.name, layer, one_program(setup, traces), setup,
+                      chunked(setup, traces) if m.path else None, traces, {})
 
 
 def _keys(m, options, key, n):
@@ -282,50 +279,6 @@ def _keys(m, options, key, n):
     if key.shape not in ((), (n,)):
         raise ValueError(f"key must be one key or one per example (shape [{n}]), got shape {tuple(key.shape)}")
     return key
-
-
-def _example_keys(key, n):
-    """Example ``i``'s key: ``fold_in(key, i)`` for one key, ``fold_in(key[i], 0)`` for ``[n]`` keys, so
-    a batch with keys ``[n]`` and a vmap of single-image calls with the same keys draw the same noise."""
-    if key is None:
-        return None
-    if key.shape == ():
-        return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
-    return jax.vmap(lambda k: jax.random.fold_in(k, 0))(key)
-
-
-def _finish(res: Attribution, x, target, method: str, layer: str | None) -> Attribution:
-    """The result in ``x``'s dtype, named by its method and layer, with NaN maps for examples with a
-    non-finite input or a target out of range (``[N, K]`` fields).
-
-    Values are checked eagerly when they are concrete; under the caller's ``jit``/``vmap``/``grad``
-    they are not, and this makes a bad example's map NaN instead of a plausible (e.g. all-zero) map.
-    """
-    c = res.logits.shape[-1]
-    finite = jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim)))
-    bad = ~finite[:, None] | (target < 0) | (target >= c)  # [N, K]
-
-    def mask(a):
-        a = a.astype(x.dtype)
-        return jnp.where(bad.reshape(bad.shape + (1,) * (a.ndim - 2)), jnp.asarray(jnp.nan, a.dtype), a)
-
-    t = lambda tree: jax.tree_util.tree_map(mask, tree)  # noqa: E731
-    return res._replace(map=t(res.map), relevance=t(res.relevance), layer_maps=t(res.layer_maps),
-                        conservation=t(res.conservation), method=method, layer=layer or INPUT)
-
-
-def _columns(target):
-    """``[N]`` or ``[N, K]`` targets as ``[N, K]``."""
-    return target if target.ndim == 2 else target[:, None]
-
-
-def _squeeze(res: Attribution, target) -> Attribution:
-    """Drop the ``K`` axis again for ``[N]`` targets."""
-    if target.ndim == 2:
-        return res
-    first = lambda t: jax.tree_util.tree_map(lambda a: a[:, 0], t)  # noqa: E731
-    return res._replace(map=first(res.map), relevance=first(res.relevance),
-                        layer_maps=first(res.layer_maps), conservation=first(res.conservation))
 
 
 def _hashable(obj) -> bool:

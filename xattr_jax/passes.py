@@ -18,7 +18,7 @@ from .rules.core import upcast
 from .types import Context, PathPlan
 
 __all__ = ["SIGNALS", "Pass", "seed_fn", "onehots", "modified_pass", "two_phase_pass", "path_chunks",
-           "path_sums", "run_path"]
+           "path_sums", "run_path", "logits_where"]
 
 SIGNALS = ("logit", "prob", "log_prob", "pointing")
 
@@ -138,9 +138,14 @@ def modified_pass(
         x_ct, p_ct = jax.tree_util.tree_map(lambda a: a[None], vjp(cts[0]))
     else:
         x_ct, p_ct = jax.vmap(vjp)(cts)
+    return _read_out(infos, logits, x_ct if input else None, p_ct, acts)
+
+
+def _read_out(infos, logits, x_ct, p_ct, acts) -> Pass:
+    """A pass's results with the layer read-outs' channels last."""
     p_ct = {n: infos[n].to_channels_last(a, lead=1) for n, a in p_ct.items()}
     acts = {n: infos[n].to_channels_last(a) for n, a in acts.items()}
-    return Pass(logits, x_ct if input else None, p_ct, acts)
+    return Pass(logits, x_ct, p_ct, acts)
 
 
 def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, rules=None,
@@ -178,7 +183,6 @@ def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, 
     infos = {l.name: l for l in ctx.layers}
     names = [seed_layer] + [n for n in at if n != seed_layer]
     probes = _probes(x, infos, names)
-    seed_info = infos[seed_layer]
 
     def fwd(x, probes):
         out, acts = run(ctx.program, ctx.variables, x, rules=rules, probes=probes,
@@ -186,17 +190,8 @@ def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, 
         return (out, acts[seed_layer]), acts
 
     (logits, a), vjp, acts = jax.vjp(fwd, x, probes, has_aux=True)  # w.r.t. x: see modified_pass
-
-    zero_a = jnp.zeros_like(a)
+    r0 = _seed_relevance(vjp, infos[seed_layer], seed, logits, a, target)
     zero_l = jnp.zeros_like(logits)
-
-    def grad(cts):
-        g = jax.vmap(lambda c: vjp((c.astype(logits.dtype), zero_a))[1][seed_layer])(cts)
-        return seed_info.to_channels_last(g, lead=1)
-
-    # not stop-gradiented: maps stay differentiable through the seed; computed in at least float32
-    r0 = seed(lambda cts: upcast(grad(cts)), upcast(seed_info.to_channels_last(a)), upcast(logits), target)
-    r0 = seed_info.from_channels_last(r0, lead=1)
 
     def pull(r):
         return vjp((zero_l, r.astype(a.dtype)))
@@ -206,9 +201,21 @@ def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, 
     else:
         cols = [pull(r0[k]) for k in range(r0.shape[0])]
         x_ct, p_ct = jax.tree_util.tree_map(lambda *c: jnp.stack(c), *cols)
-    p_ct = {n: infos[n].to_channels_last(v, lead=1) for n, v in p_ct.items()}
-    acts = {n: infos[n].to_channels_last(v) for n, v in acts.items()}
-    return Pass(logits, x_ct if input else None, p_ct, acts)
+    return _read_out(infos, logits, x_ct if input else None, p_ct, acts)
+
+
+def _seed_relevance(vjp, seed_info, seed: Callable, logits, a, target):
+    """Steps 1 and 2 of :func:`two_phase_pass`: ``R0 [K, *A.shape]`` from ``seed(grad, A, logits,
+    target)``, ``grad`` pulling logits cotangents back to the seed layer's probe (ordinary gradients)."""
+    zero_a = jnp.zeros_like(a)
+
+    def grad(cts):
+        g = jax.vmap(lambda c: vjp((c.astype(logits.dtype), zero_a))[1][seed_info.name])(cts)
+        return seed_info.to_channels_last(g, lead=1)
+
+    # not stop-gradiented: maps stay differentiable through the seed; computed in at least float32
+    r0 = seed(lambda cts: upcast(grad(cts)), upcast(seed_info.to_channels_last(a)), upcast(logits), target)
+    return seed_info.from_channels_last(r0, lead=1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -267,3 +274,14 @@ def run_path(ctx: Context, x, target, plan: PathPlan):
     sums, _ = jax.lax.scan(body, (zero,) * plan.n_stats, (params, weights))
     logits, _ = run(ctx.program, ctx.variables, x)
     return plan.finish(logits, sums)
+
+
+def logits_where(ctx: Context, x, pred):
+    """The model's logits at ``x`` where ``pred`` (a traced boolean) holds, else zeros like them:
+    a loop over one compiled chunk program runs the forward once (``lax.cond`` runs one branch)."""
+
+    def forward():
+        return run(ctx.program, ctx.variables, x)[0]
+
+    out = jax.eval_shape(forward)  # zeros_like keeps its type, sharding included (explicit meshes)
+    return jax.lax.cond(pred, forward, lambda: jnp.zeros_like(out))
