@@ -34,7 +34,9 @@ _SPELLINGS = {
     "activation": (nn.silu, nn.gelu, lambda x: nn.gelu(x, approximate=False), lambda x: nn.leaky_relu(x, 0.1),
                    nn.hard_swish, nn.softplus, lambda x: x * jnp.tanh(nn.softplus(x)), nn.sigmoid, jnp.tanh,
                    nn.elu),
-    "norm": (nn.LayerNorm(), nn.RMSNorm(), nn.GroupNorm(num_groups=2), nn.GroupNorm(num_groups=None, group_size=1)),
+    "norm": (nn.LayerNorm(), nn.RMSNorm(), nn.GroupNorm(num_groups=2), nn.GroupNorm(num_groups=None, group_size=1),
+             # torch's layer norm through torchax: the centring mean apart from jnp.var's own
+             lambda x: (x - x.mean(-1, keepdims=True)) * jax.lax.rsqrt(x.var(-1, keepdims=True) + 1e-5)),
     "gate": (nn.glu,),
     "softmax": (nn.softmax,),
 }

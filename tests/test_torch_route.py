@@ -33,6 +33,9 @@ captum_attr = pytest.importorskip("captum.attr")
 from _parity import TOL, assert_close, nchw_to_nhwc  # noqa: E402
 from converters.torch import flatten, from_torch, nest  # noqa: E402
 from converters.torchvision import convert  # noqa: E402
+from xattr_jax.composites import composite, epsilon_plus  # noqa: E402
+from xattr_jax.composites import kind as kind_of  # noqa: E402
+from xattr_jax.rules import epsilon  # noqa: E402
 
 LOGIT_TOL = 1e-5  # ours float32 vs torch float64
 TARGETS = [1, 3]
@@ -144,6 +147,36 @@ def test_gradient_family_vs_captum(case, arch, size, name, kind, monkeypatch):
     res = xa.explain(model, v64, xj, jnp.asarray(TARGETS), method="integrated_gradients", signal="logit",
                      baseline=jnp.asarray(nchw_to_nhwc(base)), steps=4, rule="right", chunk=4)
     assert_close(res.relevance, nchw_to_nhwc(ref), f"IG (float64) vs Captum on {arch}")
+
+
+def _bias_free(variables):
+    """The same network with every bias, batch-norm mean and learned class token / position
+    embedding set to 0 (what LRP's conservation is stated for)."""
+    def zero(path, a):
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        hit = any(s in name for s in ("bias", "running_mean", "class_token", "cls_token", "pos_embed"))
+        return jnp.zeros_like(a) if hit else a
+    return jax.tree_util.tree_map_with_path(zero, variables)
+
+
+@pytest.mark.usefixtures("x64")
+@pytest.mark.parametrize("arch,size,name,kind", ARCHS)
+def test_lrp_conserves_on_a_bias_free_copy(case, arch, size, name, kind):
+    """LRP-ε on every linear layer (ε conserves on signed inputs too), float64: the input relevance
+    sums to the seed, 1 per example, within 1e-6 — or LRP refuses the model, naming its operations.
+    ε = 1e-30: a random bias-free network's activations shrink to ~1e-10 (mobilenet_v2's logits),
+    where ε = 1e-6 would absorb all relevance."""
+    _, _, model, variables, x = case(arch, size)
+    v = _bias_free(_f64(variables))
+    comp = composite((kind_of("conv"), epsilon(1e-30)), *epsilon_plus(epsilon=1e-30, stabilizer=1e-30).entries)
+    try:
+        res = xa.explain(model, v, jnp.asarray(x, jnp.float64), jnp.asarray(TARGETS), method="lrp", composite=comp)
+    except ValueError as err:
+        assert "strict=False" in str(err) and "other" in str(err), f"{arch}: LRP failed without naming why: {err}"
+        pytest.xfail(f"{arch}: LRP refuses operations without a rule: {str(err).splitlines()[1]}")
+    total = np.asarray(jnp.sum(res.relevance, axis=(1, 2, 3)))
+    print(f"{arch}: LRP total relevance {total} (seed 1)")
+    np.testing.assert_allclose(total, 1.0, rtol=1e-6, err_msg=f"{arch}: input relevance != the seed 1 (rtol 1e-6)")
 
 
 class _Tiny(torch.nn.Module):

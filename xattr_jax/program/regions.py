@@ -152,6 +152,18 @@ def has_product(region, ops, facts):
     return any(ops[k].prim.name in _PRODUCTS and len(x_inputs(ops[k], facts)) == 2 for k in region)
 
 
+def _downstream(v, region, ops, facts):
+    """The ops of ``region`` that read ``v``, directly or through other ops of ``region`` (not a
+    parallel branch: a LayerNorm that computes its centring mean apart from its variance's)."""
+    todo, seen = [v], set()
+    while todo:
+        for c in facts.consumers.get(todo.pop(), []):
+            if c in region and c not in seen:
+                seen.add(c)
+                todo.extend(ops[c].outs)
+    return seen
+
+
 def grow(kind, k, ops, facts, shapes, flow, taken):
     """The largest region of ``kind`` around anchor op ``k``: walk the post-dominators of its output
     (never past a sum of two x-dependent values), then move the entry up while it still fits."""
@@ -167,9 +179,8 @@ def grow(kind, k, ops, facts, shapes, flow, taken):
         entry = flow.common_dominator(flow.dom[anchor], flow.dom[cur])
         region = flow.region(entry, cur)
         if region is not None and flow.closed(region, cur) and _fits(kind, region, entry, ops, facts, shapes, taken):
-            before = flow.region(entry, anchor) or set()
             ok_exit = _EXITS.get(kind, lambda op, facts: True)(op, facts)
-            if any(ops[j].prim.name not in after for j in region - before):
+            if any(ops[j].prim.name not in after for j in _downstream(anchor, region, ops, facts)):
                 break
             if ok_exit:
                 best = (region, entry, cur)
