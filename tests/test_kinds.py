@@ -255,3 +255,31 @@ def test_every_method_on_every_family_runs_or_refuses_naming_the_operation_and_t
         assert np.all(np.isfinite(np.asarray(res.map))), f"{family} × {method}: non-finite map"
         np.testing.assert_allclose(np.asarray(res.logits), plain, rtol=0, atol=1e-5 * np.abs(plain).max(),
                                    err_msg=f"{family} × {method}: logits (jit vs eager, 1e-5 x max)")
+
+
+def test_a_scale_after_a_permute_folds_into_the_conv_before_it():
+    """ConvNeXt's layer scale as torch writes it: conv (NHWC here) with its bias, a permute to NCHW,
+    a per-channel scale. LRP folds the scale into the conv (``canonize``); its map equals LRP on the
+    network whose conv already holds the scaled kernel and bias, which has no scale layer at all."""
+    rng = np.random.default_rng(0)
+    w, b = rng.normal(size=(3, 3, 3, 4)), rng.normal(size=4)
+    s, d = rng.uniform(0.5, 2.0, size=4), rng.normal(size=(4, 5))
+    conv = lambda x, w, b: jax.lax.conv_general_dilated(  # noqa: E731
+        x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) + b[None, None, None]
+
+    def scaled(v, x):
+        h = jnp.transpose(conv(x, v["w"], v["b"]), (0, 3, 1, 2)) * v["s"][None, :, None, None]
+        return jnp.mean(jax.nn.relu(h), axis=(2, 3)) @ v["d"]
+
+    def folded(v, x):
+        h = jnp.transpose(conv(x, v["w"] * v["s"][None, None, None], v["b"] * v["s"]), (0, 3, 1, 2))
+        return jnp.mean(jax.nn.relu(h), axis=(2, 3)) @ v["d"]
+
+    with jax.enable_x64(True):
+        v = {k: jnp.asarray(a) for k, a in dict(w=w, b=b, s=s, d=d).items()}
+        x = jnp.asarray(rng.normal(size=(2, 6, 6, 3)))
+        assert [l.kind for l in xa.layers(scaled, v, x) if l.kind][:2] == ["conv", "batchnorm"]
+        ours = np.asarray(xa.explain(scaled, v, x, jnp.array([1, 3]), method="lrp").relevance)
+        ref = np.asarray(xa.explain(folded, v, x, jnp.array([1, 3]), method="lrp").relevance)
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-10 * np.abs(ref).max(),
+                               err_msg="LRP with the scale folded differs from LRP on the pre-scaled conv (> 1e-10 × max)")

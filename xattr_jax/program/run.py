@@ -173,7 +173,8 @@ def fold_params(prog: Program, lin: int, lin_params, bn_params, like=None):
 
     ``BN(z) = a ⊙ z + b`` per output feature (read off the chain at 0 and 1), so
     ``W' = W · a`` along the kernel's output-feature axis and ``b' = a ⊙ b_W + b``. Shape
-    operations between the two (a vmapped channels-first conv) are undone on ``b'``. ``like``: an
+    operations between the two (a vmapped channels-first conv, torch's permute back to NCHW before a
+    layer scale) carry ``b_W`` to the batch-norm's layout and ``b'`` back. ``like``: an
     activation whose type the read-off inputs take (under ``shard_map``: varying over the mesh).
     """
     seg = prog.segments[lin]
@@ -188,17 +189,16 @@ def fold_params(prog: Program, lin: int, lin_params, bn_params, like=None):
     shape = [1] * kernel.ndim
     shape[seg.feature[0]] = -1
     kernel = kernel * scale.reshape(shape).astype(kernel.dtype)
-    if "bias" in lin_params:  # then the segment ends at its bias add, right before the batch-norm
-        b = a * jnp.broadcast_to(lin_params["bias"], z_shape) + b
+    y_shape = prog.shapes[seg.output][0]
+
+    def chain(y):  # the shape operations from the linear layer's output to the batch-norm's input
+        for k in path:
+            (y,) = bind(prog.ops[k], [y])
+        return y
+
+    if "bias" in lin_params:  # then the segment ends at its bias add, in the layer's output layout
+        b = a * chain(jnp.broadcast_to(lin_params["bias"], y_shape)) + b
     if path:
-        y_shape = prog.shapes[seg.output][0]
-
-        def chain(y):
-            for k in path:
-                op = prog.ops[k]
-                (y,) = bind(op, [y])
-            return y
-
         (b,) = jax.linear_transpose(chain, jax.ShapeDtypeStruct(y_shape, dtype))(b)
     return {"kernel": kernel, "bias": b}
 
