@@ -64,6 +64,9 @@ EXAMPLES = {
     ("batchnorm", "_batchnorm"): (lambda v, x: (x - v["mu"][None, None, None]) * v["g"][None, None, None],
                                   {"mu": np.zeros(3, np.float32), "g": np.ones(3, np.float32)}, ["batchnorm"]),
     (None, "_shape"): (lambda v, x: x.reshape(1, -1), {}, []),
+    (None, "_selection"): (  # torch's safe softmax: rows of -inf give 0
+        lambda v, x: jnp.where(jnp.all(x == -jnp.inf, axis=-1, keepdims=True), 0.0, jax.nn.softmax(x)), {},
+        ["softmax"]),
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from .checks import refuse_training_mode
 from .ir import FOLD_THROUGH, KEEPS_NONNEG, LINEAR, NONNEG_KINDS, SHAPE_OPS, Lit, Segment, is_float, x_inputs
 from .axes import track_axis
-from .patterns import PATTERNS, Match, Scan, by_anchor
+from .patterns import PATTERNS, Match, Scan, by_anchor, selected_value
 from .regions import Flow
 
 
@@ -39,8 +39,8 @@ def _match_at(scan, segs, k, xs, patterns):
         if m is None:
             continue
         if pat.kind is None:  # no layer: a weight stays one through it
-            if len(xs) == 1 and xs[0] in scan.weights:
-                scan.weights.update((o, scan.weights[xs[0]]) for o in op.outs)
+            if len(m.inputs) == 1 and m.inputs[0] in scan.weights:
+                scan.weights.update((o, scan.weights[m.inputs[0]]) for o in op.outs)
         else:
             _take(scan, segs, pat.kind, k, m)
         return
@@ -118,16 +118,18 @@ def batchnorm_folds(ops, facts, shapes, segs, owner) -> dict:
 
 
 def layer_inputs(ops, facts, segs) -> list:
-    """Per segment, the layer outputs (or program inputs) its inputs come from through shape operations."""
+    """Per segment, the layer outputs (or program inputs) its inputs come from through shape operations
+    and selections between one value and constants."""
     outs = {s.output for s in segs}
 
     def upstream(v):
         while v not in outs and v in facts.producer:
             op = ops[facts.producer[v]]
             xs = x_inputs(op, facts)
-            if op.prim.name not in SHAPE_OPS or len(xs) != 1:
+            carried = xs[0] if op.prim.name in SHAPE_OPS and len(xs) == 1 else selected_value(op, facts)
+            if carried is None:
                 break
-            v = xs[0]
+            v = carried
         return v
 
     return [tuple(upstream(v) for v in s.inputs) for s in segs]

@@ -293,7 +293,7 @@ def _scalar_operands(scan, members) -> bool:
 def _scaling(scan, k):
     """Scaling by constant scalars (``x / 255``, GELU's ``0.5·x``)."""
     found = _affine_chain(scan, k)
-    return None if found is None or not _scalar_operands(scan, found[0]) else Match((), (), -1)
+    return None if found is None or not _scalar_operands(scan, found[0]) else Match((), tuple(scan.xs(k)), -1)
 
 
 def _batchnorm(scan, k):
@@ -302,13 +302,28 @@ def _batchnorm(scan, k):
     if found is None or _scalar_operands(scan, found[0]):
         return None
     members, out = found
-    if scan.shapes[out][0] != scan.shapes[scan.xs(k)[0]][0]:
-        return None  # a per-sample statistic scaled by parameters: kind other
+    if size_of(out, scan.shapes) != size_of(scan.xs(k)[0], scan.shapes):
+        return None  # a per-sample statistic broadcast by parameters: kind other
     return Match(tuple(members), tuple(scan.xs(k)), out)
 
 
 def _shape(scan, k):
-    return Match((), (), -1)
+    xs = scan.xs(k)
+    return Match((), tuple(xs), scan.ops[k].outs[0])
+
+
+def selected_value(op, facts):
+    """The one x-dependent value a ``select_n`` chooses between constants (``jnp.where(mask, v, 0)``,
+    torch's safe softmax), else None; its predicate may depend on x (a mask carries no signal)."""
+    if op.prim.name != "select_n":
+        return None
+    live = [a for a in op.ins[1:] if facts.depends_on_x(a)]
+    return live[0] if len(live) == 1 else None
+
+
+def _selection(scan, k):
+    v = selected_value(scan.ops[k], scan.facts)
+    return None if v is None else Match((), (v,), scan.ops[k].outs[0])
 
 
 def _region(kind):
@@ -374,6 +389,9 @@ PATTERNS = (
             "model"),
     Pattern(None, frozenset(SHAPE_OPS), _shape,
             "reshapes, transposes, broadcasts, slices, padding and concatenation: the signal follows the values"),
+    Pattern(None, frozenset({"select_n"}), _selection,
+            "a selection between one value and constants (`jnp.where(mask, v, 0)`, torch's safe softmax): the "
+            "signal follows the value where it is selected"),
 )
 
 OTHER_DOC = "anything else between `x` and the output (`jnp.cumsum`, sorting, unknown custom operations)"
