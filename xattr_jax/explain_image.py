@@ -64,13 +64,14 @@ def explain_image(
     import jax.numpy as jnp
 
     from xattr_jax.harness.cli_common import load_model
+    from xattr_jax.program import call_model
     from xattr_jax.progress import progress_bar
 
     image = read_image(image_path)
     model, variables, arch = load_model(checkpoint)
     mode = default_preprocess(arch) if preprocess == "auto" else preprocess
     x, resized = prep(image, mode)
-    logits = np.asarray(model.apply(variables, jnp.asarray(x[None])))[0]
+    logits = np.asarray(call_model(model)(variables, jnp.asarray(x[None])))[0]
     n = logits.shape[-1]
     probs = np.exp(logits - logits.max())
     probs /= probs.sum()

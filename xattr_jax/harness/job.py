@@ -140,6 +140,8 @@ def run_job(
     import jax
     import jax.numpy as jnp
 
+    from xattr_jax.program import call_model
+
     say = log or (lambda s: print(s, file=sys.stderr, flush=True))
     plan = plan or top_k_plan(1)
     result = JobResult(devices=len(jax.local_devices()))
@@ -173,8 +175,7 @@ def run_job(
         variables = jax.device_put(variables, NamedSharding(mesh, PartitionSpec()))
     else:
         put = jnp.asarray
-    apply = model.apply if hasattr(model, "apply") else model
-    forward = jax.jit(lambda v, x: apply(v, x))
+    forward = jax.jit(call_model(model))
     base = jax.random.key(key)
     keys_for = jax.jit(jax.vmap(lambda a, b: jax.random.fold_in(jax.random.fold_in(base, a), b)))
 
