@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from jax import lax
 
+from xattr_jax.app.cli_common import num_classes
 from xattr_jax.data.samples import synthetic_samples
 from xattr_jax.harness import MemoryStore, evaluate, run_job
-from xattr_jax.harness.cli_common import num_classes
 from xattr_jax.harness.evaluate import harness_options
 
 from _nets import random_variables

@@ -31,7 +31,7 @@ import numpy as np
 import xattr_jax as xa
 from xattr_jax.data.samples import Sample
 from xattr_jax.harness.pipeline import Loaded, stream
-from xattr_jax.progress import progress_bar
+from xattr_jax.harness.progress import progress_bar
 
 __all__ = ["Task", "JobResult", "run_job", "top_k_plan"]
 
