@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent
 def _xattr(*args) -> list[str]:
     """The ``xattr`` console script beside this Python (as a user runs it), else ``python -m``."""
     script = Path(sys.executable).parent / "xattr"
-    head = [str(script)] if script.exists() else [sys.executable, "-m", "xattr_jax.cli"]
+    head = [str(script)] if script.exists() else [sys.executable, "-m", "xattr_jax.app.cli"]
     return head + [str(a) for a in args]
 
 
@@ -40,7 +40,7 @@ def _images(folder: Path, n: int) -> Path:
     import numpy as np
 
     from xattr_jax.data.synthetic import make_dataset
-    from xattr_jax.imageio import write_image
+    from xattr_jax.viz.imageio import write_image
 
     folder.mkdir(parents=True, exist_ok=True)
     data = make_dataset(n, seed=123)

@@ -2,7 +2,7 @@
 
 Fine-tunes the shipped ``small_vgg`` on the synthetic benchmark from the same start, same batches and
 same targets (fixed seeds), once without and once per method with the explanation loss of
-:mod:`xattr_jax.explanation_training` (share of |map| outside the target object's mask), and reports
+:mod:`xattr_jax.app.explanation_training` (share of |map| outside the target object's mask), and reports
 
 * the compiled train step's steady time against the plain step's, measured in the same run;
 * the held-out share of relevance outside the masks (each method's own map) and the held-out mAP,
@@ -25,10 +25,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from xattr_jax.app.explanation_training import fine_tune, held_out_outside_share, make_train_step, sample_targets
+from xattr_jax.app.train import evaluate_map
 from xattr_jax.data import make_dataset, normalize
-from xattr_jax.explanation_training import fine_tune, held_out_outside_share, make_train_step, sample_targets
 from xattr_jax.models import load_embedded, small_vgg
-from xattr_jax.train import evaluate_map
 
 METHODS = ("gradient", "excitation_backprop", "lrp")
 # the loss weight per method: Excitation Backprop's map is a distribution (sums to 1), its share's

@@ -75,9 +75,9 @@ def main(argv=None) -> int:
     import jax
 
     import xattr_jax as xa
+    from xattr_jax.app.eval_cli import SYNTHETIC_TOLERANCE
     from xattr_jax.data.samples import synthetic_samples
     from xattr_jax.harness import evaluate, markdown_table
-    from xattr_jax.harness.eval_cli import SYNTHETIC_TOLERANCE
     from xattr_jax.methods.excitation import default_saliency_layer
     from xattr_jax.models import EMBEDDED, load_embedded
     from xattr_jax.models.small import embedded_info
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     samples = synthetic_samples(args.num_images)
     report = {
         "benchmark": "synthetic held-out set (xattr_jax.data.make_dataset, seed "
-        "xattr_jax.train.HELD_OUT_SEED), 64x64",
+        "xattr_jax.data.synthetic.HELD_OUT_SEED), 64x64",
         "num_images": args.num_images,
         "method_options": OPTIONS,
         "versions": {"python": platform.python_version(), "jax": jax.__version__,

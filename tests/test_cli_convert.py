@@ -10,8 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
+from xattr_jax.app.cli import main  # noqa: E402
 from xattr_jax.checkpoint import load_checkpoint  # noqa: E402
-from xattr_jax.cli import main  # noqa: E402
 
 RTOL = 1e-4  # max |ours - torch| <= RTOL * max |torch|, float32
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xattr_jax.cli import main
+from xattr_jax.app.cli import main
 
 
 def _picture(h=48, w=56):

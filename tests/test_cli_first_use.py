@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from xattr_jax.cli import _COMMANDS, _build_parser, main
-from xattr_jax.progress import EtaColumn, progress, progress_bar
+from xattr_jax.app.cli import _COMMANDS, _build_parser, main
+from xattr_jax.harness.progress import EtaColumn, progress, progress_bar
 
 
 def _subparser(command: str) -> argparse.ArgumentParser:
@@ -24,7 +24,7 @@ def _subparser(command: str) -> argparse.ArgumentParser:
 
 
 def test_help_screen_loads_no_jax():
-    code = ("import sys, time; t = time.perf_counter(); from xattr_jax.cli import main\n"
+    code = ("import sys, time; t = time.perf_counter(); from xattr_jax.app.cli import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "print(sorted(m for m in ('jax', 'flax', 'matplotlib') if m in sys.modules))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -75,7 +75,7 @@ def test_progress_bar_interrupt_says_how_far_it_got():
 
 def test_ctrl_c_on_a_job_is_one_line_and_exit_130(tmp_path):
     from xattr_jax.data.samples import synthetic_samples
-    from xattr_jax.imageio import write_image
+    from xattr_jax.viz.imageio import write_image
 
     images, out = tmp_path / "images", tmp_path / "out"
     images.mkdir()
@@ -85,7 +85,7 @@ def test_ctrl_c_on_a_job_is_one_line_and_exit_130(tmp_path):
             "--batch-size", "2", "--out", str(out), "--no-progress"]  # fmt: skip
     # Ctrl-C as in a terminal, also where this test runs with SIGINT ignored (a background job)
     code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
-            f"from xattr_jax.cli import main; sys.exit(main({argv!r}))")  # fmt: skip
+            f"from xattr_jax.app.cli import main; sys.exit(main({argv!r}))")  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     records = out / "records.jsonl"
     t0 = time.perf_counter()

@@ -36,7 +36,7 @@ def job(tmp_path_factory):
     for i, im in enumerate(make_dataset(3, 64, seed=4).images):
         Image.fromarray(np.round(im * 255).astype(np.uint8)).save(imgs / f"img_{i}.png")
     out = root / "out"
-    cmd = [sys.executable, "-m", "xattr_jax.cli", "explain", str(imgs), "--checkpoint", "embedded:small_vgg",
+    cmd = [sys.executable, "-m", "xattr_jax.app.cli", "explain", str(imgs), "--checkpoint", "embedded:small_vgg",
            "--method", ",".join(METHODS), "--layer", LAYER, "--signal", "prob", "--top-k", "2",
            "--batch-size", "2", "--no-progress", "--out", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

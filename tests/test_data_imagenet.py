@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from xattr_jax.cli import main
+from xattr_jax.app.cli import main
 from xattr_jax.data import load_imagenet, read_synsets
 from xattr_jax.data.samples import imagenet_samples
 

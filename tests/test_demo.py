@@ -6,13 +6,13 @@ import sys
 import time
 from pathlib import Path
 
-from xattr_jax.imageio import read_image
+from xattr_jax.viz.imageio import read_image
 
 _NO_TORCH = """
 import sys
 for name in ("torch", "torchvision", "captum", "zennit", "torchray"):
     sys.modules[name] = None  # any import of these raises ImportError
-from xattr_jax.cli import main
+from xattr_jax.app.cli import main
 sys.exit(main(["demo", "--out", sys.argv[1], "--no-progress"]))
 """
 

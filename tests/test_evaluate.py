@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xattr_jax.cli import main
+from xattr_jax.app.cli import main
+from xattr_jax.app.eval_cli import SYNTHETIC_TOLERANCE
 from xattr_jax.data import VOC_CLASSES
 from xattr_jax.data.preprocess import preprocess
 from xattr_jax.data.samples import synthetic_samples, voc_samples
 from xattr_jax.harness import evaluate, markdown_table
-from xattr_jax.harness.eval_cli import SYNTHETIC_TOLERANCE
 from xattr_jax.harness.protocols import gaussian_smooth, pointing_map
 
 from _processes import run_on_two_processes
@@ -346,7 +346,7 @@ def test_eval_split_over_two_processes_reports_the_whole_dataset(tmp_path):
     import subprocess
     import sys
 
-    base = [sys.executable, "-m", "xattr_jax.cli", "eval", "--dataset", "synthetic", "--num-images", "8",
+    base = [sys.executable, "-m", "xattr_jax.app.cli", "eval", "--dataset", "synthetic", "--num-images", "8",
             "--methods", "gradient,grad_cam", "--deletion-images", "4", "--deletion-steps", "4",
             "--batch-size", "4", "--no-progress"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}

@@ -14,16 +14,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from xattr_jax.data import make_dataset, normalize
-from xattr_jax.explanation_training import (
+from xattr_jax.app.explanation_training import (
     explanation_loss,
     fine_tune,
     held_out_outside_share,
     mask_to_map,
     outside_share,
 )
+from xattr_jax.app.train import evaluate_map
+from xattr_jax.data import make_dataset, normalize
 from xattr_jax.models import load_embedded, small_vgg
-from xattr_jax.train import evaluate_map
 
 STEPS, BATCH, LR = 200, 16, 3e-4
 WEIGHTS = {"gradient": 0.3, "excitation_backprop": 0.1, "lrp": 0.3}  # as benchmarks/explanation_training.py

@@ -1,4 +1,4 @@
-"""``xattr_jax.imageio``: reading every pixel mode as Pillow decodes it, writing by extension,
+"""``xattr_jax.viz.imageio``: reading every pixel mode as Pillow decodes it, writing by extension,
 one-line errors for bad paths and files, and the antialiased resizer."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xattr_jax.imageio import PathIsFolderError, read_image, resize, write_image
+from xattr_jax.viz.imageio import PathIsFolderError, read_image, resize, write_image
 
 RNG = np.random.default_rng(0)
 

@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent(
     import xattr_jax
     import xattr_jax.models
     import xattr_jax.checkpoint
-    import xattr_jax.cli
+    import xattr_jax.app.cli
     from xattr_jax.checkpoint import load_checkpoint, save_checkpoint
 
     model = xattr_jax.models.build("resnet18", num_classes=4)
@@ -43,7 +43,7 @@ SCRIPT = textwrap.dedent(
     assert loaded.apply(restored, x).shape == (1, 4)
 
     out = sys.argv[1] + "_cli"
-    rc = xattr_jax.cli.main(["convert", "--arch", "resnet18", "--weights", "w.pth", "--out", out])
+    rc = xattr_jax.app.cli.main(["convert", "--arch", "resnet18", "--weights", "w.pth", "--out", out])
     assert rc == 1, rc
 
     leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision"))

@@ -1,5 +1,6 @@
 """The package's imports, read from the source with ``ast``: no cycle among ``xattr_jax``'s modules,
-and an import inside a function only where the dependency is optional or heavy."""
+no library module importing the app layer (``xattr_jax.app``), and an import inside a function only
+where the dependency is optional or heavy."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ LAZY_DEPENDENCIES = {
 # Modules whose imports are inside functions by design.
 LAZY_MODULES = {
     "xattr_jax": "public names are imported on first use: `import xattr_jax` loads no JAX",
-    "xattr_jax.cli": "`xattr --help` imports the command line only; a command imports its module when it runs",
+    "xattr_jax.app.cli": "`xattr --help` imports the command line only; a command imports its module when it runs",
 }
 
 
@@ -179,9 +180,17 @@ def test_the_reader_sees_the_imports():
     assert "xattr_jax.models" in graph["xattr_jax.checkpoint"]  # from xattr_jax.models import build
     assert "xattr_jax.methods.cam" in graph["xattr_jax.methods.rsp"]  # from .cam import ...
     assert "xattr_jax.viz.maps" in graph["xattr_jax.viz"]  # from . import maps
-    assert ("converters.torchvision", True) in {(n, f) for n, _, f in IMPORTS["xattr_jax.cli"]}
-    assert "xattr_jax.checkpoint" in graph["xattr_jax.cli"]  # inside a function
-    assert "xattr_jax.checkpoint" not in _graph(module_level_only=True)["xattr_jax.cli"]
+    assert ("converters.torchvision", True) in {(n, f) for n, _, f in IMPORTS["xattr_jax.app.cli"]}
+    assert "xattr_jax.checkpoint" in graph["xattr_jax.app.cli"]  # inside a function
+    assert "xattr_jax.checkpoint" not in _graph(module_level_only=True)["xattr_jax.app.cli"]
+
+
+def test_the_library_never_imports_the_app_layer():
+    graph = _graph()
+    app = {m for m in MODULES if m == "xattr_jax.app" or m.startswith("xattr_jax.app.")}
+    assert "xattr_jax.app.cli" in app
+    uses = sorted(f"{m} imports {t}" for m in MODULES.keys() - app for t in graph[m] & app)
+    assert not uses, "the library imports the app layer (xattr_jax.app):\n" + "\n".join(uses)
 
 
 def test_the_cycle_finder_finds_a_cycle():

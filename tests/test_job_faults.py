@@ -1,4 +1,4 @@
-"""Dataset jobs under concurrency and damage: run as a user runs them (``python -m xattr_jax.cli``).
+"""Dataset jobs under concurrency and damage: run as a user runs them (``python -m xattr_jax.app.cli``).
 
 Each case damages a job's folder or inputs the way a user or a machine would (a second job on the
 same ``--out``, deleted or truncated shards, a duplicated line, a replaced image or checkpoint, a
@@ -49,7 +49,7 @@ def reference(images, tmp_path_factory):
 
 def _explain(inputs, out, *extra, check_one_line=False):
     inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-    cmd = [sys.executable, "-m", "xattr_jax.cli", "explain", *map(str, inputs), "--checkpoint",
+    cmd = [sys.executable, "-m", "xattr_jax.app.cli", "explain", *map(str, inputs), "--checkpoint",
            "embedded:small_vgg", "--method", "gradient", "--batch-size", "2", "--no-progress",
            "--out", str(out), *extra]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -93,7 +93,7 @@ def test_two_jobs_started_at_once_on_halves_lose_nothing(images, tmp_path, refer
     is refused or runs after it; a rerun of the refused half completes, and every map is intact."""
     out = tmp_path / "out"
     halves = [[images / f"im{i}.png" for i in range(N) if i % 2 == h] for h in (0, 1)]
-    cmds = [[sys.executable, "-m", "xattr_jax.cli", "explain", *map(str, half), "--checkpoint",
+    cmds = [[sys.executable, "-m", "xattr_jax.app.cli", "explain", *map(str, half), "--checkpoint",
              "embedded:small_vgg", "--method", "gradient", "--batch-size", "2", "--no-progress",
              "--out", str(out)] for half in halves]  # fmt: skip
     procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds]
@@ -181,7 +181,7 @@ def test_a_checkpoint_with_new_contents_is_not_resumed(images, tmp_path):
     model, variables = load_embedded("small_vgg")
     ckpt, out = tmp_path / "ckpt", tmp_path / "out"
     save_checkpoint(ckpt, "small_vgg", variables, num_classes=model.num_classes)
-    cmd = [sys.executable, "-m", "xattr_jax.cli", "explain", str(images / "im0.png"), "--checkpoint",
+    cmd = [sys.executable, "-m", "xattr_jax.app.cli", "explain", str(images / "im0.png"), "--checkpoint",
            str(ckpt), "--method", "gradient", "--no-progress", "--out", str(out)]  # fmt: skip
     assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
     changed = jax.tree_util.tree_map(lambda a: a * 1.001, variables)
@@ -292,7 +292,7 @@ def test_memory_follows_the_data_not_the_batch_size(images, tmp_path, command):
             ["eval", "--dataset", "synthetic", "--num-images", "2", "--methods", "gradient,grad_cam",
              "--deletion-steps", "8"])  # fmt: skip
     # VmHWM, the peak of this process's own memory (ru_maxrss would include the forking pytest's)
-    code = ("import re, sys; from xattr_jax.cli import main; rc = main(sys.argv[1:]); "
+    code = ("import re, sys; from xattr_jax.app.cli import main; rc = main(sys.argv[1:]); "
             "hwm = re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1); "
             "print('maxrss_kb', hwm, file=sys.stderr); sys.exit(rc)")  # fmt: skip
     run = subprocess.run([sys.executable, "-c", code, *args, "--batch-size", "20000", "--no-progress",
@@ -317,7 +317,7 @@ def test_a_bad_coco_polygon_is_named(tmp_path):
     ann = tmp_path / "instances.json"
     ann.write_text(json.dumps(data))
     (tmp_path / "val2014").mkdir()
-    run = subprocess.run([sys.executable, "-m", "xattr_jax.cli", "eval", "--dataset", "coco14", "--annotations",
+    run = subprocess.run([sys.executable, "-m", "xattr_jax.app.cli", "eval", "--dataset", "coco14", "--annotations",
                           str(ann), "--images", str(tmp_path / "val2014"), "--no-progress",
                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)  # fmt: skip
     _one_line_refusal(run, "COCO image 42 (COCO_val2014_000000000042.jpg), annotation 7", "polygon 0",

@@ -1,6 +1,6 @@
 """Dataset jobs: ``xattr explain`` over a folder, killed with SIGKILL halfway and resumed.
 
-The job is run as a user runs it (``python -m xattr_jax.cli explain FOLDER --out OUT``) on 200
+The job is run as a user runs it (``python -m xattr_jax.app.cli explain FOLDER --out OUT``) on 200
 synthetic PNG files, one of them corrupt. A second run is killed once about half the records are on
 disk, then started again with the same command; its records must equal the uninterrupted run's:
 none lost, none duplicated, the corrupt file once per method with its reason.
@@ -41,7 +41,7 @@ def folder(tmp_path_factory):
 
 
 def _command(folder, out):
-    return [sys.executable, "-m", "xattr_jax.cli", "explain", str(folder / "images"), "--checkpoint",
+    return [sys.executable, "-m", "xattr_jax.app.cli", "explain", str(folder / "images"), "--checkpoint",
             "embedded:small_vgg", "--method", ",".join(METHODS), "--top-k", "2", "--batch-size", "4",
             "--no-progress", "--out", str(out)]  # fmt: skip
 
@@ -131,7 +131,7 @@ def test_store_cuts_a_torn_line_and_an_incomplete_group(tmp_path):
 
 
 def test_job_settings_must_match_to_resume(folder, tmp_path, capsys):
-    from xattr_jax.cli import main
+    from xattr_jax.app.cli import main
 
     out = tmp_path / "o"
     args = ["explain", str(folder / "images" / "img_0001.png"), str(folder / "images" / "img_0002.png"),
@@ -165,7 +165,7 @@ def test_job_on_8_devices_and_on_2_processes_equals_one_device(folder, tmp_path)
     names = sorted((folder / "images").glob("img_00[0-2]*.png"))[:24]
     lst = tmp_path / "list.txt"
     lst.write_text("\n".join(str(p) for p in names) + "\n")
-    base = [sys.executable, "-m", "xattr_jax.cli", "explain", str(lst), "--checkpoint", "embedded:small_vgg",
+    base = [sys.executable, "-m", "xattr_jax.app.cli", "explain", str(lst), "--checkpoint", "embedded:small_vgg",
             "--method", "gradient,excitation_backprop", "--batch-size", "8", "--no-progress"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     one = subprocess.run([*base, "--out", str(tmp_path / "one")], capture_output=True, text=True, env=env)

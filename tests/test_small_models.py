@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 import xattr_jax as xa
+from xattr_jax.app.train import mean_average_precision
 from xattr_jax.data import make_dataset, normalize
+from xattr_jax.data.synthetic import HELD_OUT_SEED, TRAIN_SEED
 from xattr_jax.models import ARCHITECTURES, EMBEDDED, build, load_embedded
 from xattr_jax.models.small import embedded_info, embedded_path
-from xattr_jax.train import HELD_OUT_SEED, TRAIN_SEED, mean_average_precision
 
 
 def _n_params(variables):

@@ -259,7 +259,7 @@ def test_both_routes_agree_on_resnet18():
 def test_cli_convert_and_load_a_torchax_checkpoint(tmp_path, capsys):
     from converters.torchvision import load_checkpoint
     from xattr_jax import load_checkpoint as load_flax
-    from xattr_jax.cli import main
+    from xattr_jax.app.cli import main
 
     torch.manual_seed(0)
     tm = torchvision.models.get_model("squeezenet1_1", weights=None, num_classes=4).eval()

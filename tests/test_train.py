@@ -6,8 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from xattr_jax.checkpoint import load_checkpoint
-from xattr_jax.train import (
+from xattr_jax.app.train import (
     TrainConfig,
     average_precision,
     main,
@@ -15,6 +14,7 @@ from xattr_jax.train import (
     save_trained,
     train,
 )
+from xattr_jax.checkpoint import load_checkpoint
 
 
 def test_average_precision_known_values():

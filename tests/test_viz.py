@@ -1,28 +1,17 @@
 """``xattr_jax.viz``: the figures' matplotlib objects (titles, colour bars, norms, panels, warnings)
-and the pixel-level heatmaps of ``viz.raster``. Agg only; nothing is shown."""
+and ``to_image``. Agg only; nothing is shown."""
 
 from __future__ import annotations
-
-import io
 
 import numpy as np
 import pytest
 from matplotlib.colors import TwoSlopeNorm
-from PIL import Image
 
 import xattr_jax as xa
 from xattr_jax import viz
-from xattr_jax.viz import raster
 
 RNG = np.random.default_rng(0)
 IMG = RNG.random((32, 24, 3))
-
-
-def decode_png(data: bytes):
-    """``(pixels uint8 [H, W, C], {tEXt key: value})`` of PNG bytes, as Pillow decodes them."""
-    with Image.open(io.BytesIO(data)) as im:
-        assert im.format == "PNG"
-        return np.asarray(im), {k: v for k, v in im.info.items() if isinstance(v, str)}
 
 
 def _colorbars(fig):
@@ -211,54 +200,12 @@ def test_save_writes_each_format(tmp_path):
     assert px.shape[0] > 100 and px.std() > 0.05, "a rendered figure, not a blank page"
 
 
-# ----------------------------------------------------------------------------------------------
-# viz.raster
-
-
-def test_raster_overlay_conventions():
-    img = RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    grey = np.round(img @ [0.299, 0.587, 0.114]).astype(np.uint8)
-    out = raster.overlay(img, RNG.random((2, 2)), alpha=0.0)
-    assert out.dtype == np.uint8
-    np.testing.assert_array_equal(out, np.repeat(grey[..., None], 3, -1), err_msg="alpha 0: grey image")
-    signed = np.zeros((4, 4))
-    signed[0, 0], signed[3, 3] = -1.0, 1.0
-    px = raster.overlay(img, signed, alpha=1.0, method="lrp", percentile=100)
-    centre = np.round(np.asarray(__import__("matplotlib").colormaps["RdBu_r"](0.5)[:3]) * 255)
-    np.testing.assert_array_equal(px[4, 4], centre, err_msg="0 is the diverging map's centre")
-    assert px[0, 0, 2] > px[0, 0, 0] and px[7, 7, 0] > px[7, 7, 2], "blue < 0 < red"
-    f = raster.overlay(img / 255.0, RNG.random((2, 2)))
-    assert f.dtype == np.float32 and f.shape == (8, 8, 3)
-    with pytest.raises(ValueError, match="alpha"):
-        raster.overlay(img, np.ones((2, 2)), alpha=2)
-    with pytest.warns(viz.EmptyMapWarning):
-        raster.overlay(img, np.zeros((2, 2)))
-
-
-def test_raster_tile_upscale_to_image():
-    a, b = np.zeros((2, 3, 3), np.uint8), np.full((2, 3, 3), 7, np.uint8)
-    t = raster.tile([a, b, a], columns=2, pad=1)
-    assert t.shape == (5, 7, 3) and t.dtype == np.uint8
-    assert t[0, 4, 0] == 7 and t[2, 0, 0] == 255 and t[4, 6, 0] == 255
-    assert raster.upscale(b, 3).shape == (6, 9, 3)
+def test_to_image_undoes_the_imagenet_normalisation():
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     pix = RNG.integers(0, 256, (4, 4, 3))
-    np.testing.assert_array_equal(raster.to_image((pix / 255.0 - mean) / std), pix.astype(np.uint8))
-
-
-def test_raster_layer_figure_png_has_one_panel_per_map_in_order(tmp_path):
-    maps = {"input": RNG.random((2, 16, 12)), "conv": RNG.random((2, 8, 8)), "pool": RNG.random((2, 4, 4)),
-            "relu": RNG.random((2, 4, 4)), "top": RNG.random((2, 2, 2))}  # fmt: skip
-    img = RNG.integers(0, 256, (16, 12, 3), dtype=np.uint8)
-    p = tmp_path / "fig.png"
-    names = raster.save_layer_figure(p, img, maps, sample=1, cols=3, pad=2)
-    assert names == list(maps)
-    px, text = decode_png(p.read_bytes())
-    assert px.shape == (2 * 16 + 2, 3 * 12 + 4, 3), f"2x3 grid of 16x12 panels, got {px.shape}"
-    assert text["panels"].split(",") == list(maps)
-    assert text["layout"] == "rows=2 cols=3 panel=16x12 pad=2"
-    np.testing.assert_array_equal(px[0:16, 14:26], raster.overlay(img, maps["conv"][1]),
-                                  err_msg="panel 2 = 'conv', sample 1")  # fmt: skip
-    assert np.all(px[18:, 2 * 14:] == 255), "the unused sixth cell stays white"
-    with pytest.raises(ValueError, match="empty"):
-        raster.layer_grid(img, {})
+    np.testing.assert_array_equal(viz.to_image((pix / 255.0 - mean) / std), pix.astype(np.uint8))
+    ramp = np.linspace(-3, 5, 48).reshape(4, 4, 3)
+    out = viz.to_image(ramp, mean=None)
+    assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255, "mean=None stretches min/max"
+    with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
+        viz.to_image(np.zeros((2, 4, 4, 3)))

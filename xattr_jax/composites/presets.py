@@ -46,6 +46,11 @@ def _base(stabilizer, attention="cp"):
     ]
 
 
+def _flat_first(base: Composite, stabilizer, name: str) -> Composite:
+    """``base`` with the flat rule on the first linear layer (matched before ``base``'s entries)."""
+    return composite((first_linear(), R.flat(stabilizer)), *base.entries, name=name)
+
+
 def epsilon_plus(epsilon: float = 1e-6, stabilizer: float = 1e-6, attention: str = "cp") -> Composite:
     """z⁺ for conv, ε for dense layers."""
     return composite(
@@ -58,11 +63,7 @@ def epsilon_plus(epsilon: float = 1e-6, stabilizer: float = 1e-6, attention: str
 
 def epsilon_plus_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6, attention: str = "cp") -> Composite:
     """Flat for the first linear layer, z⁺ for conv, ε for dense layers."""
-    return composite(
-        (first_linear(), R.flat(stabilizer)),
-        *epsilon_plus(epsilon, stabilizer, attention).entries,
-        name="epsilon_plus_flat",
-    )
+    return _flat_first(epsilon_plus(epsilon, stabilizer, attention), stabilizer, "epsilon_plus_flat")
 
 
 def epsilon_gamma_box(low, high, epsilon: float = 1e-6, gamma: float = 0.25, stabilizer: float = 1e-6,
@@ -89,11 +90,7 @@ def epsilon_alpha2_beta1(epsilon: float = 1e-6, stabilizer: float = 1e-6, attent
 
 def epsilon_alpha2_beta1_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6, attention: str = "cp") -> Composite:
     """Flat for the first linear layer, α2β1 for conv, ε for dense layers."""
-    return composite(
-        (first_linear(), R.flat(stabilizer)),
-        *epsilon_alpha2_beta1(epsilon, stabilizer, attention).entries,
-        name="epsilon_alpha2_beta1_flat",
-    )
+    return _flat_first(epsilon_alpha2_beta1(epsilon, stabilizer, attention), stabilizer, "epsilon_alpha2_beta1_flat")
 
 
 PRESETS = {

@@ -7,7 +7,7 @@ from typing import Union
 
 import numpy as np
 
-from xattr_jax.imageio import read_image
+from xattr_jax.viz.imageio import read_image
 
 __all__ = ["read_difficult_list", "load_image", "box_union_mask"]
 
@@ -52,7 +52,7 @@ def read_difficult_list(path: PathLike, num_classes: int) -> dict[str, np.ndarra
 
 
 def load_image(path: PathLike) -> np.ndarray:
-    """Decode an image file to float32 RGB ``[H, W, 3]`` in [0, 1] (:func:`xattr_jax.imageio.read_image`).
+    """Decode an image file to float32 RGB ``[H, W, 3]`` in [0, 1] (:func:`xattr_jax.viz.imageio.read_image`).
 
     Raises:
       FileNotFoundError: missing file.

@@ -18,7 +18,7 @@ import numpy as np
 
 from xattr_jax._constants import EMBEDDED, EMBEDDED_SIZE
 from xattr_jax.data.synthetic import normalize
-from xattr_jax.imageio import resize
+from xattr_jax.viz.imageio import resize
 
 __all__ = [
     "PREPROCESSING",

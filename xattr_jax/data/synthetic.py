@@ -51,7 +51,7 @@ CLASS_NAMES = tuple(f"{c} {s}" for s in SHAPES for c in COLOURS)
 NUM_CLASSES = len(CLASS_NAMES)
 
 # The benchmark's seed streams (make_dataset's seed): the training set's, and the held-out set's,
-# never seen in training (xattr_jax.train; the held-out images of xattr_jax.data.samples).
+# never seen in training (xattr_jax.app.train; the held-out images of xattr_jax.data.samples).
 TRAIN_SEED = 1
 HELD_OUT_SEED = 2
 

@@ -1,4 +1,4 @@
-"""The dataset harness: jobs over whole datasets, the evaluation protocols, reports, the CLI handlers.
+"""The dataset harness: jobs over whole datasets, the evaluation protocols, reports.
 
 * :mod:`~xattr_jax.harness.pipeline` — the input pipeline (grain: parallel decode, resize, prefetch).
 * :mod:`~xattr_jax.harness.job` — :func:`run_job`: stream, batch, shard over the local devices,
@@ -7,8 +7,9 @@
 * :mod:`~xattr_jax.harness.protocols` — the evaluation protocols, one function per metric.
 * :mod:`~xattr_jax.harness.evaluate` — :func:`evaluate`: the protocols as a job.
 * :mod:`~xattr_jax.harness.report` — markdown and JSON reports.
-* :mod:`~xattr_jax.harness.eval_cli`, :mod:`~xattr_jax.harness.explain_cli` — ``xattr eval`` and
-  ``xattr explain``.
+* :mod:`~xattr_jax.harness.progress` — the jobs' progress bars (rich) and what Ctrl-C reports.
+
+The commands over it, ``xattr explain`` and ``xattr eval``, are in :mod:`xattr_jax.app`.
 """
 
 from .evaluate import evaluate

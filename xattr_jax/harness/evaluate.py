@@ -14,34 +14,26 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable, Optional, Sequence
 
-import numpy as np
-
 from xattr_jax._constants import BOX_THRESHOLD, POINTING_TOLERANCE
 from xattr_jax.harness import protocols
 from xattr_jax.harness.job import run_job
 from xattr_jax.harness.records import MemoryStore, RecordStore, read_records
 
-__all__ = ["evaluate", "EB_METHODS", "is_fully_convolutional", "harness_options"]
+__all__ = ["evaluate", "EB_METHODS", "harness_options"]
 
 EB_METHODS = ("excitation_backprop", "contrastive_excitation_backprop")
 
 
-def is_fully_convolutional(variables) -> bool:
-    """True when no parameter is a dense (2-D) kernel."""
-    import jax
+def harness_options(method: str) -> dict:
+    """Options the harness passes for ``method``: the pointing game's top signal for Excitation
+    Backprop, ``signal="pointing"`` (TorchRay's and Caffe's: the class score map weighted by its
+    softmax over positions); nothing for the other methods.
 
-    for path, leaf in jax.tree_util.tree_leaves_with_path(dict(variables).get("params", {})):
-        if jax.tree_util.keystr(path).endswith("['kernel']") and np.ndim(leaf) == 2:
-            return False
-    return True
-
-
-def harness_options(method: str, variables) -> dict:
-    """Options the harness passes for ``method``: EB's ``signal="pointing"`` on fully convolutional
-    models (the pointing-game protocol's top signal), nothing otherwise."""
-    if method in EB_METHODS and is_fully_convolutional(variables):
-        return {"signal": "pointing"}
-    return {}
+    The pointing signal asks nothing of the architecture: on a fully convolutional model's
+    ``[N, h, w, classes]`` scores it is the spatial softmax, and on ``[N, classes]`` logits (a dense
+    head, or a global pool) it is the one-hot logit itself, so those maps are the default signal's.
+    """
+    return {"signal": "pointing"} if method in EB_METHODS else {}
 
 
 def evaluate(
@@ -105,6 +97,8 @@ def evaluate(
     """
     import jax
 
+    from xattr_jax.program import call_model
+
     say = log or (lambda s: print(s, file=sys.stderr, flush=True))
     if score not in ("sigmoid", "softmax"):
         raise ValueError(f"score must be 'sigmoid' or 'softmax', got {score!r}")
@@ -114,10 +108,10 @@ def evaluate(
         raise ValueError("under jax.distributed, evaluate needs out= (the processes share their records there)")
     ts = protocols.DEFAULT_THRESHOLDS if max_box_thresholds is None else tuple(max_box_thresholds)
     trials = [t for s in samples for t in s.trials]
-    apply = jax.jit(model.apply if hasattr(model, "apply") else model)
+    apply = jax.jit(call_model(model))
     squash = jax.nn.sigmoid if score == "sigmoid" else jax.nn.softmax
     predict = lambda x: squash(apply(variables, x))  # noqa: E731
-    opts = {m: {**harness_options(m, variables), **dict((options or {}).get(m, {}))} for m in methods}
+    opts = {m: {**harness_options(m), **dict((options or {}).get(m, {}))} for m in methods}
     deletion_keys = {s.key for s in list(samples)[: max(0, deletion_images)]}
     n_proc = jax.process_count()
     if keep_maps and out is not None:

@@ -31,7 +31,7 @@ import numpy as np
 import xattr_jax as xa
 from xattr_jax.data.samples import Sample
 from xattr_jax.harness.pipeline import Loaded, stream
-from xattr_jax.progress import progress_bar
+from xattr_jax.harness.progress import progress_bar
 
 __all__ = ["Task", "JobResult", "run_job", "top_k_plan"]
 
@@ -140,6 +140,8 @@ def run_job(
     import jax
     import jax.numpy as jnp
 
+    from xattr_jax.program import call_model
+
     say = log or (lambda s: print(s, file=sys.stderr, flush=True))
     plan = plan or top_k_plan(1)
     result = JobResult(devices=len(jax.local_devices()))
@@ -173,8 +175,7 @@ def run_job(
         variables = jax.device_put(variables, NamedSharding(mesh, PartitionSpec()))
     else:
         put = jnp.asarray
-    apply = model.apply if hasattr(model, "apply") else model
-    forward = jax.jit(lambda v, x: apply(v, x))
+    forward = jax.jit(call_model(model))
     base = jax.random.key(key)
     keys_for = jax.jit(jax.vmap(lambda a, b: jax.random.fold_in(jax.random.fold_in(base, a), b)))
 

@@ -14,27 +14,27 @@ def _describe(x: Any) -> str:
     return f"shape {tuple(shape)}" if shape is not None else f"type {type(x).__name__}"
 
 
+def _planes(x: Any, name: str) -> list[np.ndarray]:
+    """``[N, H, W]`` or a sequence of ``[H_i, W_i]`` arrays as a list of 2-D arrays."""
+    if isinstance(x, (list, tuple)):
+        out = [np.asarray(m) for m in x]
+    else:
+        arr = np.asarray(x)
+        if arr.ndim != 3:
+            one = (f"one 2-D array of {_describe(arr)}; wrap a single one as {name}[None]" if arr.ndim == 2
+                   else _describe(arr))  # fmt: skip
+            raise ValueError(f"{name} must be [N, H, W] or a list of [H, W] arrays, got {one}")
+        out = list(arr)
+    for i, m in enumerate(out):
+        if m.ndim != 2:
+            raise ValueError(f"{name}[{i}] must be a 2-D [H, W] array, got {_describe(m)}")
+    return out
+
+
 def as_map_list(maps: Any, name: str = "maps", *, finite: bool = True) -> list[np.ndarray]:
     """Turn ``[N, H, W]`` or a sequence of ``[H_i, W_i]`` arrays into a list of float64 2-D arrays."""
-    if isinstance(maps, (list, tuple)):
-        out = [np.asarray(m) for m in maps]
-        for i, m in enumerate(out):
-            if m.ndim != 2:
-                raise ValueError(f"{name}[{i}] must be a 2-D [H, W] array, got {_describe(m)}")
-    else:
-        arr = np.asarray(maps)
-        if arr.ndim == 2:
-            raise ValueError(
-                f"{name} must be [N, H, W] or a list of [H, W] arrays, got one 2-D array of "
-                f"{_describe(arr)}; wrap a single map as {name}[None]"
-            )
-        if arr.ndim != 3:
-            raise ValueError(
-                f"{name} must be [N, H, W] or a list of [H, W] arrays, got {_describe(arr)}"
-            )
-        out = list(arr)
     res = []
-    for i, m in enumerate(out):
+    for i, m in enumerate(_planes(maps, name)):
         if m.dtype == bool or not np.issubdtype(m.dtype, np.number):
             raise TypeError(f"{name}[{i}] must be numeric, got dtype {m.dtype}")
         m = m.astype(np.float64)
@@ -48,19 +48,8 @@ def as_map_list(maps: Any, name: str = "maps", *, finite: bool = True) -> list[n
 
 def as_mask_list(masks: Any, name: str = "masks") -> list[np.ndarray]:
     """Turn ``[N, H, W]`` or a sequence of ``[H_i, W_i]`` arrays into a list of bool 2-D arrays."""
-    if isinstance(masks, (list, tuple)):
-        out = [np.asarray(m) for m in masks]
-    else:
-        arr = np.asarray(masks)
-        if arr.ndim != 3:
-            raise ValueError(
-                f"{name} must be [N, H, W] or a list of [H, W] arrays, got {_describe(arr)}"
-            )
-        out = list(arr)
     res = []
-    for i, m in enumerate(out):
-        if m.ndim != 2:
-            raise ValueError(f"{name}[{i}] must be a 2-D [H, W] array, got {_describe(m)}")
+    for i, m in enumerate(_planes(masks, name)):
         if m.dtype != bool:
             if not np.issubdtype(m.dtype, np.number):
                 raise TypeError(f"{name}[{i}] must be boolean or 0/1, got dtype {m.dtype}")
@@ -69,6 +58,16 @@ def as_mask_list(masks: Any, name: str = "masks") -> list[np.ndarray]:
             m = m.astype(bool)
         res.append(m)
     return res
+
+
+def maps_and_masks(maps: Any, masks: Any, empty: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``maps`` (float64) and ``masks`` (bool) as lists of equal length and pairwise equal shapes;
+    no pair at all raises ``ValueError(empty)``."""
+    maps_l, masks_l = as_map_list(maps, "maps"), as_mask_list(masks, "masks")
+    check_same_shapes(maps_l, masks_l, "maps", "masks")
+    if not maps_l:
+        raise ValueError(empty)
+    return maps_l, masks_l
 
 
 def check_same_shapes(a: Sequence[np.ndarray], b: Sequence[np.ndarray], na: str, nb: str) -> None:

@@ -6,7 +6,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from ._checks import as_map_list, as_mask_list, check_same_shapes
+from ._checks import as_map_list, maps_and_masks
 
 __all__ = ["otsu_threshold", "binarize_map", "miou"]
 
@@ -131,12 +131,8 @@ def miou(
     if reduction not in ("dataset", "image"):
         raise ValueError(f"reduction must be 'dataset' or 'image', got {reduction!r}")
     thr = _check_threshold(threshold)
-    maps_l = as_map_list(maps, "maps")
-    masks_l = as_mask_list(masks, "masks")
-    check_same_shapes(maps_l, masks_l, "maps", "masks")
+    maps_l, masks_l = maps_and_masks(maps, masks, "miou needs at least one map")
     n = len(maps_l)
-    if n == 0:
-        raise ValueError("miou needs at least one map")
     stats = np.zeros((n, 5))  # inter_fg, union_fg, inter_bg, union_bg, correct pixels
     sizes = np.zeros(n)
     ts = np.zeros(n)

@@ -8,7 +8,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .._constants import POINTING_TOLERANCE
-from ._checks import as_map_list, as_mask_list, as_vector, check_same_shapes
+from ._checks import as_map_list, as_mask_list, as_vector, maps_and_masks
 
 __all__ = ["argmax_point", "point_hit", "pointing_game"]
 
@@ -116,12 +116,8 @@ def pointing_game(
     Raises:
       ValueError: mismatched lengths or shapes, non-finite maps, non-boolean masks, no trials.
     """
-    maps_l = as_map_list(maps, "maps")
-    masks_l = as_mask_list(masks, "masks")
-    check_same_shapes(maps_l, masks_l, "maps", "masks")
+    maps_l, masks_l = maps_and_masks(maps, masks, "pointing_game needs at least one trial")
     n = len(maps_l)
-    if n == 0:
-        raise ValueError("pointing_game needs at least one trial")
     classes = as_vector(class_ids, n, "class_ids", np.int64)
     flags = None if difficult is None else as_vector(difficult, n, "difficult", bool)
 

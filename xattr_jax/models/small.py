@@ -10,7 +10,7 @@ applies to them as to the full-size models.
 ``train=True`` puts batch norm in training mode (batch statistics, ``mutable=['batch_stats']``);
 attribution always uses the default ``train=False`` (running statistics).
 
-The shipped checkpoints are trained by ``python -m xattr_jax.train`` (see :mod:`xattr_jax.train`)
+The shipped checkpoints are trained by ``python -m xattr_jax.app.train`` (see :mod:`xattr_jax.app.train`)
 and loaded with :func:`load_embedded`.
 
 Example:
@@ -230,6 +230,6 @@ def load_embedded(name: str):
     if not path.is_dir():
         raise FileNotFoundError(
             f"the embedded checkpoint {name!r} is missing at {path}; reinstall xattr-jax "
-            "or train it with: python -m xattr_jax.train --arch " + name + " --out DIR"
+            "or train it with: python -m xattr_jax.app.train --arch " + name + " --out DIR"
         )
     return restore(path, _build_embedded)

@@ -1,5 +1,6 @@
 """Rules: backward-pass replacements that keep each layer's forward pass exact."""
 
+from . import library
 from .core import ALL_KINDS, LINEAR_KINDS, LayerFn, Rule, Term, apply_rule, linear_rule, safe_divide, stabilize
 from .library import (
     PURGES,
@@ -40,30 +41,5 @@ __all__ = [
     "safe_divide",
     "LINEAR_KINDS",
     "ALL_KINDS",
-    "epsilon",
-    "zero",
-    "zplus",
-    "alpha_beta",
-    "gamma",
-    "zbox",
-    "flat",
-    "wsquare",
-    "norm",
-    "excitation",
-    "pass_rule",
-    "guided_relu",
-    "deconvnet_relu",
-    "positive_maxpool",
-    "take_all",
-    "uniform_product",
-    "constant_statistics",
-    "attnlrp_softmax",
-    "block",
-    "contrastive_excitation",
-    "skip_ignored",
-    "zbox_global",
-    "rsp_add",
-    "rsp_batchnorm",
-    "rsp_conv",
-    "PURGES",
+    *library.__all__,
 ]

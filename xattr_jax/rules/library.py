@@ -116,20 +116,19 @@ def _sum_of_products(ins, grads):
     return sum(x * g for x, g in zip(ins, grads))
 
 
+def _stabilized(name: str, hyper: str, eps: float) -> Rule:
+    """``R_j = Σ_k x_j w_jk / stab(z_k, eps) · R_k`` as the rule ``name`` (``eps`` recorded as ``hyper``)."""
+    return linear_rule(name, [Term()], lambda r, zs: [r / stabilize(zs[0], eps)], _sum_of_products,
+                       hyper=((hyper, eps),))  # fmt: skip
+
+
 def epsilon(eps: float = 1e-6) -> Rule:
     """LRP-ε: ``R_j = Σ_k x_j w_jk / (z_k + ε·sign(z_k)) · R_k``, ``sign(0)=+1``; the bias absorbs.
 
     Args:
       eps: the stabiliser, ``>= 0``. Raises ``ValueError`` otherwise. (Bach et al., PLOS ONE 2015.)
     """
-    eps = _check_number("epsilon", eps, low=0.0)
-    return linear_rule(
-        "epsilon",
-        [Term()],
-        lambda r, zs: [r / stabilize(zs[0], eps)],
-        _sum_of_products,
-        hyper=(("eps", eps),),
-    )
+    return _stabilized("epsilon", "eps", _check_number("epsilon", eps, low=0.0))
 
 
 def zero() -> Rule:
@@ -142,14 +141,7 @@ def norm(stabilizer: float = 1e-6) -> Rule:
 
     ``R_i = x_i · f*(R / stab(f(x)))`` — LRP-ε without parameters (Zennit's ``Norm``).
     """
-    stabilizer = _check_number("stabilizer", stabilizer, low=0.0)
-    return linear_rule(
-        "norm",
-        [Term()],
-        lambda r, zs: [r / stabilize(zs[0], stabilizer)],
-        _sum_of_products,
-        hyper=(("stabilizer", stabilizer),),
-    )
+    return _stabilized("norm", "stabilizer", _check_number("stabilizer", stabilizer, low=0.0))
 
 
 def zplus(stabilizer: float = 1e-6) -> Rule:
@@ -265,31 +257,24 @@ def zbox(low, high, stabilizer: float = 1e-6) -> Rule:
                        hyper=(("low", lo), ("high", hi), ("stabilizer", stabilizer)))
 
 
+def _inputs_as_one(name: str, params, stabilizer) -> Rule:
+    """``R_i = Σ_j ρ(w_ij) / Σ_i ρ(w_ij) · R_j`` for conv / dense layers: every input taken as 1 and
+    the parameters modified by ``params`` (:func:`_mod`), so the split follows the weights alone."""
+    stabilizer = _check_number("stabilizer", stabilizer, low=0.0)
+    return linear_rule(name, [Term(_ones, params)], lambda r, zs: [r / stabilize(zs[0], stabilizer)],
+                       lambda ins, gs: gs[0], kinds=frozenset({"conv", "dense"}),
+                       hyper=(("stabilizer", stabilizer),))  # fmt: skip
+
+
 def flat(stabilizer: float = 1e-6) -> Rule:
     """Flat rule: ``R_i = Σ_j R_j / Σ_i 1`` over each output's receptive field (inputs, weights = 1)."""
-    stabilizer = _check_number("stabilizer", stabilizer, low=0.0)
-    return linear_rule(
-        "flat",
-        [Term(_ones, _mod(_ones, _zero))],
-        lambda r, zs: [r / stabilize(zs[0], stabilizer)],
-        lambda ins, gs: gs[0],
-        kinds=frozenset({"conv", "dense"}),
-        hyper=(("stabilizer", stabilizer),),
-    )
+    return _inputs_as_one("flat", _mod(_ones, _zero), stabilizer)
 
 
 def wsquare(stabilizer: float = 1e-6) -> Rule:
     """w²-rule: ``R_i = Σ_j w²_ij / Σ_i w²_ij · R_j`` (bias squared too, as Zennit)."""
-    stabilizer = _check_number("stabilizer", stabilizer, low=0.0)
     sq = lambda a: a * a  # noqa: E731
-    return linear_rule(
-        "wsquare",
-        [Term(_ones, _mod(sq, sq))],
-        lambda r, zs: [r / stabilize(zs[0], stabilizer)],
-        lambda ins, gs: gs[0],
-        kinds=frozenset({"conv", "dense"}),
-        hyper=(("stabilizer", stabilizer),),
-    )
+    return _inputs_as_one("wsquare", _mod(sq, sq), stabilizer)
 
 
 def excitation() -> Rule:

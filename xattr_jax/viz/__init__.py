@@ -1,4 +1,4 @@
-"""Figures of attribution maps (matplotlib) that explain themselves, and pixel-level heatmaps.
+"""Figures of attribution maps (matplotlib) that explain themselves, and image files (Pillow).
 
 Figures (each returns a :class:`matplotlib.figure.Figure`; no ``pyplot``, nothing is shown):
 
@@ -15,9 +15,8 @@ map centred at 0 with symmetric limits, unsigned maps on a sequential one, both 
 99.5th percentile of ``|map|``; maps drawn over a greyscale copy of the image; an all-zero or
 non-finite map gets a visible warning in its panel and an :class:`EmptyMapWarning`.
 
-Pixel-level heatmaps (arrays, same conventions): :mod:`xattr_jax.viz.raster` (``to_image``,
-``colorize``, ``overlay``, ``tile``, ``upscale``, ``layer_grid``, ``save_layer_figure``).
-Image files and the resizer: :mod:`xattr_jax.imageio` (re-exported here).
+A normalised model input back to a picture: :func:`to_image`. Image files and the resizer:
+:mod:`xattr_jax.viz.imageio` (re-exported here).
 
 Example:
   >>> import xattr_jax as xa
@@ -28,9 +27,20 @@ Example:
   >>> viz.save(viz.overlay_figure(image, res.map[0], method="attention_backprop"), "ab_map.pdf")
 """
 
-from ..imageio import read_image, resize, write_image
-from . import maps, raster
-from .figures import SCORE_NAME, WEAK, as_rgb, grey, grid_figure, layer_figure, overlay_figure, save, title_for
+from . import maps
+from .imageio import read_image, resize, write_image
+from .figures import (
+    SCORE_NAME,
+    WEAK,
+    as_rgb,
+    grey,
+    grid_figure,
+    layer_figure,
+    overlay_figure,
+    save,
+    title_for,
+    to_image,
+)
 from .maps import (
     PERCENTILE,
     SIGNED_METHODS,
@@ -41,7 +51,6 @@ from .maps import (
     is_signed,
     map_norm,
 )
-from .raster import to_image
 from .result import show
 
 __all__ = [
@@ -68,5 +77,4 @@ __all__ = [
     "write_image",
     "resize",
     "maps",
-    "raster",
 ]

@@ -6,7 +6,7 @@ file's extension). Conventions (:mod:`xattr_jax.viz.maps`):
 
 * the map is drawn over a **greyscale copy** of the image, with transparency ``alpha``, so the map's
   colours are not confused with the image's; the map is resized to the image with
-  :func:`xattr_jax.imageio.resize` (antialiased bilinear);
+  :func:`xattr_jax.viz.imageio.resize` (antialiased bilinear);
 * **signed** maps (:func:`~xattr_jax.viz.maps.is_signed`) on a diverging colour map centred at 0
   with symmetric limits, **unsigned** maps on a sequential one, both clipped at the 99.5th
   percentile of ``|map|`` (``percentile=``) and with a **colour bar** saying so;
@@ -36,7 +36,8 @@ from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from ..imageio import resize, write_image
+from .._constants import IMAGENET_MEAN, IMAGENET_STD
+from .imageio import resize, write_image
 from .maps import (
     PERCENTILE,
     SIGNED_CMAP,
@@ -49,7 +50,7 @@ from .maps import (
     pick_map,
 )
 
-__all__ = ["overlay_figure", "layer_figure", "grid_figure", "save", "title_for", "as_rgb", "grey", "show",
+__all__ = ["overlay_figure", "layer_figure", "grid_figure", "save", "title_for", "as_rgb", "grey", "to_image",
            "SCORE_NAME", "WEAK", "WEAK_GID"]
 
 _WARN_STYLE = dict(
@@ -69,7 +70,7 @@ def as_rgb(image) -> np.ndarray:
 
     Raises:
       ValueError: not an image, or float values well outside [0, 1] (a normalised model input:
-        pass the image before normalisation, or ``viz.raster.to_image(x)``).
+        pass the image before normalisation, or :func:`to_image` of it).
     """
     a = np.asarray(image)
     if a.ndim == 3 and a.shape[-1] == 1:
@@ -86,8 +87,24 @@ def as_rgb(image) -> np.ndarray:
     if finite.size and (finite.min() < -0.01 or finite.max() > 1.01):
         raise ValueError(f"image values must lie in [0, 1] (or be uint8), got [{finite.min():.3g}, "
                          f"{finite.max():.3g}]; pass the image before normalisation, or "
-                         "viz.raster.to_image(x) for a normalised model input")  # fmt: skip
+                         "viz.to_image(x) for a normalised model input")  # fmt: skip
     return np.clip(np.nan_to_num(a), 0, 1)
+
+
+def to_image(x, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
+    """An ``[H, W, 3]`` model input back to ``uint8`` RGB: ``x·std + mean``, clipped to [0, 1].
+
+    Pass ``mean=None`` to stretch the image's own min/max to [0, 255] instead.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 3 or x.shape[-1] not in (1, 3):
+        raise ValueError(f"to_image needs one [H, W, 3] image, got shape {x.shape}")
+    if mean is None:
+        lo, hi = x.min(), x.max()
+        x = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+    else:
+        x = x * np.asarray(std) + np.asarray(mean)
+    return np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
 
 
 def grey(image) -> np.ndarray:
@@ -432,5 +449,5 @@ _SCALES = {"image": "each map scaled to its own range", "row": "one colour scale
 
 def save(fig, path, **kwargs):
     """Write a figure (or an image array) to ``path``; the format follows the extension
-    (:func:`xattr_jax.imageio.write_image`: ``.png``, ``.jpg``, ``.pdf``, ``.svg``). Returns the path."""
+    (:func:`xattr_jax.viz.imageio.write_image`: ``.png``, ``.jpg``, ``.pdf``, ``.svg``). Returns the path."""
     return write_image(path, fig, **kwargs)

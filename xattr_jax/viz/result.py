@@ -6,15 +6,14 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .figures import grid_figure, overlay_figure, title_for
-from .raster import to_image
+from .figures import grid_figure, overlay_figure, title_for, to_image
 
 __all__ = ["show"]
 
 
 def _image(xi) -> np.ndarray:
     """A model input ``[H, W, 3]`` for display: as is when it is uint8 or in [0, 1], else taken as
-    ImageNet-normalised and mapped back (:func:`~xattr_jax.viz.raster.to_image`)."""
+    ImageNet-normalised and mapped back (:func:`~xattr_jax.viz.to_image`)."""
     a = np.asarray(xi)
     if a.dtype == np.uint8:
         return a

@@ -30,7 +30,7 @@ a file is expected; both an :class:`IsADirectoryError` and a :class:`ValueError`
 :class:`ValueError` (empty, truncated or damaged file, not an image, unknown extension).
 
 Example:
-  >>> from xattr_jax.imageio import read_image, resize, write_image
+  >>> from xattr_jax.viz.imageio import read_image, resize, write_image
   >>> img = read_image("cat.jpg")                  # float32 [H, W, 3] in [0, 1]
   >>> write_image("cat_small.png", resize(img, (64, 64)))
 """

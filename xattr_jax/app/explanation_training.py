@@ -18,7 +18,7 @@ running statistics, no dropout), the classification loss in training mode.
 
 Example (the synthetic benchmark's object masks)::
 
-    from xattr_jax.explanation_training import make_train_step
+    from xattr_jax.app.explanation_training import make_train_step
     step = make_train_step(model, train_model, optax.adamw(1e-3), method="excitation_backprop",
                            weight=1.0)
     params, stats, opt_state, metrics = step(params, stats, opt_state, x, labels, target, mask)
@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .api import attributor
-from .data import normalize
+from ..api import attributor
+from ..data import normalize
 
 __all__ = ["mask_to_map", "outside_share", "explanation_loss", "make_train_step"]
 

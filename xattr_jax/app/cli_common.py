@@ -75,10 +75,11 @@ def num_classes(model, variables, preprocess: str) -> int:
     """The model's number of outputs (traced, not run), for an input of ``preprocess``'s size."""
     import jax
 
+    from xattr_jax.program import call_model
+
     side = EMBEDDED_SIZE if preprocess == "embedded" else TORCHRAY_SHORT_SIDE
     x = jax.ShapeDtypeStruct((1, side, side, 3), np.float32)
-    apply = model.apply if hasattr(model, "apply") else model
-    return int(jax.eval_shape(apply, variables, x).shape[-1])
+    return int(jax.eval_shape(call_model(model), variables, x).shape[-1])
 
 
 def int_at_least(low: int):

@@ -3,7 +3,7 @@
 Two forms:
 
 * ``xattr explain IMAGE --out FIGURE.png`` (one image file, ``--out`` a ``.png``/``.jpg``/``.pdf``/
-  ``.svg`` file): a figure of the image and its map (:mod:`xattr_jax.explain_image`).
+  ``.svg`` file): a figure of the image and its map (:mod:`xattr_jax.app.explain_image`).
 * ``xattr explain INPUT... --out FOLDER`` (image files, folders searched recursively, ``.txt`` lists
   of image paths) or ``xattr explain --dataset voc07 --root ROOT --out FOLDER``: a dataset job
   (:func:`xattr_jax.harness.run_job`). Images stream through a parallel decoder onto every local
@@ -28,11 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from xattr_jax import viz
-from xattr_jax.data.labels import class_names_for
-from xattr_jax.data.preprocess import PREPROCESSING, default_preprocess, preprocess
-from xattr_jax.data.samples import IMAGE_SUFFIXES, file_samples
-from xattr_jax.explain_image import explain_image
-from xattr_jax.harness.cli_common import (
+from xattr_jax.app.cli_common import (
     UsageError,
     add_dataset_arguments,
     add_distributed_arguments,
@@ -46,9 +42,13 @@ from xattr_jax.harness.cli_common import (
     start_distributed,
     variables_fingerprint,
 )
+from xattr_jax.app.explain_image import explain_image
+from xattr_jax.data.labels import class_names_for
+from xattr_jax.data.preprocess import PREPROCESSING, default_preprocess, preprocess
+from xattr_jax.data.samples import IMAGE_SUFFIXES, file_samples
 from xattr_jax.harness.job import run_job, top_k_plan
+from xattr_jax.harness.progress import progress_bar
 from xattr_jax.harness.records import JobError, RecordStore, load_map, read_records
-from xattr_jax.progress import progress_bar
 
 __all__ = ["add_arguments", "run", "FIGURE_SUFFIXES"]
 

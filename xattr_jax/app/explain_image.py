@@ -25,10 +25,10 @@ import numpy as np
 
 import xattr_jax as xa
 from xattr_jax import viz
+from xattr_jax.app.cli_common import load_model
 from xattr_jax.data.labels import class_names_for
 from xattr_jax.data.preprocess import default_preprocess
 from xattr_jax.data.preprocess import preprocess as prep
-from xattr_jax.imageio import read_image
 
 __all__ = ["explain_image"]
 
@@ -58,19 +58,19 @@ def explain_image(
     Raises:
       FileNotFoundError, ValueError (unreadable image, bad checkpoint, method, option, layer or
       target, an output path that is a folder or has an unknown extension),
-      :class:`~xattr_jax.harness.cli_common.UsageError` (a checkpoint that cannot be loaded).
+      :class:`~xattr_jax.app.cli_common.UsageError` (a checkpoint that cannot be loaded).
     """
     import jax
     import jax.numpy as jnp
 
-    from xattr_jax.harness.cli_common import load_model
-    from xattr_jax.progress import progress_bar
+    from xattr_jax.harness.progress import progress_bar
+    from xattr_jax.program import call_model
 
-    image = read_image(image_path)
+    image = viz.read_image(image_path)
     model, variables, arch = load_model(checkpoint)
     mode = default_preprocess(arch) if preprocess == "auto" else preprocess
     x, resized = prep(image, mode)
-    logits = np.asarray(model.apply(variables, jnp.asarray(x[None])))[0]
+    logits = np.asarray(call_model(model)(variables, jnp.asarray(x[None])))[0]
     n = logits.shape[-1]
     probs = np.exp(logits - logits.max())
     probs /= probs.sum()

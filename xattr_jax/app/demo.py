@@ -52,8 +52,8 @@ DEMO_OPTIONS = {
 
 def _attributions(model, variables, samples, methods, bar, say, verbose: bool) -> dict:
     """The evaluation harness, one method at a time (a progress step per method, compile included)."""
+    from xattr_jax.app.eval_cli import SYNTHETIC_TOLERANCE
     from xattr_jax.harness import evaluate
-    from xattr_jax.harness.eval_cli import SYNTHETIC_TOLERANCE
 
     task = bar.add_task("attributions", total=len(methods))
     result = None
@@ -102,8 +102,8 @@ def run_demo(
     import jax.numpy as jnp
 
     from xattr_jax.harness import write_report
+    from xattr_jax.harness.progress import progress as progress_display
     from xattr_jax.models import load_embedded
-    from xattr_jax.progress import progress as progress_display
 
     t0 = time.perf_counter()
     out = Path(out)

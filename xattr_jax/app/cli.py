@@ -40,8 +40,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         )
     import jax
 
+    from xattr_jax.app.cli_common import num_classes as count_classes
     from xattr_jax.checkpoint import save_checkpoint
-    from xattr_jax.harness.cli_common import num_classes as count_classes
 
     try:
         model, variables = convert(args.arch, args.weights)
@@ -77,7 +77,7 @@ def add_arguments(p) -> None:
     p.set_defaults(func=_cmd_convert)
 
 
-# name -> (module with add_arguments(parser) and run(args), help, description)
+# name -> (module of xattr_jax.app with add_arguments(parser) and run(args), help, description)
 _COMMANDS = {
     "convert": (
         None,  # this module
@@ -95,7 +95,7 @@ _COMMANDS = {
         "(pointing.md / pointing.json).",
     ),
     "explain": (
-        "harness.explain_cli",
+        "explain_cli",
         "attribution maps for an image (a figure), or for folders, file lists and datasets (a job)",
         "Explain one IMAGE into a figure file (--out x.png/.jpg/.pdf/.svg), or image files, folders "
         "of images, .txt lists of paths or a --dataset into a folder (--out DIR): records.jsonl with "
@@ -104,7 +104,7 @@ _COMMANDS = {
         "compiled once; method options are flags (--steps, --composite, ...).",
     ),
     "eval": (
-        "harness.eval_cli",
+        "eval_cli",
         "pointing game, localisation and deletion/insertion for a list of methods",
         "Evaluate attribution methods on the synthetic benchmark (with an embedded model) or on VOC07 "
         "test / COCO14 val / ImageNet val from a folder (with a converted checkpoint): pointing game "
@@ -130,14 +130,14 @@ def _build_parser(command: str | None = None) -> argparse.ArgumentParser:
         if name == command and module is None:
             add_arguments(p)
         elif name == command:
-            mod = importlib.import_module(f"xattr_jax.{module}")
+            mod = importlib.import_module(f"xattr_jax.app.{module}")
             mod.add_arguments(p)
             p.set_defaults(func=mod.run)
     return parser
 
 
 def _interrupted(err: KeyboardInterrupt) -> str:
-    from xattr_jax.progress import Interrupted
+    from xattr_jax.harness.progress import Interrupted
 
     if isinstance(err, Interrupted):
         return (f"interrupted after {err.done} of {err.total} {err.unit}; run the same command to resume"

@@ -3,7 +3,7 @@
 Datasets (``--dataset``): ``synthetic`` (the held-out synthetic benchmark, with an embedded model),
 ``voc07`` (VOC2007 test; GT = union of the class's boxes; classes whose boxes are all difficult are
 skipped), ``coco14`` (val2014; GT = union of the class's segmentation masks), ``imagenet``
-(ILSVRC2012 val boxes); the expected folders are in :data:`~xattr_jax.harness.cli_common.DATASET_LAYOUTS`.
+(ILSVRC2012 val boxes); the expected folders are in :data:`~xattr_jax.app.cli_common.DATASET_LAYOUTS`.
 
 ``--out`` receives ``records.jsonl`` (one record per image, method and trial, written as the job
 goes), ``job.json`` (the settings) and the report ``eval.json`` / ``eval.md``. Running the same
@@ -18,8 +18,7 @@ import sys
 from typing import Sequence
 
 from xattr_jax._constants import EMBEDDED_SIZE, POINTING_TOLERANCE
-from xattr_jax.data.preprocess import PREPROCESSING, TORCHRAY_SHORT_SIDE, default_preprocess
-from xattr_jax.harness.cli_common import (
+from xattr_jax.app.cli_common import (
     UsageError,
     add_dataset_arguments,
     add_distributed_arguments,
@@ -34,6 +33,7 @@ from xattr_jax.harness.cli_common import (
     start_distributed,
     variables_fingerprint,
 )
+from xattr_jax.data.preprocess import PREPROCESSING, TORCHRAY_SHORT_SIDE, default_preprocess
 from xattr_jax.harness.evaluate import evaluate
 from xattr_jax.harness.records import JobError
 from xattr_jax.harness.report import markdown_table, write_report
@@ -131,7 +131,7 @@ def run(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m xattr_jax.harness.eval_cli`` (same as ``xattr eval``)."""
+    """``python -m xattr_jax.app.eval_cli`` (same as ``xattr eval``)."""
     p = argparse.ArgumentParser(prog="xattr eval")
     add_arguments(p)
     return run(p.parse_args(argv))

@@ -12,11 +12,11 @@ linear warm-up and cosine decay, batch 64, random horizontal flips. The score is
 
 Usage::
 
-    python -m xattr_jax.train --arch small_vgg --out ckpt/small_vgg
-    python -m xattr_jax.train --arch small_resnet --out xattr_jax/assets/small_resnet --overwrite
+    python -m xattr_jax.app.train --arch small_vgg --out ckpt/small_vgg
+    python -m xattr_jax.app.train --arch small_resnet --out xattr_jax/assets/small_resnet --overwrite
 
 Example:
-  >>> from xattr_jax.train import TrainConfig, train
+  >>> from xattr_jax.app.train import TrainConfig, train
   >>> result = train(TrainConfig(arch="small_vgg", steps=10, train_size=64, held_out_size=32))
   >>> result.held_out_map
 """
@@ -47,8 +47,6 @@ __all__ = [
     "main",
     "TRAIN_SIZE",
     "HELD_OUT_SIZE",
-    "TRAIN_SEED",
-    "HELD_OUT_SEED",
 ]
 
 TRAIN_SIZE = 12000
@@ -135,7 +133,9 @@ def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> tuple[floa
 def _predict_fn(model):
     import jax
 
-    return jax.jit(lambda v, x: model.apply(v, x))
+    from xattr_jax.program import call_model
+
+    return jax.jit(call_model(model))
 
 
 @functools.lru_cache(maxsize=8)
@@ -277,7 +277,7 @@ def save_trained(result: TrainResult, config: TrainConfig, out, *, overwrite: bo
         "xattr_jax.data.normalize (ImageNet mean/std)",
         "output": "20 logits, sigmoid per class (xattr_jax.data.CLASS_NAMES)",
         "versions": _versions(),
-        "command": f"python -m xattr_jax.train --arch {config.arch} --out DIR",
+        "command": f"python -m xattr_jax.app.train --arch {config.arch} --out DIR",
     }
     (path / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     return path
@@ -286,7 +286,7 @@ def save_trained(result: TrainResult, config: TrainConfig, out, *, overwrite: bo
 def _parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(
-        prog="python -m xattr_jax.train",
+        prog="python -m xattr_jax.app.train",
         description="Train a small model on the synthetic benchmark (deterministic).",
     )
     p.add_argument("--arch", default=d.arch, choices=("small_vgg", "small_resnet"))
