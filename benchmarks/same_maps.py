@@ -65,25 +65,11 @@ FORM_NAMES = ("zoo", "linen", "nnx", "plain", "equinox")
 
 
 def _torch_model(arch):
-    """A random-weight torchvision ``arch`` as ``torch_pair`` makes it: seeded, ``.eval()``, ReLUs not
-    in place, batch-norm statistics and affine parameters randomised."""
-    import torch
-    import torchvision
+    """A random-weight torchvision ``arch`` as ``torch_pair`` makes it (``tests/_nets.py``)."""
+    sys.path.insert(0, str(TREE / "tests"))
+    from _nets import random_torchvision
 
-    torch.manual_seed(0)
-    m = getattr(torchvision.models, arch)(weights=None).eval()
-    g = torch.Generator().manual_seed(1)
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.ReLU):
-            mod.inplace = False
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            with torch.no_grad():
-                c = mod.num_features
-                mod.running_mean.copy_(0.1 * torch.randn(c, generator=g))
-                mod.running_var.copy_(0.5 + torch.rand(c, generator=g))
-                mod.weight.copy_(0.5 + torch.rand(c, generator=g))
-                mod.bias.copy_(0.1 * torch.randn(c, generator=g))
-    return m
+    return random_torchvision(arch)
 
 
 def _f64(tree):

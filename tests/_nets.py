@@ -21,3 +21,25 @@ def random_variables(model, x, seed=0):
         return jnp.asarray(a, leaf.dtype)
 
     return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def random_torchvision(arch):
+    """A seeded random-weight torchvision ``arch`` in eval mode, ReLUs not in place, batch-norm
+    statistics and affine parameters randomised (so that batch-norm is no identity)."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    m = getattr(torchvision.models, arch)(weights=None).eval()
+    g = torch.Generator().manual_seed(1)
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.ReLU):
+            mod.inplace = False
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            with torch.no_grad():
+                c = mod.num_features
+                mod.running_mean.copy_(0.1 * torch.randn(c, generator=g))
+                mod.running_var.copy_(0.5 + torch.rand(c, generator=g))
+                mod.weight.copy_(0.5 + torch.rand(c, generator=g))
+                mod.bias.copy_(0.1 * torch.randn(c, generator=g))
+    return m

@@ -87,29 +87,18 @@ def torch_pair():
     ``image_batch`` some pre-activations lie within float32 rounding of 0 in our forward too, which
     moves the plain input gradient; those cases compare against ``kinked_gradient``.
     """
-    torch = pytest.importorskip("torch")
-    tv = pytest.importorskip("torchvision")
+    pytest.importorskip("torch")
+    pytest.importorskip("torchvision")
     import jax.numpy as jnp
 
+    from _nets import random_torchvision
     from converters.torchvision import convert
 
     cache = {}
 
     def get(arch):
         if arch not in cache:
-            torch.manual_seed(0)
-            m = getattr(tv.models, arch)(weights=None).eval()
-            g = torch.Generator().manual_seed(1)
-            for mod in m.modules():
-                if isinstance(mod, torch.nn.ReLU):
-                    mod.inplace = False
-                if isinstance(mod, torch.nn.BatchNorm2d):
-                    with torch.no_grad():
-                        c = mod.num_features
-                        mod.running_mean.copy_(0.1 * torch.randn(c, generator=g))
-                        mod.running_var.copy_(0.5 + torch.rand(c, generator=g))
-                        mod.weight.copy_(0.5 + torch.rand(c, generator=g))
-                        mod.bias.copy_(0.1 * torch.randn(c, generator=g))
+            m = random_torchvision(arch)
             model, variables = convert(arch, m)
             with jax.enable_x64(True):
                 variables = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), variables)
