@@ -283,3 +283,27 @@ def test_a_scale_after_a_permute_folds_into_the_conv_before_it():
         ref = np.asarray(xa.explain(folded, v, x, jnp.array([1, 3]), method="lrp").relevance)
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-10 * np.abs(ref).max(),
                                err_msg="LRP with the scale folded differs from LRP on the pre-scaled conv (> 1e-10 × max)")
+
+
+def test_an_additive_chain_through_a_reshape_is_two_batchnorm_layers():
+    """Swin's attention logits as torch writes them: ``+ relative-position bias``, a reshape to
+    windows, ``+ window mask``. Each add keeps its input's shape and is a batch-norm-kind layer (the
+    chain stops before the reshape); no ``other`` layer, so LRP runs, with an exact forward."""
+    rng = np.random.default_rng(0)
+    v = {"w": rng.normal(size=(3, 3, 3, 4)).astype(np.float32), "bias": rng.normal(size=(4, 4, 4)).astype(np.float32),
+         "d": rng.normal(size=(4, 5)).astype(np.float32)}
+    mask = np.where(rng.random((1, 2, 1, 4, 4)) > 0.5, 0.0, -100.0).astype(np.float32)
+
+    def model(v, x):
+        h = jax.lax.conv_general_dilated(x, v["w"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        h = jnp.transpose(jax.nn.relu(h), (0, 3, 1, 2)) + v["bias"][None]  # [N, 4, 4, 4] + bias
+        h = h.reshape(x.shape[0], 2, 2, 4, 4) + mask  # windows, then the mask
+        return jnp.mean(h, axis=(1, 3, 4)) @ v["d"][:2]
+
+    x = jnp.asarray(rng.normal(size=(2, 4, 4, 3)).astype(np.float32))
+    kinds = [l.kind for l in xa.layers(model, v, x) if l.kind]
+    assert kinds == ["conv", "relu", "batchnorm", "batchnorm", "avgpool", "dense"], kinds
+    prog = trace(model, v, x)
+    assert np.array_equal(np.asarray(run(prog, v, x)[0]), np.asarray(model(v, x))), "the forward is exact"
+    res = xa.explain(model, v, x, jnp.array([1, 3]), method="lrp")
+    assert np.all(np.isfinite(np.asarray(res.relevance))) and np.abs(np.asarray(res.relevance)).max() > 0

@@ -301,10 +301,13 @@ def _batchnorm(scan, k):
     found = _affine_chain(scan, k)
     if found is None or _scalar_operands(scan, found[0]):
         return None
-    members, out = found
-    if size_of(out, scan.shapes) != size_of(scan.xs(k)[0], scan.shapes):
+    members, shape = found[0], scan.shapes[scan.xs(k)[0]][0]
+    while members and (scan.name(members[-1]) not in AFFINE_OPS
+                       or scan.shapes[scan.ops[members[-1]].outs[0]][0] != shape):
+        members = members[:-1]  # up to the last affine op that keeps the input's shape (Swin: then a reshape)
+    if not members or _scalar_operands(scan, members):
         return None  # a per-sample statistic broadcast by parameters: kind other
-    return Match(tuple(members), tuple(scan.xs(k)), out)
+    return Match(tuple(members), tuple(scan.xs(k)), scan.ops[members[-1]].outs[0])
 
 
 def _shape(scan, k):
