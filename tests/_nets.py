@@ -43,3 +43,13 @@ def random_torchvision(arch):
                 mod.weight.copy_(0.5 + torch.rand(c, generator=g))
                 mod.bias.copy_(0.1 * torch.randn(c, generator=g))
     return m
+
+
+def bias_free(variables):
+    """The same network with every bias, batch-norm mean and learned class token / position
+    embedding set to 0 (what LRP's conservation is stated for), for any pytree of variables."""
+    def zero(path, a):
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        hit = any(s in name for s in ("bias", "mean", "cls", "class_token", "pos"))
+        return jnp.zeros_like(a) if hit else a
+    return jax.tree_util.tree_map_with_path(zero, variables)

@@ -14,6 +14,7 @@ from xattr_jax.composites import composite, epsilon_plus, kind, resolve_layers
 from xattr_jax.program import run, trace
 from xattr_jax.rules import epsilon, guided_relu
 
+from _nets import bias_free
 from families import FAMILIES, ConvNeXt, EfficientNet, ViT, _linen
 
 RELEVANCE = ("lrp", "excitation_backprop", "contrastive_excitation_backprop", "rsp", "attention_backprop")
@@ -143,20 +144,12 @@ def test_guided_backprop_and_deconvnet_on_relu6_silu_gelu_match_a_hand_written_f
 # LRP conserves on bias-free copies; EB conserves and stays non-negative
 
 
-def _bias_free(v):
-    """The same network with every bias, batch-norm mean and learned token/position set to 0."""
-    def zero(path, a):
-        name = "/".join(str(getattr(k, "key", k)) for k in path)
-        return jnp.zeros_like(a) if any(s in name for s in ("bias", "mean", "cls", "pos")) else a
-    return jax.tree_util.tree_map_with_path(zero, v)
-
-
 @pytest.mark.parametrize("cls", [ConvNeXt, ViT, EfficientNet])
 def test_lrp_conserves_on_bias_free_copies(cls):
     """CP-LRP (the default) conserves: norms with σ constant, GELU/SiLU identity, the gate and the
     attention weights constants. (AttnLRP's softmax rule drops its bias term: it does not.)"""
     model, v, x = _linen(cls, bias=False)()
-    v = _bias_free(v)
+    v = bias_free(v)
     comp = composite((kind("conv"), epsilon()), *epsilon_plus().entries)  # ε conserves on signed inputs too
     res = xa.explain(model, v, x, jnp.array([1, 3]), method="lrp", composite=comp, strict=True)
     total = np.asarray(jnp.sum(res.relevance, axis=(1, 2, 3)))

@@ -30,6 +30,7 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 captum_attr = pytest.importorskip("captum.attr")
 
+from _nets import bias_free  # noqa: E402
 from _parity import TOL, assert_close, nchw_to_nhwc  # noqa: E402
 from converters.torch import flatten, from_torch, nest  # noqa: E402
 from converters.torchvision import convert  # noqa: E402
@@ -149,16 +150,6 @@ def test_gradient_family_vs_captum(case, arch, size, name, kind, monkeypatch):
     assert_close(res.relevance, nchw_to_nhwc(ref), f"IG (float64) vs Captum on {arch}")
 
 
-def _bias_free(variables):
-    """The same network with every bias, batch-norm mean and learned class token / position
-    embedding set to 0 (what LRP's conservation is stated for)."""
-    def zero(path, a):
-        name = "/".join(str(getattr(k, "key", k)) for k in path)
-        hit = any(s in name for s in ("bias", "running_mean", "class_token", "cls_token", "pos_embed"))
-        return jnp.zeros_like(a) if hit else a
-    return jax.tree_util.tree_map_with_path(zero, variables)
-
-
 @pytest.mark.usefixtures("x64")
 @pytest.mark.parametrize("arch,size,name,kind", ARCHS)
 def test_lrp_conserves_on_a_bias_free_copy(case, arch, size, name, kind):
@@ -167,7 +158,7 @@ def test_lrp_conserves_on_a_bias_free_copy(case, arch, size, name, kind):
     ε = 1e-30: a random bias-free network's activations shrink to ~1e-10 (mobilenet_v2's logits),
     where ε = 1e-6 would absorb all relevance."""
     _, _, model, variables, x = case(arch, size)
-    v = _bias_free(_f64(variables))
+    v = bias_free(_f64(variables))
     comp = composite((kind_of("conv"), epsilon(1e-30)), *epsilon_plus(epsilon=1e-30, stabilizer=1e-30).entries)
     try:
         res = xa.explain(model, v, jnp.asarray(x, jnp.float64), jnp.asarray(TARGETS), method="lrp", composite=comp)

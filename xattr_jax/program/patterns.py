@@ -105,16 +105,22 @@ class Scan:
             return False
         return len(op.ins) == 2 and all(not self.facts.depends_on_x(a) for a in op.ins if a != v)
 
-    def chain(self, start, names, v):
-        """``[start, …]``: op ``start`` (affine in ``v``), then every affine op in ``names`` reached
-        through shape operations; ``(members, output)``."""
+    def affine_after(self, v, names):
+        """``(shape ops, op)``: the op in ``names`` that ``v`` reaches through single-consumer shape
+        operations, when it combines that value with one that does not depend on x; else None."""
+        path, k = self.through_shapes(v, names)
+        if k is None or not self.affine_ok(k, self.ops[path[-1]].outs[0] if path else v):
+            return None
+        return path, k
+
+    def chain(self, start):
+        """``[start, …]``: affine op ``start``, then every affine op reached from it through shape
+        operations; ``(members, output)``."""
         members, cur = [start], self.ops[start].outs[0]
-        while True:
-            path, nk = self.through_shapes(cur, names)
-            if nk is None or not self.affine_ok(nk, self.ops[path[-1]].outs[0] if path else cur):
-                return members, cur
-            members += path + [nk]
-            cur = self.ops[nk].outs[0]
+        while (found := self.affine_after(cur, AFFINE_OPS)) is not None:
+            members += found[0] + [found[1]]
+            cur = self.ops[found[1]].outs[0]
+        return members, cur
 
 
 _NOT_THROUGH = frozenset({"gather", "dynamic_slice", "pad", "concatenate", "slice"})
@@ -147,8 +153,9 @@ def _linear(scan, k):
     else:
         feat = dot_feature(op, [operand_shape(a, scan.shapes) for a in op.ins], pos)
     members, keys, out, bias_op = [k], [(w, "kernel")], op.outs[0], None
-    path, add = scan.through_shapes(out, {"add"})
-    if add is not None and scan.affine_ok(add, scan.ops[path[-1]].outs[0] if path else out):
+    bias_add = scan.affine_after(out, {"add"})
+    if bias_add is not None:
+        path, add = bias_add
         for p in path:
             if feat is not None:
                 ax = track_axis(feat[1], scan.ops[p], scan.shapes[scan.ops[p].ins[0]][0])
@@ -184,13 +191,10 @@ def _constant_map(nonneg):
 def _rectifier(scan, k):
     """``custom_jvp`` rectifiers, ``max(x, 0)`` and ``min(max(x, 0), c)``; a bounded one (``relu6``)
     is a hard sigmoid when it weighs another value."""
-    v = _one_input(scan, k)
-    if v is None:
-        return None
-    ops = rectifier_ops(scan, k)
+    ops = rectifier_ops(scan, k)  # None unless op k has one x-dependent input
     if ops is None:
         return None
-    op = scan.ops[k]
+    op, v = scan.ops[k], scan.xs(k)[0]
     bounded = rectifier_bound(op.params["call_jaxpr"]) if op.prim.name == "custom_jvp_call" else len(ops) == 2
     return Match(ops, (v,), scan.ops[ops[-1]].outs[0], weighs="gate" if bounded else None)
 
@@ -264,10 +268,10 @@ def _sum_pool(scan, k):
     if v is None:
         return None
     members, out = [k], scan.ops[k].outs[0]
-    path, d = scan.through_shapes(out, {"div"})
-    if d is not None and scan.affine_ok(d, scan.ops[path[-1]].outs[0] if path else out):
-        members += path + [d]
-        out = scan.ops[d].outs[0]
+    found = scan.affine_after(out, {"div"})
+    if found is not None:
+        members += found[0] + [found[1]]
+        out = scan.ops[found[1]].outs[0]
     if scan.name(k) == "reduce_window_sum":
         members, out = scan.then(members, out, {"squeeze"})
     return Match(tuple(members), (v,), out)
@@ -282,7 +286,7 @@ def _affine_chain(scan, k):
     v = _one_input(scan, k)
     if v is None or not scan.affine_ok(k, v):
         return None
-    return scan.chain(k, AFFINE_OPS, v)
+    return scan.chain(k)
 
 
 def _scalar_operands(scan, members) -> bool:
