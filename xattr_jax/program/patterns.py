@@ -253,8 +253,44 @@ def _gate(scan, k):
 
 
 def _product(scan, k):
+    """``a · b``, with the constant scalar factors on its operands and on its result taken in
+    (attention's ``q/√d``, ``(q·kᵀ)·c``): relevance rules then see the product as written, and a
+    scaling does not shrink the relevance that passes through it."""
     order = _two_inputs(scan, k)
-    return None if order is None else Match((k,), order, scan.ops[k].outs[0])
+    if order is None:
+        return None
+    members, inputs = [k], []
+    for v in order:
+        before, source = _scaled_from(scan, v, k)
+        members, inputs = before + members, inputs + [source]
+    out = scan.ops[k].outs[0]
+    after = scan.next_op(out)
+    if after is not None and _is_scaling(scan, after, out):
+        members, out = members + [after], scan.ops[after].outs[0]
+    return Match(tuple(sorted(members)), tuple(inputs), out)
+
+
+def _is_scaling(scan, k, v):
+    """Op ``k`` multiplies or divides ``v`` by a constant scalar (not a parameter)."""
+    return scan.name(k) in ("mul", "div") and scan.affine_ok(k, v) and _scalar_operands(scan, [k])
+
+
+def _scaled_from(scan, v, user):
+    """``(ops, source)``: ``v`` as constant scalar multiples of ``source`` through single-consumer
+    shape operations, ending at ``user``; ``([], v)`` when no scaling is on that path."""
+    found, path = ([], v), []
+    while True:
+        p = scan.facts.producer.get(v)
+        if p is None or p in scan.taken or only_consumer(v, scan.facts) != user or len(scan.ops[p].outs) != 1:
+            return found
+        xs = scan.xs(p)
+        if len(xs) != 1 or not (_is_scaling(scan, p, xs[0]) or
+                                (scan.name(p) in SHAPE_OPS and scan.name(p) not in _NOT_THROUGH)):
+            return found
+        path.insert(0, p)
+        if _is_scaling(scan, p, xs[0]):
+            found = (list(path), xs[0])
+        v, user = xs[0], p
 
 
 def _maxpool(scan, k):
@@ -382,7 +418,7 @@ PATTERNS = (
     Pattern("gate", frozenset({"mul"}), _gate,
             "`a ⊙ s` with `s` a sigmoid / hard-sigmoid of another x-dependent path: squeeze-excitation, GLU"),
     Pattern("product", frozenset({"mul", "dot_general"}), _product,
-            "any other product of two x-dependent values (attention's `QKᵀ` and `A·V`)"),
+            "any other product of two x-dependent values (attention's `QKᵀ` and `A·V`), constant scalar factors on it included (`q/√d`)"),
     Pattern("maxpool", frozenset({"reduce_window_max"}), _maxpool,
             "`reduce_window_max` (`nn.max_pool`, `eqx.nn.MaxPool2d`, ...)"),
     Pattern("avgpool", frozenset({"reduce_window_sum", "reduce_sum"}), _sum_pool,
