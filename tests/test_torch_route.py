@@ -117,10 +117,16 @@ def test_logits_and_layer_names(case, arch, size, name, kind):
     modules = dict(tm.named_modules())
     rows = {r.name: r for r in xa.layers(model, variables, jnp.asarray(x))}
     linear = [n for n, r in rows.items() if r.kind in ("conv", "dense")]
-    # a module's own layer is its name; a functional one inside a module (Swin's attention calls
-    # F.linear on its qkv weight) is a layer of that module: <module>.dense_<i>
+    # a module's layer is its name, also when its parent calls it functionally (Swin's attention:
+    # F.linear on attn.qkv's weight); one on a module's own parameter (nn.MultiheadAttention's
+    # in_proj_weight) is a layer of that module: <module>.dense_<i>
     unnamed = [n for n in linear if n not in modules and n.rsplit(".", 1)[0] not in modules]
     assert linear and not unnamed, f"{arch}: conv/dense layers not named by a module: {unnamed[:5]}"
+    for n in (n for n in linear if n not in modules):
+        owner = n.rsplit(".", 1)[0]
+        missing = [f"{owner}.{c}" for c, m in modules[owner].named_children()
+                   if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) and f"{owner}.{c}" not in rows]
+        assert not missing, f"{arch}: {n} is named by its parent, not by its module among {missing}"
     assert name in rows and name in modules, f"{arch}: module {name!r} is not a layer row: {list(rows)[:12]}"
     if kind is not None:
         assert rows[name].kind == kind, f"{arch}: {name} is {rows[name].kind}, expected {kind}"
