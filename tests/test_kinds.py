@@ -213,6 +213,18 @@ def test_a_module_name_reads_its_output_and_defaults_take_the_whole_block():
     assert block.shape[-1] == 16, f"a dense block's output holds all its channels: {block.shape}"
 
 
+def test_without_a_name_stack_a_parents_own_operations_are_named_in_the_parent():
+    """NNX and Equinox programs carry no module names: weight paths name the layers, and a
+    parameter-free operation belongs to the module whose code runs it (``Net.__call__``'s pool after
+    ``self.block``), so the block's name reads the block's output."""
+    model, v, x = FAMILIES["mobilenet_v2_nnx"]()
+    infos = {l.name: l for l in xa.layers(model, v, x)}
+    assert "avgpool_0" in infos and "block.avgpool_0" not in infos, sorted(infos)
+    assert infos["block"].output == infos["block.add_0"].output, "the block returns its residual sum"
+    res = xa.explain(model, v, x, jnp.array([1, 2]), method="grad_cam", layer="block")
+    assert res.map.shape == (2, 8, 8), f"Grad-CAM at the block reads its spatial output: {res.map.shape}"
+
+
 def test_the_documented_method_by_kind_table_is_the_generated_one():
     from pathlib import Path
 

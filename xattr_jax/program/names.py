@@ -104,6 +104,11 @@ def layer_names(segs, ops, facts, leaf_paths):
         if sc:
             count[sc] = count.get(sc, 0) + 1
     deeper = {sc.rsplit(".", 1)[0] for sc in count if "." in sc}
+    funcs: dict = {}  # scope of weight-named layers -> the functions (``Block.__call__``) they run in
+    for i, s in enumerate(segs):
+        if scope_of[i] is None and names[i] is not None:
+            funcs.setdefault(_parent(names[i]), set()).add(_function(ops[s.ops[0]].source))
+    known = set().union(*funcs.values()) if funcs else set()
     anchor = ""
     counters: dict = {}
     for i, s in enumerate(segs):
@@ -115,8 +120,11 @@ def layer_names(segs, ops, facts, leaf_paths):
         if names[i] is not None:
             anchor = names[i]
             continue
-        if sc is None:
-            sc = anchor.rsplit(".", 1)[0] if "." in anchor else ""
+        if sc is None:  # no name stack (NNX, Equinox): the module of the layer before it, or the
+            sc = _parent(anchor)  # enclosing one whose code calls it (a parent's pool after a block)
+            f = _function(ops[s.ops[0]].source)
+            while sc and f in known and f not in funcs.get(sc, ()):
+                sc = _parent(sc)
         key = (sc, s.kind)
         j = counters.get(key, 0)
         counters[key] = j + 1
@@ -126,6 +134,16 @@ def layer_names(segs, ops, facts, leaf_paths):
     for n, s in zip(names, segs):
         kinds.setdefault(n, set()).add(s.kind)
     return [f"{n}.{s.kind}" if len(kinds[n]) > 1 else n for n, s in zip(names, segs)]
+
+
+def _parent(name: str) -> str:
+    return name.rsplit(".", 1)[0] if "." in name else ""
+
+
+def _function(source: str):
+    """``Block.__call__`` of a source string ``file:line (Block.__call__)``."""
+    m = re.search(r"\(([^()]*)\)\s*$", source or "")
+    return m.group(1) if m else None
 
 
 def layer_rows(segs, names, ops, shapes, nonneg_segs, ins, channel, modules=None):
