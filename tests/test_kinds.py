@@ -225,6 +225,84 @@ def test_without_a_name_stack_a_parents_own_operations_are_named_in_the_parent()
     assert res.map.shape == (2, 8, 8), f"Grad-CAM at the block reads its spatial output: {res.map.shape}"
 
 
+def _nnx_densenet():
+    from flax import nnx
+
+    class DenseLayer(nnx.Module):
+        def __init__(self, c, rngs):
+            self.conv = nnx.Conv(c, 4, (3, 3), rngs=rngs)
+
+        def __call__(self, x):
+            return jnp.concatenate([x, nnx.relu(self.conv(x))], axis=-1)
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.stem = nnx.Conv(3, 8, (3, 3), rngs=rngs)
+            self.block = nnx.Sequential(DenseLayer(8, rngs), DenseLayer(12, rngs))
+            self.head = nnx.Linear(16, 5, rngs=rngs)
+
+        def __call__(self, x):
+            x = self.block(nnx.relu(self.stem(x)))
+            return self.head(jnp.mean(x, axis=(1, 2)))
+
+    net = Net(nnx.Rngs(0))
+    graphdef, state = nnx.split(net)
+    blocks = {"block": lambda h: net.block(nnx.relu(net.stem(h))),
+              "block.layers.0": lambda h: net.block.layers[0](nnx.relu(net.stem(h)))}
+    return (lambda state, x: nnx.merge(graphdef, state)(x)), state, blocks
+
+
+def _equinox_inception():
+    import equinox as eqx
+
+    class Inception(eqx.Module):
+        b1: eqx.nn.Conv2d
+        b3: eqx.nn.Conv2d
+
+        def __init__(self, c, key):
+            k1, k2 = jax.random.split(key)
+            self.b1 = eqx.nn.Conv2d(c, 4, 1, key=k1)
+            self.b3 = eqx.nn.Conv2d(c, 6, 3, padding=1, key=k2)
+
+        def __call__(self, x):  # channels first, one example
+            return jnp.concatenate([jax.nn.relu(self.b1(x)), jax.nn.relu(self.b3(x))], axis=0)
+
+    class Net(eqx.Module):
+        stem: eqx.nn.Conv2d
+        mixed: Inception
+        head: eqx.nn.Linear
+
+        def __init__(self, key):
+            k = jax.random.split(key, 3)
+            self.stem = eqx.nn.Conv2d(3, 8, 3, padding=1, key=k[0])
+            self.mixed = Inception(8, k[1])
+            self.head = eqx.nn.Linear(10, 5, key=k[2])
+
+        def __call__(self, x):
+            return self.head(jnp.mean(self.mixed(jax.nn.relu(self.stem(x))), axis=(1, 2)))
+
+    net = Net(jax.random.key(0))
+    params, static = eqx.partition(net, eqx.is_array)
+    blocks = {"mixed": lambda h: jax.vmap(lambda a: net.mixed(jax.nn.relu(net.stem(a))))(jnp.moveaxis(h, -1, 1))}
+    return (lambda p, x: jax.vmap(eqx.combine(p, static))(jnp.moveaxis(x, -1, 1))), params, blocks
+
+
+@pytest.mark.parametrize("form,block,channels", [("nnx", "block", 16), ("nnx", "block.layers.0", 12),
+                                                 ("equinox", "mixed", 10)])
+def test_without_a_name_stack_a_concatenating_block_reads_its_concatenation(form, block, channels):
+    """A dense block in NNX, an inception block in Equinox: the block's name reads the block's own
+    output, all its channels, not its last branch's."""
+    model, v, blocks = _nnx_densenet() if form == "nnx" else _equinox_inception()
+    x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
+    infos = {l.name: l for l in xa.layers(model, v, x)}
+    assert infos[block].shape == (2, 8, 8, channels), f"{form} {block}: {infos[block].shape}, {sorted(infos)}"
+    _, acts = run(trace(model, v, x), v, x, capture=[block])  # in the program's own layout
+    np.testing.assert_allclose(np.asarray(acts[block]), np.asarray(blocks[block](x)), rtol=1e-5, atol=1e-6,
+                               err_msg=f"{form}: the value read at {block} is not the module's output")
+    res = xa.explain(model, v, x, jnp.array([1, 2]), method="grad_cam", layer=block)
+    assert res.map.shape == (2, 8, 8)
+
+
 def test_the_documented_method_by_kind_table_is_the_generated_one():
     from pathlib import Path
 

@@ -136,6 +136,27 @@ def layer_names(segs, ops, facts, leaf_paths):
     return [f"{n}.{s.kind}" if len(kinds[n]) > 1 else n for n, s in zip(names, segs)]
 
 
+def concat_outputs(segs, names, ops, facts) -> dict:
+    """``{container: value}`` without a name stack (NNX, Equinox): a container whose last layer's
+    output is concatenated (an inception or dense block), the concatenation read by the next layer
+    outside it, returns that concatenation."""
+    out = {}
+    prefixes = {".".join(n.split(".")[:j]) for n in names for j in range(1, n.count(".") + 1)}
+    for c in sorted(prefixes):
+        inside = {i for i, n in enumerate(names) if n.startswith(c + ".")}
+        if len(inside) < 2:
+            continue
+        last = max(inside, key=lambda i: max(segs[i].ops))
+        after = [i for i in range(len(segs)) if i not in inside and min(segs[i].ops) > max(segs[last].ops)]
+        if not after:
+            continue
+        for v in segs[min(after, key=lambda i: min(segs[i].ops))].inputs:
+            p = facts.producer.get(v)
+            if p is not None and ops[p].prim.name == "concatenate" and segs[last].output in ops[p].ins:
+                out[c] = v
+    return out
+
+
 def _parent(name: str) -> str:
     return name.rsplit(".", 1)[0] if "." in name else ""
 

@@ -12,7 +12,7 @@ from .axes import channel_axes
 from .checks import check_channels_last
 from .ir import Program, find_facts, flatten_jaxpr, key_name, path_parts
 from .layers import batchnorm_folds, find_segments, layer_inputs, nonneg_layers
-from .names import layer_names, layer_rows, module_outputs
+from .names import concat_outputs, layer_names, layer_rows, module_outputs
 
 
 def call_model(model) -> Callable:
@@ -116,7 +116,7 @@ def trace(model, variables, x) -> Program:
     axes = channel_axes(ops, facts, shapes, x_ids)
     check_channels_last(segs, names, ops, shapes, axes)
     table, outputs = layer_rows(segs, names, ops, shapes, nonneg, layer_inputs(ops, facts, segs), axes,
-                                module_outputs(segs, ops, facts, outs))
+                                module_outputs(segs, ops, facts, outs) or concat_outputs(segs, names, ops, facts))
     segs = [s._replace(name=n, nonneg=i in nonneg, fold=folds.get(i)) for i, (s, n) in enumerate(zip(segs, names))]
     return Program(tuple(ops), tuple(invars), tuple(consts), tuple(outs), shapes, tuple(segs), owner, table, outputs)
 
