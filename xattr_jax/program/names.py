@@ -121,9 +121,10 @@ def layer_names(segs, ops, facts, leaf_paths):
             anchor = names[i]
             continue
         if sc is None:  # no name stack (NNX, Equinox): the module of the layer before it, or the
-            sc = _parent(anchor)  # enclosing one whose code calls it (a parent's pool after a block)
+            sc = _parent(anchor)  # enclosing module whose __call__ runs it (a parent's pool after a block)
             f = _function(ops[s.ops[0]].source)
-            while sc and f in known and f not in funcs.get(sc, ()):
+            while sc and _module_code(f) and f in known and f not in funcs.get(sc, ()) \
+                    and all(_module_code(g) for g in funcs.get(sc, ())):
                 sc = _parent(sc)
         key = (sc, s.kind)
         j = counters.get(key, 0)
@@ -159,6 +160,12 @@ def concat_outputs(segs, names, ops, facts) -> dict:
 
 def _parent(name: str) -> str:
     return name.rsplit(".", 1)[0] if "." in name else ""
+
+
+def _module_code(f) -> bool:
+    """A module's own code (``Block.__call__``), not a helper function (``_conv``) a plain-function
+    model calls with a layer's weights."""
+    return bool(f) and f.endswith(".__call__")
 
 
 def _function(source: str):
