@@ -20,6 +20,7 @@ Writes ``benchmarks/results/families.{json,md}``. Needs the ``torch`` extra (tor
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -33,9 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import functools  # noqa: E402
-
-from speed import OPTIONS, POINTS, SIGNALS, time_eager, time_jax  # noqa: E402
+from loading_routes import grad_of  # noqa: E402
+from speed import OPTIONS, POINTS, SIGNALS, median_time, time_eager, time_jax  # noqa: E402
 
 import xattr_jax as xa  # noqa: E402
 
@@ -61,13 +61,6 @@ def load(arch):
     return tm, model, variables
 
 
-def grad_of(model):
-    def f(v, x, t):
-        return jax.grad(lambda x: jnp.sum(model(v, x)[jnp.arange(x.shape[0]), t]))(x)
-
-    return jax.jit(f)
-
-
 def captum_saliency(tm, x, t, repeats):
     """``(first call s, steady s)`` of Captum's Saliency on the torch module, float32 NCHW."""
     import torch
@@ -83,12 +76,7 @@ def captum_saliency(tm, x, t, repeats):
     t0 = time.perf_counter()
     call()
     first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    return first, float(np.median(times))
+    return first, median_time(call, repeats)
 
 
 def measure(arch, batches, methods, batch8_methods, repeats, peers):

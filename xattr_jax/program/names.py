@@ -89,13 +89,13 @@ def layer_names(segs, ops, facts, leaf_paths):
     scope_of = [None] * len(segs)
     # named layers first
     for i, s in enumerate(segs):
-        own = _param_name(s, facts, leaf_paths) if s.kind in LINEAR else None
-        if stacks[i] and own and own.startswith(stacks[i].replace("/", ".") + "."):
+        own = _param_name(s, facts, leaf_paths) if s.kind in LINEAR + ("batchnorm",) else None
+        if stacks[i] and s.kind in LINEAR and own and own.startswith(stacks[i].replace("/", ".") + "."):
             names[i] = own  # a submodule's weights used by its parent (Swin's F.linear on attn.qkv)
         elif stacks[i]:
             scope_of[i] = stacks[i].replace("/", ".")
-        elif s.kind in LINEAR + ("batchnorm",) and _param_name(s, facts, leaf_paths) is not None:
-            names[i] = _param_name(s, facts, leaf_paths)
+        elif own is not None:
+            names[i] = own
         elif has_stack:  # called by the outermost module itself
             scope_of[i] = ""
     # a scope that holds exactly one layer (and no deeper ones) is that layer's name

@@ -284,11 +284,11 @@ def _scaled_from(scan, v, user):
         if p is None or p in scan.taken or only_consumer(v, scan.facts) != user or len(scan.ops[p].outs) != 1:
             return found
         xs = scan.xs(p)
-        if len(xs) != 1 or not (_is_scaling(scan, p, xs[0]) or
-                                (scan.name(p) in SHAPE_OPS and scan.name(p) not in _NOT_THROUGH)):
+        scaling = len(xs) == 1 and _is_scaling(scan, p, xs[0])
+        if len(xs) != 1 or not (scaling or (scan.name(p) in SHAPE_OPS and scan.name(p) not in _NOT_THROUGH)):
             return found
         path.insert(0, p)
-        if _is_scaling(scan, p, xs[0]):
+        if scaling:
             found = (list(path), xs[0])
         v, user = xs[0], p
 
