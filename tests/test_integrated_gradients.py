@@ -263,3 +263,23 @@ def test_chunk_program_memory_does_not_grow_with_steps(tiny_net):
         fn = xa.attributor(model, "integrated_gradients", chunk=4, steps=steps)
         temps[steps] = fn.chunk_program.lower(v, x, t, None, np.int32(0)).compile().memory_analysis().temp_size_in_bytes
     assert temps[64] <= temps[8] * 1.05, f"chunk program temp memory grew: {temps}"
+
+
+def test_the_chunk_and_finish_programs_make_the_eager_call(tiny_net):
+    """An eager call is ``chunk_program`` over its chunks (each also giving the logits at ``x``),
+    summed, then ``finish_program``: the same map as the call, bit for bit."""
+    model, v, x = tiny_net
+    t = jnp.array([1, 2, 3])
+    fn = xa.attributor(model, "integrated_gradients", chunk=2, steps=5)
+    key = jax.random.key(0)
+    sums, logits, count = fn.chunk_program(v, x, t, key, np.int32(0))
+    assert count.shape[0] == 3, f"5 points in chunks of 2 are 3 chunks, got {count.shape[0]}"
+    for i in (1, 2):
+        part, logits_i, _ = fn.chunk_program(v, x, t, key, np.int32(i))
+        np.testing.assert_array_equal(np.asarray(logits_i), np.asarray(logits), err_msg=f"chunk {i}'s logits")
+        sums = jax.tree_util.tree_map(jnp.add, sums, part)
+    res = fn.finish_program(x, t, key, logits, sums)
+    want = fn(v, x, t, key=key)
+    np.testing.assert_array_equal(np.asarray(res.map), np.asarray(want.map))
+    np.testing.assert_array_equal(np.asarray(logits), np.asarray(model.apply(v, x)))
+    assert xa.attributor(model, "gradient").finish_program is None, "only path methods finish a path"

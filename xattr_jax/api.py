@@ -143,8 +143,10 @@ class Attributor:
       program: the one-program form, ``jax.jit`` of ``(variables, x, target, key=None) ->
         Attribution`` with unchecked arguments (path methods: the chunks in a ``lax.scan``).
       chunk_program: path methods: the program an eager call runs per chunk, ``jax.jit`` of
-        ``(variables, x, target, key, i) -> (chunk i's sums, logits at x (zeros for i > 0),
-        [C, 0] zeros for C chunks)``; ``None`` for other methods.
+        ``(variables, x, target, key, i) -> (chunk i's sums, logits at x, [C, 0] zeros for C
+        chunks)``; ``None`` for other methods.
+      finish_program: path methods: the program that then finishes the map, ``jax.jit`` of ``(x,
+        target, key, logits, sums) -> Attribution`` (it does not run the model); ``None`` else.
 
     ``fn.lower(variables, x, target, key=None)`` lowers ``program`` for a call's arguments (checked
     and converted as the call does); ``fn.trace_count()`` tells how many times a program traced.
@@ -167,6 +169,11 @@ class Attributor:
     def chunk_program(self) -> Callable | None:
         """Path methods' per-chunk program (see the class docstring); ``None`` for other methods."""
         return None if self._chunked is None else self._chunked.chunk
+
+    @property
+    def finish_program(self) -> Callable | None:
+        """Path methods' program that finishes the map (see the class docstring); ``None`` else."""
+        return None if self._chunked is None else self._chunked.finish
 
     def __call__(self, variables, x, target, key=None) -> Attribution:
         """The attribution of ``target`` at ``x``, its arguments checked (see the class docstring)."""

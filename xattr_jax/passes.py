@@ -18,7 +18,7 @@ from .rules.core import upcast
 from .types import Context, PathPlan
 
 __all__ = ["SIGNALS", "Pass", "seed_fn", "onehots", "modified_pass", "two_phase_pass", "path_chunks",
-           "path_sums", "run_path", "logits_where"]
+           "path_sums", "run_path"]
 
 SIGNALS = ("logit", "prob", "log_prob", "pointing")
 
@@ -274,14 +274,3 @@ def run_path(ctx: Context, x, target, plan: PathPlan):
     sums, _ = jax.lax.scan(body, (zero,) * plan.n_stats, (params, weights))
     logits, _ = run(ctx.program, ctx.variables, x)
     return plan.finish(logits, sums)
-
-
-def logits_where(ctx: Context, x, pred):
-    """The model's logits at ``x`` where ``pred`` (a traced boolean) holds, else zeros like them:
-    a loop over one compiled chunk program runs the forward once (``lax.cond`` runs one branch)."""
-
-    def forward():
-        return run(ctx.program, ctx.variables, x)[0]
-
-    out = jax.eval_shape(forward)  # zeros_like keeps its type, sharding included (explicit meshes)
-    return jax.lax.cond(pred, forward, lambda: jnp.zeros_like(out))
