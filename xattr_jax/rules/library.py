@@ -564,9 +564,10 @@ def rsp_conv(purge: str = "none", factor: float = 2.0, batch: str = "batched") -
         ``"uniform_spread"`` (``R_{k,u} = s_u / C``, as the multi-class seed does; conserving).
       factor: the combination factor for ``k > 1`` kernels (2 released; 1 a commented alternative).
       batch: how a batch of ``N > 1`` runs its per-sample kernels: ``"batched"`` (all examples at once
-        as batched matrix products over each conv's receptive fields, ``LayerFn.patches``: one
-        program whatever ``N``, and nothing crosses devices on a batch-sharded operand; memory
-        ``N × positions × k²·C_in`` per layer; convolutions without plain patches are unrolled),
+        as batched matrix products over each conv's receptive fields, ``LayerFn.patches``, also
+        for ``N = 1``: one program whatever ``N``, and nothing crosses devices on a batch-sharded
+        operand; memory ``N × positions × k²·C_in`` per layer; convolutions without plain patches
+        are unrolled),
         ``"unroll"`` (``N`` batch-1 convolutions in one straight-line program: the program, and its
         compile time, grow with ``N``) or ``"map"`` (a ``lax.map`` over the examples).
 
@@ -616,22 +617,22 @@ def rsp_conv(purge: str = "none", factor: float = 2.0, batch: str = "batched") -
             patches, rows = fn.patches
             xp = jnp.maximum(xn, 0)
             pt, fold = jax.vjp(patches, xp)  # [N, Q, K]
+            rr = rows(rn)
+            rr = jnp.concatenate([jnp.maximum(rr, 0), jnp.maximum(-rr, 0)], axis=-1)  # [R⁺ | R⁻]: [N, Q, 2O]
+            g = jnp.einsum("nqk,nqo->nko", pt, rr)  # [G⁺ | G⁻]
+            z = jnp.einsum("nqk,nko->nqo", pt, g)
+            o = rr.shape[-1] // 2
+            sign = jnp.concatenate([jnp.ones((o,), rr.dtype), -jnp.ones((o,), rr.dtype)])
+            (c,) = fold(jnp.einsum("nqo,nko->nqk", safe_divide(rr, z) * sign[None, None], g))  # C1 − C2 in one product
+            return combine(xp * c, rn)
 
-            def half_rows(rh):
-                rr = rows(rh)
-                g = jnp.einsum("nqk,nqo->nko", pt, rr)
-                z = jnp.einsum("nqk,nko->nqo", pt, g)
-                (c,) = fold(jnp.einsum("nqo,nko->nqk", safe_divide(rr, z), g))
-                return xp * c
-
-            return combine(half_rows(jnp.maximum(rn, 0)) - half_rows(jnp.maximum(-rn, 0)), rn)
-
+        if batch == "batched" and isinstance(fn, LayerFn) and fn.patches is not None:
+            return (batched(x, r),)  # also at N = 1: the kernels' matrix products beat XLA:CPU's
+            # kernel-gradient convolutions (VGG16 224², batch 1: RSP 0.98 s against 1.61 s)
         if x.shape[0] == 1:
             return (sample(x, r),)
         if batch == "map":  # a loop over the examples: one program whatever N
             return (jax.lax.map(lambda xr: sample(*xr), (x[:, None], r[:, None]))[:, 0],)
-        if batch == "batched" and isinstance(fn, LayerFn) and fn.patches is not None:
-            return (batched(x, r),)
         if batch == "batched" and window == ():  # a dense layer: per-sample outer products
             return (jax.vmap(sample)(x[:, None], r[:, None])[:, 0],)
         # unrolled over the static batch: plain batch-1 convolutions, the program grows with N. (A
