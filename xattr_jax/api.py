@@ -127,7 +127,7 @@ class Attributor:
 
     How a call runs (:mod:`xattr_jax.strategies`): traced arguments, one program (``program``).
     Concrete arrays: path methods (integrated gradients, GNL-IG, SmoothGrad) run one compiled
-    program per chunk of points from a Python loop (``chunk_program``; its first chunk also gives
+    program per chunk of points from a Python loop (``chunk_program``; every chunk also gives
     the logits), then a small program that finishes the map: on XLA:CPU a gradient inside a
     ``lax.scan`` body ran 1.4× (ResNet50) to 2.7× (VGG16) slower than the same gradient at top
     level (the loop body keeps the backward convolutions' kernels in a non-canonical layout), and
