@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loading_routes import grad_of  # noqa: E402
-from speed import OPTIONS, POINTS, SIGNALS, median_time, time_eager, time_jax  # noqa: E402
+from speed import OPTIONS, POINTS, SIGNALS, lower_and_compile, median_time, time_eager, time_jax  # noqa: E402
 
 import xattr_jax as xa  # noqa: E402
 
@@ -64,19 +64,13 @@ def load(arch):
 
 def first_path_call(fn, v, x, t):
     """``(trace s, compile s)`` of what an eager path-method call compiles: its chunk program and the
-    program that finishes the map, each lowered and compiled as ``time_jax`` does for one program."""
+    program that finishes the map (from the first chunk's sums and logits), as ``time_jax`` times one."""
     key = jax.random.key(0)
-    trace = comp = 0.0
-    for program, args in ((fn.chunk_program, (v, x, t, key, np.int32(0))), (fn.finish_program, None)):
-        if args is None:  # the finishing program's arguments: the first chunk's logits and sums
-            sums, logits, _ = fn.chunk_program(v, x, t, key, np.int32(0))
-            args = (x, t, key, logits, sums)
-        t0 = time.perf_counter()
-        lowered = program.lower(*args)
-        t1 = time.perf_counter()
-        lowered.compile()
-        trace, comp = trace + t1 - t0, comp + time.perf_counter() - t1
-    return trace, comp
+    args = (v, x, t, key, np.int32(0))
+    trace, comp, chunk = lower_and_compile(fn.chunk_program, args)
+    sums, logits, _ = chunk(*args)
+    trace2, comp2, _ = lower_and_compile(fn.finish_program, (x, t, key, logits, sums))
+    return trace + trace2, comp + comp2
 
 
 def captum_saliency(tm, x, t, repeats):

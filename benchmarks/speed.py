@@ -69,13 +69,18 @@ def median_time(f, repeats):
     return statistics.median(times)
 
 
-def time_jax(fn_jitted, args, repeats):
+def lower_and_compile(fn_jitted, args):
+    """``(trace s, compile s, compiled)``: ``fn_jitted`` lowered (traced) and compiled for ``args``."""
     t0 = time.perf_counter()
     lowered = fn_jitted.lower(*args)
     trace = time.perf_counter() - t0
     t0 = time.perf_counter()
     compiled = lowered.compile()
-    compile_ = time.perf_counter() - t0
+    return trace, time.perf_counter() - t0, compiled
+
+
+def time_jax(fn_jitted, args, repeats):
+    trace, compile_, compiled = lower_and_compile(fn_jitted, args)
     jax.block_until_ready(compiled(*args))  # warm-up
     return trace, compile_, median_time(lambda: compiled(*args), repeats)
 
