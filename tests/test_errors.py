@@ -324,3 +324,24 @@ def test_a_composite_that_matches_no_layer_is_refused(tiny_net):
            r".*conv1 \(conv\).*fc \(dense\).*kinds \[.*'avgpool'.*\].*xa.layers")
     with pytest.raises(ValueError, match=msg):
         xa.explain(model, v, x, jnp.array([0, 1, 2]), method="lrp", composite=comp)
+
+
+def test_black_baseline_on_a_grayscale_model_names_the_fix():
+    """The default 'black' baseline reads ImageNet's 3-channel normalisation; a 1-channel model
+    gets an error naming it and the options to pass, not a broadcasting error from deep inside."""
+
+    class Gray(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.relu(nn.Conv(features=4, kernel_size=(3, 3))(x))
+            return nn.Dense(features=3)(x.mean(axis=(1, 2)))
+
+    m, x = Gray(), jnp.ones((2, 8, 8, 1), jnp.float32)
+    v = m.init(jax.random.key(0), x)
+    t = jnp.array([0, 1])
+    for method in ("integrated_gradients", "gnl_integrated_gradients"):
+        with pytest.raises(ValueError, match=r"baseline='black' .* shape \(3,\), which does not broadcast to the "
+                                             r"input \(2, 8, 8, 1\); pass normalization=\(mean, std\)"):
+            xa.explain(m, v, x, t, method=method, steps=2)
+    res = xa.explain(m, v, x, t, method="integrated_gradients", steps=2, normalization=((0.5,), (0.25,)))
+    assert np.all(np.isfinite(np.asarray(res.map))), "with the model's own normalisation the map is computed"

@@ -57,7 +57,13 @@ def _baseline(o, x):
     if isinstance(b, str):
         if b == "black":
             mean, std = (jnp.asarray(v, x.dtype) for v in o["normalization"])
-            return jnp.broadcast_to((0.0 - mean) / std, x.shape)
+            black = (0.0 - mean) / std
+            if np.broadcast_shapes(black.shape, x.shape) != x.shape:
+                raise ValueError(
+                    f"baseline='black' is 0 pixels through normalization=(mean, std) of shape {black.shape}, "
+                    f"which does not broadcast to the input {x.shape}; pass normalization=(mean, std) for "
+                    "your channels, or baseline='zeros', a number or an array")
+            return jnp.broadcast_to(black, x.shape)
         if b == "zeros":
             return jnp.zeros_like(x)
         raise ValueError(f"unknown baseline {b!r}; use 'black', 'zeros', a number or an array")
