@@ -6,6 +6,7 @@ equals the plain forward exactly; a new target value causes no retrace; dtype an
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -159,6 +160,36 @@ def test_relevance_at_a_layer_is_the_signal_at_its_output(tiny_net):
 
     g = jax.grad(f)(jnp.zeros((3, 6, 6, 6)))
     np.testing.assert_allclose(np.asarray(res.relevance), np.asarray(g), rtol=0, atol=1e-6)
+
+
+def test_the_network_above_a_layer_reads_the_values_below_it():
+    """``run_above`` (a seed's ordinary gradient without the backward below the seed): the output
+    as a function of ``relu_1``'s output, where a skip connection from below (``relu_0``) joins
+    above it. Its value is the model's, and its gradient the gradient at ``relu_1`` through a
+    probe of a whole run (atol 1e-6); the part below does not run again."""
+    from xattr_jax.program import run, run_above, trace
+
+    class Skip(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            a = nn.relu(nn.Conv(4, (3, 3))(x))
+            b = nn.relu(nn.Conv(4, (3, 3))(a))
+            return nn.Dense(3)((a + b).reshape(x.shape[0], -1))
+
+    m = Skip()
+    x = jax.random.normal(jax.random.key(0), (2, 5, 5, 3))
+    v = m.init(jax.random.key(1), x)
+    prog = trace(m.apply, v, x)
+    out, acts, values = run(prog, v, x, capture=["relu_1"], keep=True)
+    a = acts["relu_1"]
+    ct = jax.random.normal(jax.random.key(2), out.shape)
+    np.testing.assert_allclose(np.asarray(run_above(prog, values, "relu_1", a)), np.asarray(m.apply(v, x)),
+                               rtol=0, atol=1e-6)
+    g_above = jax.vjp(lambda a: run_above(prog, values, "relu_1", a), a)[1](ct)[0]
+    g_probe = jax.vjp(lambda p: run(prog, v, x, probes={"relu_1": p})[0], jnp.zeros_like(a))[1](ct)[0]
+    np.testing.assert_allclose(np.asarray(g_above), np.asarray(g_probe), rtol=0, atol=1e-6)
+    jaxpr = jax.make_jaxpr(lambda a: run_above(prog, values, "relu_1", a))(a)
+    assert not any(e.primitive.name == "conv_general_dilated" for e in jaxpr.eqns), "the convs below ran again"
 
 
 def test_attribution_maps_are_differentiable(tiny_net):

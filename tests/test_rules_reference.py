@@ -11,6 +11,7 @@ import itertools
 
 import flax.linen as nn
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -25,10 +26,11 @@ ATOL = 1e-8
 # naive layer matrices
 
 
-def naive_conv(x, w, stride, pad):
-    """x [H, W, Ci], w [kh, kw, Ci, Co] -> [Ho, Wo, Co] by explicit loops (zero padding)."""
+def naive_conv(x, w, stride, pad, groups=1):
+    """x [H, W, Ci], w [kh, kw, Ci/groups, Co] -> [Ho, Wo, Co] by explicit loops (zero padding;
+    output feature o reads the input features of its group, o // (Co/groups))."""
     h, wd, ci = x.shape
-    kh, kw, _, co = w.shape
+    kh, kw, cg, co = w.shape
     xp = np.zeros((h + 2 * pad, wd + 2 * pad, ci))
     xp[pad:pad + h, pad:pad + wd] = x
     ho = (h + 2 * pad - kh) // stride + 1
@@ -38,7 +40,8 @@ def naive_conv(x, w, stride, pad):
         for j in range(wo):
             patch = xp[i * stride:i * stride + kh, j * stride:j * stride + kw]
             for o in range(co):
-                out[i, j, o] = np.sum(patch * w[..., o])
+                g = o // (co // groups)
+                out[i, j, o] = np.sum(patch[..., g * cg:(g + 1) * cg] * w[..., o])
     return out
 
 
@@ -61,7 +64,14 @@ LAYERS = {
     "conv3x3": ("conv", (5, 5, 2), (3, 3, 2, 3), 1, 0, True),
     "conv3x3_pad": ("conv", (5, 5, 2), (3, 3, 2, 3), 1, 1, True),
     "conv3x3_stride2_pad": ("conv", (6, 6, 2), (3, 3, 2, 2), 2, 1, False),
+    # feature groups (kernel [kh, kw, Ci/groups, Co]): two groups, and depthwise (MobileNet)
+    "conv3x3_groups2": ("conv", (5, 5, 4), (3, 3, 2, 6), 1, 1, True),
+    "depthwise3x3": ("conv", (5, 5, 3), (3, 3, 1, 3), 1, 1, True),
 }
+
+
+def groups_of(in_shape, kshape):
+    return in_shape[-1] // kshape[2]
 
 
 def make_layer(name, seed):
@@ -75,15 +85,16 @@ def make_layer(name, seed):
         matrix = kernel
         out_shape = (kshape[-1],)
     else:
+        groups = groups_of(in_shape, kshape)
         mod = nn.Conv(kshape[-1], kshape[:2], strides=stride, padding=((pad, pad), (pad, pad)),
-                      use_bias=bias, param_dtype=jnp.float64)
-        matrix = layer_matrix(lambda e: naive_conv(e, kernel, stride, pad), in_shape)
-        out_shape = naive_conv(x[0], kernel, stride, pad).shape
+                      feature_group_count=groups, use_bias=bias, param_dtype=jnp.float64)
+        matrix = layer_matrix(lambda e: naive_conv(e, kernel, stride, pad, groups), in_shape)
+        out_shape = naive_conv(x[0], kernel, stride, pad, groups).shape
     params = {"kernel": kernel}
     if bias:
         params["bias"] = b
     bias_flat = np.zeros(int(np.prod(out_shape))) if b is None else np.tile(b, int(np.prod(out_shape)) // len(b))
-    ones_matrix = (layer_matrix(lambda e: naive_conv(e, np.ones_like(kernel), stride, pad), in_shape)
+    ones_matrix = (layer_matrix(lambda e: naive_conv(e, np.ones_like(kernel), stride, pad, groups), in_shape)
                    if kind == "conv" else np.ones_like(kernel))
     return mod, params, x, matrix, bias_flat, out_shape, ones_matrix
 
@@ -314,3 +325,33 @@ def test_nonnegative_backward_equals_dense_reference_on_relu_outputs(layer, rule
             want = ref(x[n].reshape(-1), M, b, r[n].reshape(-1), ones=ones)
             err = np.max(np.abs(got[n].reshape(-1) - want))
             assert err <= ATOL, f"{rule} (nonnegative) on {layer}: max abs error {err:.3g} > atol {ATOL}"
+
+
+@pytest.mark.parametrize("layer", ["conv3x3_pad", "conv3x3_groups2", "depthwise3x3"])
+def test_zplus_on_signed_inputs_is_one_convolution_each_way(layer):
+    """z⁺'s two terms (x⁺W⁺ and x⁻W⁻) run as one convolution over [x⁺ | x⁻] (``LayerFn.stacked``):
+    the layer's forward, z and its transpose are 3 convolutions, not 5 (the values: the dense
+    reference above)."""
+    with jax.enable_x64(True):
+        mod, params, x, *_ = make_layer(layer, 0)
+        fn, p = describe(mod, {"params": jax.tree_util.tree_map(jnp.asarray, params)}, x)
+        assert fn.stacked is not None
+        xj = jnp.asarray(x)
+
+        def backward(a, r):
+            return jax.vjp(lambda b: R.apply_rule(R.zplus(), fn, p, b), a)[1](r)[0]
+
+        eqns = jax.make_jaxpr(backward)(xj, jnp.ones_like(fn(p, xj))).eqns
+
+    def convs(eqs):
+        n = 0
+        for e in eqs:
+            n += e.primitive.name == "conv_general_dilated"
+            for v in e.params.values():
+                if isinstance(v, jax.extend.core.ClosedJaxpr):
+                    n += convs(v.jaxpr.eqns)
+                elif isinstance(v, jax.extend.core.Jaxpr):
+                    n += convs(v.eqns)
+        return n
+
+    assert convs(eqns) == 3, f"z+ on signed inputs of {layer}: {convs(eqns)} convolutions, expected 3"

@@ -13,7 +13,7 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from .program import run, trace
+from .program import run, run_above, trace
 from .rules.core import upcast
 from .types import Context, PathPlan
 
@@ -104,6 +104,7 @@ def modified_pass(
     signal=None,
     seeds: Callable | None = None,
     fold: bool = False,
+    sums: Sequence[str] = (),
 ) -> Pass:
     """Forward with rules, seed the top, one backward per target column (sharing the forward).
 
@@ -118,6 +119,7 @@ def modified_pass(
       signal: overrides ``ctx.signal``.
       seeds: overrides the seed: ``(logits, target) -> [K, *logits.shape]``.
       fold: hand each conv/dense rule its parameters with the batch-norm after it folded in.
+      sums: layers of ``at`` whose read-out is the sum over channels (as :func:`two_phase_pass`).
     """
     infos = {l.name: l for l in ctx.layers}
     probes = _probes(x, infos, at)
@@ -138,18 +140,20 @@ def modified_pass(
         x_ct, p_ct = jax.tree_util.tree_map(lambda a: a[None], vjp(cts[0]))
     else:
         x_ct, p_ct = jax.vmap(vjp)(cts)
-    return _read_out(infos, logits, x_ct if input else None, p_ct, acts)
+    return _read_out(infos, logits, x_ct if input else None, p_ct, acts, sums)
 
 
-def _read_out(infos, logits, x_ct, p_ct, acts) -> Pass:
-    """A pass's results with the layer read-outs' channels last."""
-    p_ct = {n: infos[n].to_channels_last(a, lead=1) for n, a in p_ct.items()}
+def _read_out(infos, logits, x_ct, p_ct, acts, sums=()) -> Pass:
+    """A pass's results with the layer read-outs' channels last; those named in ``sums`` summed
+    over their channels instead (in the layout the program holds them: no transpose)."""
+    p_ct = {n: jnp.sum(upcast(a), axis=1 + infos[n].channel_axis) if n in sums
+            else infos[n].to_channels_last(a, lead=1) for n, a in p_ct.items()}
     acts = {n: infos[n].to_channels_last(a) for n, a in acts.items()}
     return Pass(logits, x_ct, p_ct, acts)
 
 
 def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, rules=None,
-                   at=(), input: bool = True, fold: bool = False, vmap_targets: bool = True):
+                   at=(), input: bool = True, fold: bool = False, vmap_targets: bool = True, sums=()):
     """Seed at ``seed_layer`` from ordinary gradients, then propagate down with ``rules``; one forward.
 
     One forward pass with ``rules`` attached (give rules only to layers *below* ``seed_layer``, so the
@@ -175,6 +179,8 @@ def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, 
       vmap_targets: pull the K seeds back in one vmapped pass (default) or one pass per column,
         stacked (for rules whose backward builds per-sample kernels: batching those over K turns
         them into grouped convolutions, which XLA:CPU runs far slower).
+      sums: layers of ``at`` (with a channel axis) whose read-out is the sum over channels,
+        ``[K, N, *spatial]`` in the compute dtype (per-layer maps without transposing the signal).
 
     Returns:
       a ``Pass`` (``logits``, ``input [K, N, ...]``, ``at {name: [K, N, ...]}``, ``acts`` with
@@ -185,12 +191,15 @@ def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, 
     probes = _probes(x, infos, names)
 
     def fwd(x, probes):
-        out, acts = run(ctx.program, ctx.variables, x, rules=rules, probes=probes,
-                        capture=[seed_layer], fold=fold)
-        return (out, acts[seed_layer]), acts
+        out, acts, values = run(ctx.program, ctx.variables, x, rules=rules, probes=probes,
+                                capture=[seed_layer], fold=fold, keep=True)
+        return (out, acts[seed_layer]), (acts, values)
 
-    (logits, a), vjp, acts = jax.vjp(fwd, x, probes, has_aux=True)  # w.r.t. x: see modified_pass
-    r0 = _seed_relevance(vjp, infos[seed_layer], seed, logits, a, target)
+    (logits, a), vjp, (acts, values) = jax.vjp(fwd, x, probes, has_aux=True)  # w.r.t. x: see modified_pass
+    # the seed's gradient from the layers above the seed alone: pulled back through ``vjp`` it would
+    # trace the (dead) backward of every rule below the seed as well
+    _, above = jax.vjp(lambda a: run_above(ctx.program, values, seed_layer, a, rules=rules, fold=fold), a)
+    r0 = _seed_relevance(lambda c: above(c)[0], infos[seed_layer], seed, logits, a, target)
     zero_l = jnp.zeros_like(logits)
 
     def pull(r):
@@ -201,16 +210,16 @@ def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, 
     else:
         cols = [pull(r0[k]) for k in range(r0.shape[0])]
         x_ct, p_ct = jax.tree_util.tree_map(lambda *c: jnp.stack(c), *cols)
-    return _read_out(infos, logits, x_ct if input else None, p_ct, acts)
+    return _read_out(infos, logits, x_ct if input else None, p_ct, acts, sums)
 
 
-def _seed_relevance(vjp, seed_info, seed: Callable, logits, a, target):
+def _seed_relevance(pull, seed_info, seed: Callable, logits, a, target):
     """Steps 1 and 2 of :func:`two_phase_pass`: ``R0 [K, *A.shape]`` from ``seed(grad, A, logits,
-    target)``, ``grad`` pulling logits cotangents back to the seed layer's probe (ordinary gradients)."""
-    zero_a = jnp.zeros_like(a)
+    target)``, ``grad`` pulling logits cotangents back to the seed layer's output with ``pull``
+    (ordinary gradients)."""
 
     def grad(cts):
-        g = jax.vmap(lambda c: vjp((c.astype(logits.dtype), zero_a))[1][seed_info.name])(cts)
+        g = jax.vmap(lambda c: pull(c.astype(logits.dtype)))(cts)
         return seed_info.to_channels_last(g, lead=1)
 
     # not stop-gradiented: maps stay differentiable through the seed; computed in at least float32

@@ -99,20 +99,22 @@ def _ab(ctx, x, target):
     if ctx.layer is not None and ctx.layer not in {l.name for l in scope}:
         raise ValueError(f"layer {ctx.layer!r} is above the seed layer {seed_layer!r}")
     at = spatial + ([ctx.layer] if ctx.layer is not None and ctx.layer not in spatial else [])
+    sums = [n for n in spatial if n != ctx.layer]
     if seed_layer is None:
-        p = modified_pass(ctx, x, target, rules=rules, at=at, input=True)
+        p = modified_pass(ctx, x, target, rules=rules, at=at, input=True, sums=sums)
     else:
         def seed(grad, a, logits, target):
             oh = onehots(target, logits.shape, logits.dtype)
             cts = jax.vmap(seed_fn(ctx.signal), in_axes=(None, 0))(logits, oh)
             return gradcam_attention_seed(grad(cts), a)
 
-        p = two_phase_pass(ctx, x, target, seed_layer=seed_layer, seed=seed, rules=rules, at=at, input=True)
+        p = two_phase_pass(ctx, x, target, seed_layer=seed_layer, seed=seed, rules=rules, at=at, input=True,
+                           sums=sums)
     maps = OrderedDict([("input", jnp.sum(_t(p.input), axis=-1))])
     cons = OrderedDict([("input", total(p.input))])
     for n in spatial:
-        maps[n] = jnp.sum(_t(p.at[n]), axis=-1)
-        cons[n] = total(p.at[n])
+        maps[n] = jnp.sum(_t(p.at[n]), axis=-1) if n == ctx.layer else _t(p.at[n])
+        cons[n] = jnp.sum(maps[n], axis=(-2, -1))
     rel = _t(p.input if ctx.layer is None else p.at[ctx.layer])
     return Attribution(jnp.sum(rel, axis=-1), rel, p.logits, maps, cons)
 

@@ -30,12 +30,12 @@ bit-identical to the plain call; a layer with a rule runs through
 """
 
 from .ir import KINDS, LINEAR, LayerInfo, Program
-from .run import LayerCall, fold_params, folded_batchnorms, interpret, layer_call, run, segment_fn
+from .run import LayerCall, fold_params, folded_batchnorms, interpret, layer_call, run, run_above, segment_fn
 from .checks import check_domain, check_strict, describe
 from .patterns import PATTERNS, kinds_text
 from .trace import call_model, trace
 
-__all__ = ["LayerInfo", "Program", "trace", "run", "call_model", "check_strict", "check_domain", "describe",
+__all__ = ["LayerInfo", "Program", "trace", "run", "run_above", "call_model", "check_strict", "check_domain", "describe",
            "fold_params", "folded_batchnorms", "interpret", "layer_call", "LayerCall", "segment_fn", "KINDS",
            "LINEAR"]
 

@@ -46,13 +46,42 @@ def segment_fn(prog: Program, i: int) -> LayerFn:
     if seg.kind == "norm":  # the same function with its statistic σ a constant
         frozen = lambda params, *xs: _run_ops(prog, seg, params, xs, True)  # noqa: E731
     main = prog.ops[seg.ops[0]]
-    window, patches = (() if seg.kind == "dense" else None), None
+    window, patches, stacked = (() if seg.kind == "dense" else None), None, None
     if seg.kind == "conv":
         kshape = operand_shape(main.ins[1], prog.shapes)
         window = tuple(kshape[d] for d in main.params["dimension_numbers"].rhs_spec[2:])  # any layout
         if len(seg.ops) - (seg.bias_op is not None) == 1:
             patches = _patches(main.params, window)
-    return LayerFn(lambda params, *xs: _run_ops(prog, seg, params, xs, False), window, frozen, patches)
+            stacked = _stacked(prog, seg, main)
+    return LayerFn(lambda params, *xs: _run_ops(prog, seg, params, xs, False), window, frozen, patches, stacked)
+
+
+def _stacked(prog, seg, op):
+    """``stacked(params_list, xs_list) = Σ_t fn(params_t, x_t)`` of a convolution that is the whole
+    layer (see ``LayerFn.stacked``), or ``None`` where the kernel is not a parameter or the input
+    not its only layer input. The inputs are concatenated along their features and the kernels
+    along their input features (within each feature group), so it is one convolution over ``T·C``
+    input features; the biases add up."""
+    keyed = {v: k for k, v in seg.params}
+    if len(seg.inputs) != 1 or op.ins[0] != seg.inputs[0] or op.ins[1] not in keyed:
+        return None
+    key, dn, groups = keyed[op.ins[1]], op.params["dimension_numbers"], op.params["feature_group_count"]
+    if op.params["batch_group_count"] != 1:
+        return None
+
+    def concat(arrays, axis):  # [..., T·C, ...] with each feature group's T parts side by side
+        a = jnp.stack([jnp.reshape(b, b.shape[:axis] + (groups, -1) + b.shape[axis + 1:]) for b in arrays], axis + 1)
+        return jnp.reshape(a, arrays[0].shape[:axis] + (-1,) + arrays[0].shape[axis + 1:])
+
+    def stacked(params_list, xs_list):
+        params = dict(params_list[0])
+        params[key] = jnp.concatenate([p[key] for p in params_list], axis=dn.rhs_spec[1])
+        biases = [p["bias"] for p in params_list if "bias" in p]
+        if biases:
+            params["bias"] = sum(biases[1:], biases[0])
+        return _run_ops(prog, seg, params, (concat([xs[0] for xs in xs_list], dn.lhs_spec[1]),), False)
+
+    return stacked
 
 
 def _run_ops(prog, seg, params, xs, freeze):
@@ -226,7 +255,7 @@ def layer_call(prog: Program, variables, x, name: str, *, fold: bool = False) ->
     return call
 
 
-def run(prog: Program, variables, x, *, rules=None, probes=None, capture=(), fold=False):
+def run(prog: Program, variables, x, *, rules=None, probes=None, capture=(), fold=False, keep=False):
     """Evaluate ``prog`` on ``(variables, x)`` with rules attached, probes added, outputs captured.
 
     Args:
@@ -237,9 +266,10 @@ def run(prog: Program, variables, x, *, rules=None, probes=None, capture=(), fol
       capture: layer names whose outputs are returned.
       fold: hand each linear layer's rule its parameters with the batch-norm after it folded in
         (the batch-norm keeps whatever rule it is given; the forward is unchanged).
+      keep: also return every value of the evaluation, ``{variable: value}`` (for :func:`run_above`).
 
     Returns:
-      ``(output, {layer name: output})``.
+      ``(output, {layer name: output})``, and the values when ``keep``.
     """
     rules, probes = rules or {}, probes or {}
     unknown = (set(probes) | set(capture) | set(rules)) - set(prog.outputs)
@@ -255,7 +285,30 @@ def run(prog: Program, variables, x, *, rules=None, probes=None, capture=(), fol
     for _ in _evaluate(prog, env, rules, fold):
         pass
     out = [env.values[v] for v in prog.outvars]
-    return (out[0] if len(out) == 1 else out), env.captured
+    out = out[0] if len(out) == 1 else out
+    return (out, env.captured, dict(env.values)) if keep else (out, env.captured)
+
+
+def run_above(prog: Program, values, layer: str, a, *, rules=None, fold=False):
+    """The output of ``prog`` as a function of layer ``layer``'s output ``a``.
+
+    Only the operations after ``layer`` that depend on its output run again, from ``a`` (with their
+    rules); every other value is read from ``values``, an evaluation's ``{variable: value}``
+    (:func:`run` with ``keep=True``). Differentiating it w.r.t. ``a`` gives the signal at
+    ``layer`` without building the backward of the layers below (a seed's ordinary gradient).
+    """
+    if _calls(prog, layer) > 1:
+        raise ValueError(f"layer {layer!r} is called more than once per forward pass")
+    v = prog.outputs[layer]
+    k = next(k for k, op in enumerate(prog.ops) if v in op.outs)
+    i = prog.owner.get(k)
+    env = _Env.of(values)
+    env.values[v] = a
+    for _ in _evaluate(prog, env, rules or {}, fold, after=k if i is None else max(prog.segments[i].ops),
+                       dirty={v}):
+        pass
+    out = [env.values[u] for u in prog.outvars]
+    return out[0] if len(out) == 1 else out
 
 
 class _Env:
@@ -272,6 +325,13 @@ class _Env:
         for n in set(probes) | set(capture):
             self.names.setdefault(prog.outputs[n], []).append(n)
 
+    @classmethod
+    def of(cls, values):
+        """An environment holding ``values`` (no probes, no captures)."""
+        env = cls.__new__(cls)
+        env.values, env.probes, env.capture, env.captured, env.names = dict(values), {}, (), {}, {}
+        return env
+
     def read(self, a):
         return a.val if isinstance(a, Lit) else self.values[a]
 
@@ -287,18 +347,30 @@ class _Env:
         self.values[v] = val
 
 
-def _evaluate(prog, env, rules, fold, wanted=None):
+def _evaluate(prog, env, rules, fold, wanted=None, after=-1, dirty=None):
     """Run ``prog``'s operations into ``env``, each layer through its rule; yields the
-    :class:`LayerCall` of layer ``wanted`` (its first call) before running it."""
+    :class:`LayerCall` of layer ``wanted`` (its first call) before running it. With ``dirty`` (a
+    set of variables), only the operations after op ``after`` that read one of them run, and add
+    their outputs to it; the other values stay as ``env`` holds them."""
     for k, op in enumerate(prog.ops):
+        if k <= after:
+            continue
         i = prog.owner.get(k)
         if i is None:
+            if dirty is not None:
+                if not any(not isinstance(a, Lit) and a in dirty for a in op.ins):
+                    continue
+                dirty.update(op.outs)
             for o, val in zip(op.outs, bind(op, [env.read(a) for a in op.ins])):
                 env.write(o, val)
             continue
         seg, name = prog.segments[i], prog.segments[i].name
         if k != max(seg.ops):  # a segment runs where its last op stood
             continue
+        if dirty is not None:
+            if not any(a in dirty for a in seg.inputs):  # parameters never depend on x
+                continue
+            dirty.add(seg.output)
         rule = rules.get(name)
         xs = [env.values[v] for v in seg.inputs]
         params = {key: env.read(v) for key, v in seg.params}

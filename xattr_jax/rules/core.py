@@ -142,12 +142,16 @@ class LayerFn:
         row per output position ``q``, and an output-shaped array in the same rows, so that
         ``rows(conv(x, W)) = patches(x) · W_flat`` (``W_flat`` the kernel in the patches' basis); else
         ``None``.
+      stacked: for a convolution that is the whole layer (bias aside),
+        ``stacked([params_1..params_T], [(x_1,)..(x_T,)]) = Σ_t forward(params_t, x_t)`` as *one*
+        convolution over the inputs concatenated along their features; else ``None``.
     """
 
     forward: Callable
     kernel_window: tuple | None = None
     constant_statistics: Callable | None = None
     patches: tuple | None = None
+    stacked: Callable | None = None
 
     def __call__(self, params, *xs):
         return self.forward(params, *xs)
@@ -240,6 +244,7 @@ def linear_rule(
     kinds: frozenset = LINEAR_KINDS,
     *,
     hyper: tuple | None = None,
+    shared: bool = False,
 ) -> Rule:
     """Build a rule from the generic linear-layer engine.
 
@@ -254,17 +259,29 @@ def linear_rule(
         (``((name, value), ...)``, as the library's constructors give); ``None``: the rule is
         defined by these callables, and two rules are equal when they have the same name and the
         *same* (identical) callables — a rule rebuilt from new lambdas is a new rule.
+      shared: the mapper reads only ``Σ_t z_t`` (it is called with ``[z_1 + … + z_T]`` as well)
+        and gives every term the same cotangent, and the reducer is ``Σ_t x_t ⊙ g_t``. Then, on
+        a layer with ``LayerFn.stacked``, the terms run as one convolution over their inputs
+        side by side (``z`` and ``[g_1..g_T]`` from one forward and one transposed convolution
+        instead of ``T`` of each): the same values, up to the order of summation.
 
     Returns:
       A :class:`Rule`.
     """
     terms = tuple(terms)
     if hyper is None:
-        hyper = (("terms", terms), ("mapper", mapper), ("reducer", reducer))
+        hyper = (("terms", terms), ("mapper", mapper), ("reducer", reducer), ("shared", shared))
 
     def backward(fn, params, xs, y, ct, skip_negative=False):
         del y
         xs, params, ct = _upcast((xs, params, ct))
+        active = [t for t in terms if not (skip_negative and t.negative)]
+        if shared and len(active) > 1 and getattr(fn, "stacked", None) is not None:
+            xt = [(t.input(xs[0]),) for t in active]  # a whole-layer convolution has one input
+            z, vjp = jax.vjp(lambda *a: fn.stacked([t.params(params) for t in active], [(b,) for b in a]),
+                             *[x[0] for x in xt])
+            gs = vjp(mapper(ct, [z])[0])
+            return (reducer([x[0] for x in xt], list(gs)),)
         ins, outs, vjps = [], [], []
         for term in terms:
             if skip_negative and term.negative:  # exactly zero: every input is >= 0

@@ -153,9 +153,10 @@ def zplus(stabilizer: float = 1e-6) -> Rule:
     return linear_rule(
         "zplus",
         [Term(_pos, _mod(_pos, _pos)), _negative_term(_neg)],
-        lambda r, zs: [r / stabilize(zs[0] + zs[1], stabilizer)] * 2,
+        lambda r, zs: [r / stabilize(sum(zs[1:], zs[0]), stabilizer)] * len(zs),
         _sum_of_products,
         hyper=(("stabilizer", stabilizer),),
+        shared=True,  # one convolution over [x⁺ | x⁻] with [W⁺ ; W⁻] where x takes both signs
     )
 
 
