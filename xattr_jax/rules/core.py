@@ -259,8 +259,9 @@ def linear_rule(
         (``((name, value), ...)``, as the library's constructors give); ``None``: the rule is
         defined by these callables, and two rules are equal when they have the same name and the
         *same* (identical) callables — a rule rebuilt from new lambdas is a new rule.
-      shared: the mapper reads only ``Σ_t z_t`` (it is called with ``[z_1 + … + z_T]`` as well)
-        and gives every term the same cotangent, and the reducer is ``Σ_t x_t ⊙ g_t``. Then, on
+      shared: the mapper depends on the terms only through ``Σ_t z_t`` (it may be called with the
+        one-element list ``[Σ_t z_t]``) and gives every term the same cotangent, and the reducer
+        is ``Σ_t x_t ⊙ g_t`` (z⁺, zB). Then, on
         a layer with ``LayerFn.stacked``, the terms run as one convolution over their inputs
         side by side (``z`` and ``[g_1..g_T]`` from one forward and one transposed convolution
         instead of ``T`` of each): the same values, up to the order of summation.
