@@ -58,20 +58,18 @@ def segment_fn(prog: Program, i: int) -> LayerFn:
 
 def _stacked(prog, seg, op):
     """``stacked(params_list, xs_list) = Σ_t fn(params_t, x_t)`` of a convolution that is the whole
-    layer (see ``LayerFn.stacked``), or ``None`` where the kernel is not a parameter or the input
-    not its only layer input. The inputs are concatenated along their features and the kernels
-    along their input features (within each feature group), so it is one convolution over ``T·C``
+    layer (see ``LayerFn.stacked``), or ``None`` where it has feature groups, the kernel is not a
+    parameter or the input not its only layer input. The inputs are concatenated along their
+    features and the kernels along their input features, so it is one convolution over ``T·C``
     input features; the biases add up."""
     keyed = {v: k for k, v in seg.params}
     if len(seg.inputs) != 1 or op.ins[0] != seg.inputs[0] or op.ins[1] not in keyed:
         return None
-    key, dn, groups = keyed[op.ins[1]], op.params["dimension_numbers"], op.params["feature_group_count"]
-    if op.params["batch_group_count"] != 1:
+    key, dn = keyed[op.ins[1]], op.params["dimension_numbers"]
+    if op.params["batch_group_count"] != 1 or op.params["feature_group_count"] != 1:
+        # feature groups: T inputs per group turn a depthwise convolution into a grouped one, which
+        # XLA:CPU runs far slower (ConvNeXt-T LRP at batch 8: 5.7 -> 11.1 s)
         return None
-
-    def concat(arrays, axis):  # [..., T·C, ...] with each feature group's T parts side by side
-        a = jnp.stack([jnp.reshape(b, b.shape[:axis] + (groups, -1) + b.shape[axis + 1:]) for b in arrays], axis + 1)
-        return jnp.reshape(a, arrays[0].shape[:axis] + (-1,) + arrays[0].shape[axis + 1:])
 
     def stacked(params_list, xs_list):
         params = dict(params_list[0])
@@ -79,7 +77,8 @@ def _stacked(prog, seg, op):
         biases = [p["bias"] for p in params_list if "bias" in p]
         if biases:
             params["bias"] = sum(biases[1:], biases[0])
-        return _run_ops(prog, seg, params, (concat([xs[0] for xs in xs_list], dn.lhs_spec[1]),), False)
+        x = jnp.concatenate([xs[0] for xs in xs_list], axis=dn.lhs_spec[1])
+        return _run_ops(prog, seg, params, (x,), False)
 
     return stacked
 

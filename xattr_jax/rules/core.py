@@ -142,7 +142,7 @@ class LayerFn:
         row per output position ``q``, and an output-shaped array in the same rows, so that
         ``rows(conv(x, W)) = patches(x) · W_flat`` (``W_flat`` the kernel in the patches' basis); else
         ``None``.
-      stacked: for a convolution that is the whole layer (bias aside),
+      stacked: for a convolution that is the whole layer (bias aside, one feature group),
         ``stacked([params_1..params_T], [(x_1,)..(x_T,)]) = Σ_t forward(params_t, x_t)`` as *one*
         convolution over the inputs concatenated along their features; else ``None``.
     """
