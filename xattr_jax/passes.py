@@ -146,10 +146,17 @@ def modified_pass(
 def _read_out(infos, logits, x_ct, p_ct, acts, sums=()) -> Pass:
     """A pass's results with the layer read-outs' channels last; those named in ``sums`` summed
     over their channels instead (in the layout the program holds them: no transpose)."""
-    p_ct = {n: jnp.sum(upcast(a), axis=1 + infos[n].channel_axis) if n in sums
-            else infos[n].to_channels_last(a, lead=1) for n, a in p_ct.items()}
+    p_ct = {n: _channel_sum(infos[n], a) if n in sums else infos[n].to_channels_last(a, lead=1)
+            for n, a in p_ct.items()}
     acts = {n: infos[n].to_channels_last(a) for n, a in acts.items()}
     return Pass(logits, x_ct, p_ct, acts)
+
+
+def _channel_sum(info, a):
+    """``a [K, *native shape]`` summed over ``info``'s channel axis (the last where it is unknown,
+    as :meth:`LayerInfo.to_channels_last` takes it), in the compute dtype."""
+    c = info.channel_axis
+    return jnp.sum(upcast(a), axis=-1 if c is None else 1 + c)
 
 
 def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, rules=None,

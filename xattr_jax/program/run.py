@@ -57,7 +57,7 @@ def segment_fn(prog: Program, i: int) -> LayerFn:
 
 
 def _stacked(prog, seg, op):
-    """``stacked(params_list, xs_list) = Σ_t fn(params_t, x_t)`` of a convolution that is the whole
+    """``stacked(params_list, x_list) = Σ_t fn(params_t, x_t)`` of a convolution that is the whole
     layer (see ``LayerFn.stacked``), or ``None`` where it has feature groups, the kernel is not a
     parameter or the input not its only layer input. The inputs are concatenated along their
     features and the kernels along their input features, so it is one convolution over ``T·C``
@@ -71,13 +71,13 @@ def _stacked(prog, seg, op):
         # XLA:CPU runs far slower (ConvNeXt-T LRP at batch 8: 5.7 -> 11.1 s)
         return None
 
-    def stacked(params_list, xs_list):
+    def stacked(params_list, x_list):
         params = dict(params_list[0])
         params[key] = jnp.concatenate([p[key] for p in params_list], axis=dn.rhs_spec[1])
         biases = [p["bias"] for p in params_list if "bias" in p]
         if biases:
             params["bias"] = sum(biases[1:], biases[0])
-        x = jnp.concatenate([xs[0] for xs in xs_list], axis=dn.lhs_spec[1])
+        x = jnp.concatenate(x_list, axis=dn.lhs_spec[1])
         return _run_ops(prog, seg, params, (x,), False)
 
     return stacked

@@ -143,7 +143,7 @@ class LayerFn:
         ``rows(conv(x, W)) = patches(x) · W_flat`` (``W_flat`` the kernel in the patches' basis); else
         ``None``.
       stacked: for a convolution that is the whole layer (bias aside, one feature group),
-        ``stacked([params_1..params_T], [(x_1,)..(x_T,)]) = Σ_t forward(params_t, x_t)`` as *one*
+        ``stacked([params_1..params_T], [x_1..x_T]) = Σ_t forward(params_t, x_t)`` as *one*
         convolution over the inputs concatenated along their features; else ``None``.
     """
 
@@ -278,11 +278,9 @@ def linear_rule(
         xs, params, ct = _upcast((xs, params, ct))
         active = [t for t in terms if not (skip_negative and t.negative)]
         if shared and len(active) > 1 and getattr(fn, "stacked", None) is not None:
-            xt = [(t.input(xs[0]),) for t in active]  # a whole-layer convolution has one input
-            z, vjp = jax.vjp(lambda *a: fn.stacked([t.params(params) for t in active], [(b,) for b in a]),
-                             *[x[0] for x in xt])
-            gs = vjp(mapper(ct, [z])[0])
-            return (reducer([x[0] for x in xt], list(gs)),)
+            xt = [t.input(xs[0]) for t in active]  # a whole-layer convolution has one input
+            z, vjp = jax.vjp(lambda *a: fn.stacked([t.params(params) for t in active], a), *xt)
+            return (reducer(xt, list(vjp(mapper(ct, [z])[0]))),)
         ins, outs, vjps = [], [], []
         for term in terms:
             if skip_negative and term.negative:  # exactly zero: every input is >= 0

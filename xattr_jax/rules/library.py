@@ -104,12 +104,17 @@ def _mod(weight=None, bias=None):
 _pos = lambda a: jnp.maximum(a, 0)  # noqa: E731
 _neg = lambda a: jnp.minimum(a, 0)  # noqa: E731
 _zero = jnp.zeros_like
+_ones = jnp.ones_like
 
 
 def _minus(f):
     """``−f(a)``."""
     return lambda a: -f(a)
-_ones = jnp.ones_like
+
+
+def _total(zs):
+    """``Σ_t z_t``: what a ``shared`` rule's mapper reads (one term, or the terms apart)."""
+    return sum(zs[1:], zs[0])
 
 
 def _negative_term(weight):
@@ -158,7 +163,7 @@ def zplus(stabilizer: float = 1e-6) -> Rule:
     return linear_rule(
         "zplus",
         [Term(_pos, _mod(_pos, _pos)), _negative_term(_neg)],
-        lambda r, zs: [r / stabilize(sum(zs[1:], zs[0]), stabilizer)] * len(zs),
+        lambda r, zs: [r / stabilize(_total(zs), stabilizer)] * len(zs),
         _sum_of_products,
         hyper=(("stabilizer", stabilizer),),
         shared=True,  # one convolution over [x⁺ | x⁻] with [W⁺ ; W⁻] where x takes both signs
@@ -254,7 +259,7 @@ def zbox(low, high, stabilizer: float = 1e-6) -> Rule:
     terms = [Term(), Term(l_in, _mod(_minus(_pos), _minus(_pos))), Term(h_in, _mod(_minus(_neg), _minus(_neg)))]
 
     def mapper(r, zs):
-        return [r / stabilize(sum(zs[1:], zs[0]), stabilizer)] * len(zs)
+        return [r / stabilize(_total(zs), stabilizer)] * len(zs)
 
     return linear_rule("zbox", terms, mapper, _sum_of_products, kinds=frozenset({"conv", "dense"}),
                        hyper=(("low", lo), ("high", hi), ("stabilizer", stabilizer)), shared=True)
@@ -475,7 +480,7 @@ def zbox_global() -> Rule:
     ]
 
     def mapper(r, zs):
-        return [safe_divide(r, sum(zs[1:], zs[0]))] * len(zs)
+        return [safe_divide(r, _total(zs))] * len(zs)
 
     return linear_rule("zbox_global", terms, mapper, _sum_of_products, kinds=frozenset({"conv", "dense"}),
                        hyper=(), shared=True)
@@ -590,6 +595,13 @@ def rsp_conv(purge: str = "none", factor: float = 2.0, batch: str = "batched") -
         one_by_one = all(k == 1 for k in window)
         r = _purge(ct, purge)
 
+        def half(xp, rh):
+            _, kvjp = jax.vjp(lambda k: fn({"kernel": k}, xp), kernel)
+            (g,) = kvjp(rh)
+            z, xvjp = jax.vjp(lambda a: fn({"kernel": g}, a), xp)
+            (c,) = xvjp(safe_divide(rh, z))
+            return xp * c
+
         def combine(c, rn):  # C1 − C2, k > 1: factor·(C1 − C2) − (T/n)·[C ≠ 0], per example
             if one_by_one:
                 return c
@@ -599,13 +611,6 @@ def rsp_conv(purge: str = "none", factor: float = 2.0, batch: str = "batched") -
             t = jnp.sum(rn, axis=axes, keepdims=True)
             n = jnp.sum(nz, axis=axes, keepdims=True).astype(c.dtype)
             return c - jnp.where(nz, t / jnp.maximum(n, 1), 0.0)
-
-        def half(xp, rh):
-            _, kvjp = jax.vjp(lambda k: fn({"kernel": k}, xp), kernel)
-            (g,) = kvjp(rh)
-            z, xvjp = jax.vjp(lambda a: fn({"kernel": g}, a), xp)
-            (c,) = xvjp(safe_divide(rh, z))
-            return xp * c
 
         def sample(xn, rn):  # one sample, batch axis of size 1; the halves one after the other
             # (side by side as a vmap over the kernels, a depthwise convolution's kernel gradient
