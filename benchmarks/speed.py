@@ -312,6 +312,9 @@ def main(argv=None):
     p.add_argument("--ig-chunk", type=int, default=8)
     p.add_argument("--ig-batches", nargs="+", type=int, default=[1], help="batches for the path-loop forms")
     p.add_argument("--no-peers", action="store_true")
+    p.add_argument("--compiler-options", type=json.loads, default=None,
+                   help="JSON: XLA compiler options for our programs (xa.attributor(compiler_options=)); jax.grad "
+                        "and the peers keep their defaults, e.g. '{\"xla_cpu_experimental_ynn_fusion_type\": \"\"}'")
     p.add_argument("--out", default=str(ROOT / "results" / "speed"))
     p.add_argument("--update", action="store_true",
                    help="replace only the rows this run measures in an existing --out JSON (rerunning a few methods)")
@@ -356,7 +359,8 @@ def main(argv=None):
                 method, layer = VARIANTS.get(label, (label, None))
                 opts = dict(OPTIONS.get(method, {}))
                 try:
-                    fn = xa.attributor(model, method, layer, signal=SIGNALS.get(method), **opts)
+                    fn = xa.attributor(model, method, layer, signal=SIGNALS.get(method),
+                                       compiler_options=a.compiler_options, **opts)
                     if method in POINTS:  # eager calls: the chunk-by-chunk driver (see xa.attributor)
                         tr, comp, st = time_eager(functools.partial(fn, key=jax.random.key(0)), (v, x, t), a.repeats)
                     else:
@@ -399,6 +403,8 @@ def main(argv=None):
                 python=sys.version.split()[0], cpu_count=os.cpu_count(), torch=torch.__version__,
                 repeats=a.repeats, date=time.strftime("%Y-%m-%d %H:%M:%S"),
                 seconds=round(time.perf_counter() - t_start, 1))
+    if a.compiler_options:
+        meta["compiler_options"] = a.compiler_options
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if a.update and out.with_suffix(".json").exists():
@@ -444,6 +450,9 @@ def markdown(meta, rows, forms) -> str:
              "library's time on the same weights (< 1: we are faster). `FLOPs × jax.grad`: XLA's FLOP count "
              "of the compiled program (`cost_analysis`, `--flops`) over the plain gradient's: what the method "
              "must compute, against which `× jax.grad` shows how close the time comes.", "",
+             *([f"Our programs compiled with XLA compiler options `{json.dumps(meta['compiler_options'])}` "
+                "(`xa.attributor(compiler_options=)`); `jax.grad` and the peers with their defaults.", ""]
+               if meta.get("compiler_options") else []),
              "| model | batch | method | trace s | compile s | steady s | × jax.grad | × jax.grad per point | "
              "FLOPs × jax.grad | K × one | peer | peer s | × peer |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

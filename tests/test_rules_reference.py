@@ -331,9 +331,10 @@ def test_nonnegative_backward_equals_dense_reference_on_relu_outputs(layer, rule
                                         ("depthwise3x3", 5)])
 def test_zplus_on_signed_inputs_is_one_convolution_each_way(layer, want):
     """z⁺'s two terms (x⁺W⁺ and x⁻W⁻) run as one convolution over [x⁺ | x⁻] (``LayerFn.stacked``):
-    the layer's forward, z and its transpose are 3 convolutions, not 5. Not with feature groups
-    (stacked, a depthwise convolution would become a grouped one, far slower on XLA:CPU). The
-    values: the dense reference above."""
+    the layer's forward, z and its transpose are 3 products (convolutions, or for a 1×1 one the
+    matrix product its transpose is), not 5. Not with feature groups (stacked, a depthwise
+    convolution would become a grouped one, far slower on XLA:CPU). The values: the dense
+    reference above."""
     with jax.enable_x64(True):
         mod, params, x, *_ = make_layer(layer, 0)
         fn, p = describe(mod, {"params": jax.tree_util.tree_map(jnp.asarray, params)}, x)
@@ -348,7 +349,7 @@ def test_zplus_on_signed_inputs_is_one_convolution_each_way(layer, want):
     def convs(eqs):
         n = 0
         for e in eqs:
-            n += e.primitive.name == "conv_general_dilated"
+            n += e.primitive.name in ("conv_general_dilated", "dot_general")
             for v in e.params.values():
                 if isinstance(v, jax.extend.core.ClosedJaxpr):
                     n += convs(v.jaxpr.eqns)
@@ -356,4 +357,4 @@ def test_zplus_on_signed_inputs_is_one_convolution_each_way(layer, want):
                     n += convs(v.eqns)
         return n
 
-    assert convs(eqns) == want, f"z+ on signed inputs of {layer}: {convs(eqns)} convolutions, expected {want}"
+    assert convs(eqns) == want, f"z+ on signed inputs of {layer}: {convs(eqns)} products, expected {want}"

@@ -361,3 +361,25 @@ def test_grad_of_the_map_on_torchvision_networks_matches_float64_finite_differen
             raise AssertionError(
                 f"{what}: jax.grad gives {g_dot_d:.10g}; central differences (h, value, off by, allowed): "
                 + "; ".join(f"{h:g}: {v:.10g}, {e:.3g}, {t:.3g}" for h, v, e, t in tried))
+
+
+@pytest.mark.parametrize("method", ["excitation_backprop", "integrated_gradients"])
+def test_compiler_options_reach_every_program_the_attributor_compiles(tiny_net, method):
+    """``compiler_options=`` goes to XLA for the one program and a path method's chunk programs: an
+    unknown option is XLA's error at the first call; a real one (YNNPACK off on XLA:CPU) gives the
+    same map (float32, another convolution library: 1e-5 of the map's scale); a malformed mapping
+    is refused when the attributor is built."""
+    model, v, x = tiny_net
+    t = jnp.array([0, 3, 4])
+    opts = OPTIONS.get(method, {})
+    bad = xa.attributor(model, method, compiler_options={"xla_no_such_option": True}, **opts)
+    with pytest.raises(Exception, match="xla_no_such_option"):
+        bad(v, x, t)
+    with pytest.raises(Exception, match="xla_no_such_option"):
+        bad.program(v, x, t)
+    with pytest.raises(TypeError, match="compiler_options must map"):
+        xa.attributor(model, method, compiler_options=["xla_cpu_experimental_ynn_fusion_type"])
+    if jax.default_backend() != "cpu":
+        return
+    fast = xa.attributor(model, method, compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""}, **opts)
+    _close(fast(v, x, t).map, _fn(model, method)(v, x, t).map, f"{method}: YNNPACK off vs XLA's defaults")

@@ -215,7 +215,7 @@ class Attributor:
 
 
 def attributor(model, method: str, layer: str | None = None, *, signal=None, strict: bool | None = None,
-               **options) -> Attributor:
+               compiler_options: Mapping[str, str | bool | int | float] | None = None, **options) -> Attributor:
     """An :class:`Attributor`: ``fn(variables, x, target, key=None) -> Attribution`` for ``method``
     at ``layer``, one jit-compiled program (forward with rules, seed, modified backward, read-out).
 
@@ -237,6 +237,12 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, str
         source line; the gradient family runs on any model. ``False``: every method runs, such
         operations keeping their ordinary gradient. ``True``: every method also refuses ``"other"``
         operations, and ``lrp`` conv/dense/ReLU/pool layers its composite leaves without a rule.
+      compiler_options: XLA compiler options for the programs the attributor compiles (as
+        ``jax.jit(..., compiler_options=)``; XLA rejects an unknown one when it compiles); under
+        your own ``jit`` your compilation's options apply. On XLA:CPU,
+        ``{"xla_cpu_experimental_ynn_fusion_type": ""}`` runs convolutions through XLA's older
+        kernels instead of YNNPACK: faster for channels-last networks on our 2-core machine,
+        slower for channels-first ones (docs/accuracy.md#speed).
       **options: method options (static); unknown ones raise ``ValueError`` listing the valid ones.
 
     Returns:
@@ -259,10 +265,15 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, str
     seed_fn(signal)  # validate early
     if layer is not None and not isinstance(layer, str):
         raise TypeError(f"layer must be a dotted layer name (str) or None, got {layer!r}")
+    if compiler_options is not None and (
+            not isinstance(compiler_options, Mapping)
+            or not all(isinstance(k, str) and isinstance(v, (str, bool, int, float)) for k, v in compiler_options.items())):
+        raise TypeError(f"compiler_options must map XLA option names (str) to str, bool, int or float values, "
+                        f"e.g. {{'xla_cpu_experimental_ynn_fusion_type': ''}}; got {compiler_options!r}")
     setup = Setup(model, m, layer, signal, strict, MappingProxyType(dict(options)))
     traces = Counter()
-    return Attributor(m.name, layer, one_program(setup, traces), setup,
-                      chunked(setup, traces) if m.path else None, traces, {})
+    return Attributor(m.name, layer, one_program(setup, traces, compiler_options), setup,
+                      chunked(setup, traces, compiler_options) if m.path else None, traces, {})
 
 
 def _keys(m, options, key, n):

@@ -77,7 +77,13 @@ class Setup(NamedTuple):
         return _squeeze(_finish(res, x, _columns(target), self.method.name, layer), target)
 
 
-def one_program(setup: Setup, traces: Counter) -> Callable:
+def _jit(f, compiler_options):
+    """``jax.jit(f)``, with XLA ``compiler_options`` where given (they apply when the program is
+    compiled on its own; under a caller's ``jit`` the caller's compilation decides)."""
+    return jax.jit(f) if not compiler_options else jax.jit(f, compiler_options=dict(compiler_options))
+
+
+def one_program(setup: Setup, traces: Counter, compiler_options=None) -> Callable:
     """The method as one jit-compiled program ``(variables, x, target, key=None) -> Attribution``,
     its arguments unchecked; a path method's plan runs as a ``lax.scan`` over its chunks."""
 
@@ -89,7 +95,7 @@ def one_program(setup: Setup, traces: Counter) -> Callable:
             res = run_path(ctx, x, _columns(target), res)
         return setup.result(res, x, target, ctx.layer)
 
-    return jax.jit(attribute)
+    return _jit(attribute, compiler_options)
 
 
 class Chunked(NamedTuple):
@@ -115,7 +121,7 @@ class Chunked(NamedTuple):
         return self.finish(x, target, key, logits, sums)
 
 
-def chunked(setup: Setup, traces: Counter) -> Chunked:
+def chunked(setup: Setup, traces: Counter, compiler_options=None) -> Chunked:
     """The :class:`Chunked` programs of a path method."""
 
     def chunk(variables, x, target, key, index):
@@ -132,7 +138,7 @@ def chunked(setup: Setup, traces: Counter) -> Chunked:
         plan = setup.method.run(setup.plan_context(x, key), x, _columns(target))
         return setup.result(plan.finish(logits, sums), x, target, None)
 
-    return Chunked(jax.jit(chunk), jax.jit(finish))
+    return Chunked(_jit(chunk, compiler_options), _jit(finish, compiler_options))
 
 
 def per_sample(program: Callable, variables, x, target, key) -> Attribution:

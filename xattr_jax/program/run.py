@@ -11,6 +11,7 @@ import numpy as np
 from ..rules.core import LayerFn, apply_rule
 from .ir import LINEAR, Lit, Program, bind, operand_shape
 from .max_route import is_plain, max_pool
+from .pointwise import is_pointwise, pointwise_conv
 from .regions import REGION_KINDS
 from .trace import trace
 
@@ -133,12 +134,20 @@ def _routed_max_pool(op, vals, live):
                          tuple(tuple(q) for q in p["padding"]))]
 
 
+def _conv(op, vals, live):
+    """A 1×1 convolution differentiated as the matrix product it is (:mod:`.pointwise`)."""
+    if not is_pointwise(op.params, np.shape(vals[1])):
+        return bind(op, vals)
+    return [pointwise_conv(op, *vals)]
+
+
 #: (layer kind, primitive) -> ``(op, operand values, which are layer values) -> outputs``: how a layer evaluates an
 #: operation where it differs from binding the primitive (same values, the layer's derivative)
 LAYER_FORWARD = {
     ("relu", "max"): _relu_max,
     ("relu", "min"): _relu_min,
     ("maxpool", "reduce_window_max"): _routed_max_pool,
+    ("conv", "conv_general_dilated"): _conv,
 }
 
 
