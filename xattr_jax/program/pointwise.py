@@ -6,7 +6,7 @@ bound as traced (the same values), but its derivative is written as that product
 (``dot_general`` on the strided input), so the transposes that backward passes need are matrix
 products with a transposed operand. Differentiated as a convolution, XLA:CPU instead transposes
 every kernel at every call (the kernels are arguments, so nothing folds them): about 34 ms of a
-ResNet-50's 174 ms gradient at batch 1, and its 1×1 input-gradient convolutions run 1.5-3.5x
+ResNet-50's 174 ms gradient at batch 1, and its 1×1 input-gradient convolutions run 1.6-3.5x
 slower than the products. The rule is a ``custom_jvp`` whose tangent is linear, so it
 differentiates to any order in either mode.
 
