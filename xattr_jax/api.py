@@ -241,8 +241,8 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, str
         ``jax.jit(..., compiler_options=)``; XLA rejects an unknown one when it compiles); under
         your own ``jit`` your compilation's options apply. On XLA:CPU,
         ``{"xla_cpu_experimental_ynn_fusion_type": ""}`` runs convolutions through XLA's older
-        kernels instead of YNNPACK: faster for channels-last networks on our 2-core machine,
-        slower for channels-first ones (docs/accuracy.md#speed).
+        kernels instead of YNNPACK: measured faster for channels-last networks and slower for
+        channels-first ones on a 2-core CPU (docs/accuracy.md#speed).
       **options: method options (static); unknown ones raise ``ValueError`` listing the valid ones.
 
     Returns:

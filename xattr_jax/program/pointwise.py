@@ -1,17 +1,17 @@
 """1×1 convolutions with matrix-product derivatives.
 
 A channels-last 1×1 convolution (no padding, no feature groups, any stride and kernel layout) is a
-matrix product over its features at every kept position: ``y[n, p, o] = Σ_i x[n, s·p, i] · W[i, o]``. Its forward is
-bound as traced (the same values), but its derivative is written as that product
-(``dot_general`` on the strided input), so the transposes that backward passes need are matrix
-products with a transposed operand. Differentiated as a convolution, XLA:CPU instead transposes
-every kernel at every call (the kernels are arguments, so nothing folds them): about 34 ms of a
-ResNet-50's 174 ms gradient at batch 1, and its 1×1 input-gradient convolutions run 1.6-3.5x
-slower than the products. The rule is a ``custom_jvp`` whose tangent is linear, so it
+matrix product over its features at every kept position: ``y[n, p, o] = Σ_i x[n, s·p, i] ·
+W[i, o]``. Its forward is bound as traced (the same values), but its derivative is written as that
+product (``dot_general`` on the strided input), so the transposes that backward passes need are
+matrix products with a transposed operand. Differentiated as a convolution, XLA:CPU instead
+transposes every kernel at every call (the kernels are arguments, so nothing folds them): about
+34 ms of ResNet50's 174 ms gradient at batch 1, and its 1×1 input-gradient convolutions ran
+1.6-3.5x slower than the products. The rule is a ``custom_jvp`` whose tangent is linear, so it
 differentiates to any order in either mode.
 
 Features-first layouts (NCHW, as torch modules run through torchax) keep the convolution's
-derivative: there the product would transpose every activation (ResNet-50's gradient at batch 1:
+derivative: there the product would transpose every activation (ResNet50's gradient at batch 1:
 0.21 -> 0.27 s).
 """
 
