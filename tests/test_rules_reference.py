@@ -20,6 +20,8 @@ from xattr_jax import nn as xnn
 from xattr_jax import rules as R
 from xattr_jax.program import layer_call, trace
 
+from _jaxprs import primitive_counts
+
 ATOL = 1e-8
 
 # ------------------------------------------------------------------------------------------------
@@ -344,17 +346,7 @@ def test_zplus_on_signed_inputs_is_one_convolution_each_way(layer, want):
         def backward(a, r):
             return jax.vjp(lambda b: R.apply_rule(R.zplus(), fn, p, b), a)[1](r)[0]
 
-        eqns = jax.make_jaxpr(backward)(xj, jnp.ones_like(fn(p, xj))).eqns
+        jaxpr = jax.make_jaxpr(backward)(xj, jnp.ones_like(fn(p, xj))).jaxpr
 
-    def convs(eqs):
-        n = 0
-        for e in eqs:
-            n += e.primitive.name in ("conv_general_dilated", "dot_general")
-            for v in e.params.values():
-                if isinstance(v, jax.extend.core.ClosedJaxpr):
-                    n += convs(v.jaxpr.eqns)
-                elif isinstance(v, jax.extend.core.Jaxpr):
-                    n += convs(v.eqns)
-        return n
-
-    assert convs(eqns) == want, f"z+ on signed inputs of {layer}: {convs(eqns)} products, expected {want}"
+    n = sum(primitive_counts(jaxpr, ("conv_general_dilated", "dot_general")).values())
+    assert n == want, f"z+ on signed inputs of {layer}: {n} products, expected {want}"
