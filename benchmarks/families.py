@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loading_routes import grad_of  # noqa: E402
-from speed import OPTIONS, POINTS, SIGNALS, lower_and_compile, median_time, time_eager, time_jax  # noqa: E402
+from speed import OPTIONS, POINTS, SIGNALS, lower_and_compile, median_time, time_eager  # noqa: E402
 
 import xattr_jax as xa  # noqa: E402
 
@@ -62,15 +62,37 @@ def load(arch):
     return tm, model, variables
 
 
-def first_path_call(fn, v, x, t):
+_FRESH = iter(range(10**9))
+
+
+def _fresh():
+    """Compiler options that change no code but the compilation cache's key, so that every first
+    call measured compiles afresh (XLA caches a program compiled with the same options)."""
+    return {"xla_dump_max_hlo_modules": 10**6 + next(_FRESH)}
+
+
+def first_call(make, args, repeats):
+    """``(trace s, compile s, compiled)``: medians over ``repeats`` first calls of ``make()`` (a new
+    jitted function each time, so each is traced and compiled afresh); a first call on a 2-core
+    machine varies by ±20 %."""
+    runs = [lower_and_compile(make(), args, _fresh()) for _ in range(repeats)]
+    return float(np.median([r[0] for r in runs])), float(np.median([r[1] for r in runs])), runs[-1][2]
+
+
+def first_path_call(make, v, x, t, repeats):
     """``(trace s, compile s)`` of what an eager path-method call compiles: its chunk program and the
-    program that finishes the map (from the first chunk's sums and logits), as ``time_jax`` times one."""
+    program that finishes the map (from the first chunk's sums and logits), medians over
+    ``repeats`` fresh attributors ``make()``."""
     key = jax.random.key(0)
     args = (v, x, t, key, np.int32(0))
-    trace, comp, chunk = lower_and_compile(fn.chunk_program, args)
-    sums, logits, _ = chunk(*args)
-    trace2, comp2, _ = lower_and_compile(fn.finish_program, (x, t, key, logits, sums))
-    return trace + trace2, comp + comp2
+    runs = []
+    for _ in range(repeats):
+        fn = make()
+        trace, comp, chunk = lower_and_compile(fn.chunk_program, args, _fresh())
+        sums, logits, _ = chunk(*args)
+        trace2, comp2, _ = lower_and_compile(fn.finish_program, (x, t, key, logits, sums), _fresh())
+        runs.append((trace + trace2, comp + comp2))
+    return float(np.median([r[0] for r in runs])), float(np.median([r[1] for r in runs]))
 
 
 def captum_saliency(tm, x, t, repeats):
@@ -91,25 +113,34 @@ def captum_saliency(tm, x, t, repeats):
     return first, median_time(call, repeats)
 
 
-def measure(arch, batches, methods, batch8_methods, repeats, peers):
+def timed(make, args, repeats, first_repeats):
+    """``(trace s, compile s, steady s)``: first-call medians (:func:`first_call`) and the steady
+    call's median over ``repeats`` after a warm-up."""
+    trace, comp, compiled = first_call(make, args, first_repeats)
+    jax.block_until_ready(compiled(*args))  # warm-up
+    return trace, comp, median_time(lambda: compiled(*args), repeats)
+
+
+def measure(arch, batches, methods, batch8_methods, repeats, peers, first_repeats=3):
     tm, model, v = load(arch)
     rows = []
     for n in batches:
         x = jnp.asarray(np.random.default_rng(0).normal(size=(n, 224, 224, 3)).astype(np.float32))
         t = jnp.arange(n, dtype=jnp.int32) % 1000
-        trace, comp, steady = time_jax(grad_of(model), (v, x, t), repeats)
+        trace, comp, steady = timed(lambda: grad_of(model), (v, x, t), repeats, first_repeats)
         base = dict(arch=arch, batch=n, what="jax.grad", trace_s=trace, compile_s=comp, steady_s=steady)
         rows.append(base)
         print(f"{arch} b{n} jax.grad: trace {trace:.2f}s compile {comp:.2f}s steady {steady:.3f}s", flush=True)
         for m in (methods if n == 1 or batch8_methods is None else batch8_methods):
             row = dict(arch=arch, batch=n, what=m)
             try:
-                fn = xa.attributor(model, m, signal=SIGNALS.get(m), **OPTIONS.get(m, {}))
+                make = functools.partial(xa.attributor, model, m, signal=SIGNALS.get(m), **OPTIONS.get(m, {}))
+                fn = make()
                 if m in POINTS:  # eager calls: the chunk-by-chunk driver, as speed.py times them
-                    trace, comp = first_path_call(fn, v, x, t)
+                    trace, comp = first_path_call(make, v, x, t, first_repeats)
                     steady = time_eager(functools.partial(fn, key=jax.random.key(0)), (v, x, t), repeats)[2]
                 else:
-                    trace, comp, steady = time_jax(fn.program, (v, x, t), repeats)
+                    trace, comp, steady = timed(lambda: make().program, (v, x, t), repeats, first_repeats)
             except ValueError as err:  # outside the method's domain
                 row.update(refused=str(err).splitlines()[0][:160])
                 print(f"{arch} b{n} {m}: refused", flush=True)
@@ -135,7 +166,11 @@ def main(argv=None):
     p.add_argument("--methods", nargs="+", default=None, help="default: every method")
     p.add_argument("--batch8-methods", nargs="+", default=None,
                    help="methods for batches other than 1 (default: the same as --methods)")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=2, help="steady calls timed (median)")
+    p.add_argument("--first-repeats", type=int, default=3,
+                   help="first calls (trace + compile afresh) per program, jax.grad's included (median)")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the rows of the families not measured now from the existing results")
     p.add_argument("--no-peers", action="store_true")
     p.add_argument("--out", default=str(ROOT / "results" / "families"))
     a = p.parse_args(argv)
@@ -143,10 +178,14 @@ def main(argv=None):
     t_start, load_start = time.perf_counter(), os.getloadavg()
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    rows = []
+    kept, runs = [], []
+    if a.merge and out.with_suffix(".json").exists():
+        old = json.loads(out.with_suffix(".json").read_text())
+        kept = [r for r in old["rows"] if r["arch"] not in a.archs]
+        runs = [r for r in old["meta"].get("runs", [_run_of(old["meta"], sorted({r["arch"] for r in old["rows"]}))])
+                if set(r["archs"]) - set(a.archs)]
     meta = dict(jax=jax.__version__, device=str(jax.devices()[0]), platform=platform.platform(),
-                python=sys.version.split()[0], cpu_count=os.cpu_count(), repeats=a.repeats,
-                date=time.strftime("%Y-%m-%d %H:%M:%S"), loadavg_start=list(load_start))
+                python=sys.version.split()[0], cpu_count=os.cpu_count())
     try:
         import torch
         import torchax
@@ -154,23 +193,40 @@ def main(argv=None):
         meta.update(torch=torch.__version__, torchax=torchax.__version__)
     except ImportError:  # pragma: no cover
         pass
+    run = dict(date=time.strftime("%Y-%m-%d %H:%M:%S"), archs=list(a.archs), repeats=a.repeats,
+               first_repeats=a.first_repeats, loadavg_start=list(load_start))
+    rows = []
     for arch in a.archs:
-        rows += measure(arch, a.batches, methods, a.batch8_methods, a.repeats, not a.no_peers)
-        meta.update(seconds=round(time.perf_counter() - t_start, 1), loadavg_end=list(os.getloadavg()))
-        out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1) + "\n")
-        out.with_suffix(".md").write_text(markdown(meta, rows))  # after each family: a partial run keeps its rows
+        rows += measure(arch, a.batches, methods, a.batch8_methods, a.repeats, not a.no_peers, a.first_repeats)
+        run.update(seconds=round(time.perf_counter() - t_start, 1), loadavg_end=list(os.getloadavg()))
+        meta["runs"] = runs + [run]
+        order = {arch: i for i, arch in enumerate(ARCHS)}
+        both = sorted(kept + rows, key=lambda r: order.get(r["arch"], len(order)))  # stable: rows keep their order
+        out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=both), indent=1) + "\n")
+        out.with_suffix(".md").write_text(markdown(meta, both))  # after each family: a partial run keeps its rows
     print(f"wrote {out}.json and {out}.md")
 
 
+def _run_of(meta, archs):
+    """A results file from before ``runs`` were recorded, as one run."""
+    return dict(date=meta["date"], archs=archs, repeats=meta.get("repeats"), first_repeats=1,
+                loadavg_start=meta["loadavg_start"], loadavg_end=meta["loadavg_end"], seconds=meta["seconds"])
+
+
 def markdown(meta, rows) -> str:
+    runs = meta.get("runs") or [_run_of(meta, sorted({r["arch"] for r in rows}))]
+    said = [f"{r['date']}: {', '.join(r['archs'])} (load average {r['loadavg_start'][0]:.1f} -> "
+            f"{r['loadavg_end'][0]:.1f}; first calls: median of {r['first_repeats']}, each traced and compiled "
+            f"afresh; steady: median of {r['repeats']}; {r['seconds']:.0f} s)" for r in runs]
     lines = ["# Cost per model family: every method × `jax.jit(jax.grad)` and × Captum",
              "",
-             f"{meta['date']}, {meta['device']}, {meta['cpu_count']} CPUs (load average "
-             f"{meta['loadavg_start'][0]:.1f} -> {meta['loadavg_end'][0]:.1f}), jax {meta['jax']}, "
-             f"torch {meta.get('torch')}, torchax {meta.get('torchax')}; torchvision modules through "
-             f"torchax, 224², random weights, median of {meta['repeats']}, {meta['seconds']:.0f} s in all. "
-             "`first` = trace + compile of the method's one program over the same for `jax.jit(jax.grad)`; "
-             "`steady` = the steady call over `jax.grad`'s. Path methods: 8 points in chunks of 4; first = trace + compile of the chunk program and the finishing program, steady = the eager call.",
+             f"{meta['device']}, {meta['cpu_count']} CPUs, jax {meta['jax']}, torch {meta.get('torch')}, "
+             f"torchax {meta.get('torchax')}; torchvision modules through torchax, 224², random weights. "
+             "`first` = trace + compile of the method's one program over the same for `jax.jit(jax.grad)` "
+             "(measured in the same run, with the same number of first calls); "
+             "`steady` = the steady call over `jax.grad`'s. Path methods: 8 points in chunks of 4; first = "
+             "trace + compile of the chunk program and the finishing program, steady = the eager call. Runs:",
+             "", *[f"- {s}" for s in said],
              "",
              "| family | batch | program | trace s | compile s | steady s | first × grad | steady × grad |",
              "|---|---|---|---|---|---|---|---|"]

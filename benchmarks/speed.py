@@ -69,13 +69,13 @@ def median_time(f, repeats):
     return statistics.median(times)
 
 
-def lower_and_compile(fn_jitted, args):
+def lower_and_compile(fn_jitted, args, compiler_options=None):
     """``(trace s, compile s, compiled)``: ``fn_jitted`` lowered (traced) and compiled for ``args``."""
     t0 = time.perf_counter()
     lowered = fn_jitted.lower(*args)
     trace = time.perf_counter() - t0
     t0 = time.perf_counter()
-    compiled = lowered.compile()
+    compiled = lowered.compile(compiler_options)
     return trace, time.perf_counter() - t0, compiled
 
 

@@ -33,36 +33,40 @@ def _conv_fn(params, x, *, stride, pad):
     return y
 
 
-def _naive_rsp_conv(x, r, k, stride, pad):
-    """docs/methods.md#rsp-conv-rule with explicit loops, float64, one sample at a time."""
+def _naive_rsp_conv(x, r, k, stride, pad, groups=1):
+    """docs/methods.md#rsp-conv-rule with explicit loops, float64, one sample at a time; with
+    ``groups`` feature groups each group's kernels see its own inputs and outputs only."""
     x, r = np.asarray(x, np.float64), np.asarray(r, np.float64)
     n, H, W, cin = x.shape
     _, h, w, cout = r.shape
+    ci, co = cin // groups, cout // groups
     out = np.zeros_like(x)
     for s in range(n):
         xp = np.maximum(x[s], 0)
         xpad = np.zeros((H + 2 * pad, W + 2 * pad, cin))
         xpad[pad:pad + H, pad:pad + W] = xp
 
-        def half(rh):
-            g = np.zeros((k, k, cin, cout))
+        def half(rh, f):
+            xg, rg = xpad[:, :, f * ci:(f + 1) * ci], rh[:, :, f * co:(f + 1) * co]
+            g = np.zeros((k, k, ci, co))
             for a in range(h):
                 for b in range(w):
-                    win = xpad[a * stride:a * stride + k, b * stride:b * stride + k]  # [k, k, cin]
-                    g += win[:, :, :, None] * rh[a, b][None, None, None, :]
-            z = np.zeros((h, w, cout))
+                    win = xg[a * stride:a * stride + k, b * stride:b * stride + k]  # [k, k, ci]
+                    g += win[:, :, :, None] * rg[a, b][None, None, None, :]
+            z = np.zeros((h, w, co))
             for a in range(h):
                 for b in range(w):
-                    win = xpad[a * stride:a * stride + k, b * stride:b * stride + k]
+                    win = xg[a * stride:a * stride + k, b * stride:b * stride + k]
                     z[a, b] = np.einsum("uvi,uvio->o", win, g)
-            sdiv = np.where(z != 0, rh / np.where(z != 0, z, 1), 0)
-            cpad = np.zeros_like(xpad)
+            sdiv = np.where(z != 0, rg / np.where(z != 0, z, 1), 0)
+            cpad = np.zeros_like(xg)
             for a in range(h):
                 for b in range(w):
                     cpad[a * stride:a * stride + k, b * stride:b * stride + k] += np.einsum("uvio,o->uvi", g, sdiv[a, b])
-            return xp * cpad[pad:pad + H, pad:pad + W]
+            return xp[:, :, f * ci:(f + 1) * ci] * cpad[pad:pad + H, pad:pad + W]
 
-        c = half(np.maximum(r[s], 0)) - half(np.maximum(-r[s], 0))
+        c = np.concatenate([half(np.maximum(r[s], 0), f) - half(np.maximum(-r[s], 0), f)
+                            for f in range(groups)], axis=-1)
         if k > 1:
             c = 2 * c
             t = r[s].sum()
@@ -126,6 +130,49 @@ def test_conv_rule_float32_close_and_ignores_the_weights(geom):
     (one,) = rule.backward(fn, params, (x[1:],), y[1:], r[1:])
     np.testing.assert_allclose(one[0], a[1], rtol=1e-5, atol=1e-6 * float(jnp.max(jnp.abs(a))),
                                err_msg="rsp_conv on a batch equals it on each sample (1e-5)")
+
+
+@pytest.mark.usefixtures("x64")
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("groups,cin,cout", [(1, 3, 4), (3, 6, 6), (4, 4, 8)])  # plain, grouped, depthwise x2
+@pytest.mark.parametrize("geom", [(3, 1, 1), (3, 2, 1), (1, 1, 0)])
+@pytest.mark.parametrize("n", [1, 2])
+def test_conv_rule_on_a_traced_layer_equals_naive_float64(layout, groups, cin, cout, geom, n):
+    """The rule on a traced convolution (the engine's receptive-field form, ``LayerFn.patches``),
+    channels-last and channels-first, with feature groups: with one example ``z`` and ``C1 − C2``
+    are the layer's own convolution and its transpose with the kernels ``[G⁺ | ±G⁻]``, with two
+    they are matrix products and the patches' transpose. Both equal the naive float64 loops
+    (1e-10 relative), and the engine really took that form (the layer has patches)."""
+    from xattr_jax.program import layer_call, trace
+
+    k, stride, pad = geom
+    rng = np.random.default_rng(hash((layout, groups, geom, n)) % 2**32)
+    w = jnp.asarray(rng.standard_normal((k, k, cin // groups, cout)))  # HWIO
+
+    def conv(x, kernel, dn):
+        return lax.conv_general_dilated(x, kernel, (stride, stride), [(pad, pad)] * 2,
+                                        dimension_numbers=dn, feature_group_count=groups)
+
+    def model(p, x):  # NHWC outside; the layer in the layout under test
+        if layout == "NHWC":
+            return jnp.mean(conv(x, p["w"], ("NHWC", "HWIO", "NHWC")), axis=(1, 2))
+        return jnp.mean(conv(x.transpose(0, 3, 1, 2), p["w"], ("NCHW", "OIHW", "NCHW")), axis=(2, 3))
+
+    p = {"w": w if layout == "NHWC" else w.transpose(3, 2, 0, 1)}
+    x = np.maximum(rng.standard_normal((n, 7, 6, cin)), 0)
+    x[0, 0] = 0  # a row of zeros: some receptive fields see no input
+    prog = trace(model, p, jnp.asarray(x))
+    name = next(l.name for l in prog.layers if l.kind == "conv")
+    call = layer_call(prog, p, jnp.asarray(x), name)
+    assert call.fn.patches is not None, "the layer has the receptive-field form"
+    (xin,) = call.inputs
+    y = call.fn(call.params, xin)
+    r = jnp.asarray(rng.standard_normal(y.shape))
+    (got,) = jax.jit(lambda xx, yy, rr: R.rsp_conv().backward(call.fn, call.params, (xx,), yy, rr))(xin, y, r)
+    nhwc = (lambda a: a) if layout == "NHWC" else (lambda a: np.asarray(a).transpose(0, 2, 3, 1))
+    ref = _naive_rsp_conv(nhwc(xin), nhwc(r), k, stride, pad, groups)
+    err = float(np.max(np.abs(nhwc(got) - ref))) / float(np.max(np.abs(ref)))
+    assert err <= 1e-10, f"rsp_conv {layout} groups={groups} {geom} N={n} vs naive float64: {err:.3g} > 1e-10"
 
 
 def test_purge_options():

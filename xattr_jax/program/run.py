@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..rules.core import LayerFn, apply_rule
+from ..rules.core import ConvPatches, LayerFn, apply_rule
 from .ir import LINEAR, Lit, Program, bind, operand_shape
 from .max_route import is_plain, max_pool
 from .pointwise import is_pointwise, pointwise_conv
@@ -152,50 +152,86 @@ LAYER_FORWARD = {
 
 
 def _patches(p, window):
-    """``(patches, rows)`` of a convolution with parameters ``p`` (see ``LayerFn.patches``), or
-    ``None`` where its receptive fields are not plain windows (feature groups, input dilation).
+    """The :class:`ConvPatches` of a convolution with parameters ``p`` (see ``LayerFn.patches``),
+    or ``None`` where its receptive fields are not plain windows (batch groups, input dilation).
 
-    The patches are strided slices of the padded input, one per window offset (no convolution), so
-    their transpose is padding and adding: every example stays where it is on a sharded batch."""
+    The patches are strided slices of the padded input, one spatial axis at a time (no
+    convolution), so their transpose is padding and adding: every example stays where it is on a
+    sharded batch. They keep the features where the layer's layout has them (first or last), so no
+    activation is transposed for an ungrouped convolution."""
     dn = p["dimension_numbers"]
-    if (p["feature_group_count"] != 1 or p["batch_group_count"] != 1
-            or any(d != 1 for d in (p["lhs_dilation"] or ()))):
+    if p["batch_group_count"] != 1 or any(d != 1 for d in (p["lhs_dilation"] or ())):
         return None
-    strides, dil = tuple(p["window_strides"]), tuple(p["rhs_dilation"] or (1,) * len(window))
+    groups, nd, size = p["feature_group_count"], len(window), int(np.prod(window))
+    strides, dil = tuple(p["window_strides"]), tuple(p["rhs_dilation"] or (1,) * nd)
     pads = p["padding"]
+    pfirst, rfirst = _features_first(dn.lhs_spec), _features_first(dn.out_spec)
 
-    def rows(y):  # out layout -> [N, Q, features]
-        y = _batch_spatial_features(y, dn.out_spec)
-        return _batch_rows(y, y.shape[-1])
+    def outer(y, m):  # out layout [.., F·O, ..] x m [H] -> [.., F·H·O, ..]: y·m_h side by side per group
+        ax, h = dn.out_spec[1], m.shape[0]
+        y = y.reshape(y.shape[:ax] + (groups, 1, -1) + y.shape[ax + 1:])
+        y = y * m.reshape((1,) * (ax + 1) + (h,) + (1,) * (y.ndim - ax - 2))
+        return y.reshape(y.shape[:ax] + (-1,) + y.shape[ax + 3:])
+
+    def rows(y):  # out layout -> [N, F, Q, O/F] (or [N, F, O/F, Q])
+        return _group_rows(_batch_features_spatial(y, dn.out_spec, rfirst), groups, rfirst, 1)
 
     def patches(x):
-        x = _batch_spatial_features(x, dn.lhs_spec)
-        x = jax.lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)])
-        n, c, spatial = x.shape[0], x.shape[-1], x.shape[1:-1]
-        out = [(size - d * (k - 1) - 1) // s + 1 for size, k, s, d in zip(spatial, window, strides, dil)]
-        cuts = []
-        for offset in np.ndindex(*window):
-            start = [0] + [o * d for o, d in zip(offset, dil)] + [0]
-            stop = [n] + [st + (m - 1) * s + 1 for st, m, s in zip(start[1:], out, strides)] + [c]
-            cuts.append(jax.lax.slice(x, start, stop, [1] + list(strides) + [1]))
-        pt = jnp.stack(cuts, axis=-2)  # [N, *out, window positions, C]
-        return _batch_rows(pt, pt.shape[-2] * c)
+        x = _batch_features_spatial(x, dn.lhs_spec, pfirst)
+        sp = 2 if pfirst else 1  # the first spatial axis
+        x = jax.lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] * sp + [(lo, hi, 0) for lo, hi in pads]
+                        + [(0, 0, 0)] * (2 - sp))
+        spatial = x.shape[sp:sp + nd]
+        out = [(n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(spatial, window, strides, dil)]
+        for i, (k, m, s, d) in enumerate(zip(window, out, strides, dil)):  # one spatial axis at a time
+            ax = sp + 2 * i if pfirst else sp + i
+            x = jnp.stack([jax.lax.slice_in_dim(x, o * d, o * d + (m - 1) * s + 1, s, axis=ax) for o in range(k)],
+                          axis=2 + i if pfirst else -2)
+        return _group_rows(x, groups, pfirst, size)  # from [N, C, *window, *out] or [N, *out, *window, C]
 
-    return patches, rows
+    def conv(x, w):  # the layer's convolution with kernels w [F, K/F, O'] in the patches' basis
+        c = x.shape[dn.lhs_spec[1]] // groups
+        inner = (c,) + window if pfirst else window + (c,)
+        w = jnp.moveaxis(w.reshape((groups,) + inner + w.shape[-1:]), 0, -2)  # [*inner, F, O']
+        w = w.reshape(inner + (-1,))
+        rhs = (nd + 1, 0) + tuple(range(1, nd + 1)) if pfirst else (nd + 1, nd) + tuple(range(nd))
+        return jax.lax.conv_general_dilated(
+            x, w, strides, pads, rhs_dilation=dil, feature_group_count=groups, precision=p.get("precision"),
+            dimension_numbers=jax.lax.ConvDimensionNumbers(dn.lhs_spec, rhs, dn.out_spec))
+
+    return ConvPatches(patches, rows, outer, conv, pfirst, rfirst)
 
 
-def _batch_spatial_features(a, spec):
-    """``a`` in a convolution's layout ``spec`` (batch, feature, spatial axes) as ``[N, *spatial, C]``."""
-    return jnp.moveaxis(a, (spec[0],) + tuple(spec[2:]) + (spec[1],), tuple(range(a.ndim)))
+def _group_rows(a, groups, first, size):
+    """``[N, C, *window, *positions]`` (``first``) or ``[N, *positions, *window, C]`` as
+    ``[N, F, C/F·window, Q]`` or ``[N, F, Q, window·C/F]`` (``F = groups``, window ``size``)."""
+    n, c = a.shape[0], a.shape[1 if first else -1]
+    q = a.size // (n * c * size)
+    if first:
+        return _reshape_batch(a, (n, groups, c // groups * size, q))
+    if groups == 1:
+        return _reshape_batch(a, (n, 1, q, size * c))
+    a = jnp.moveaxis(_reshape_batch(a, (n, q, size, groups, c // groups)), 3, 1)
+    return _reshape_batch(a, (n, groups, q, size * (c // groups)))
 
 
-def _batch_rows(a, k):
-    """``a [N, ...]`` as ``[N, Q, k]``; a batch axis sharded over an explicit mesh stays sharded
-    (JAX does not infer the sharding of such a reshape)."""
-    shape = (a.shape[0], a.size // (a.shape[0] * k), k)
+def _features_first(spec):
+    """Whether a layout ``spec`` (batch, feature, spatial axes) has its features before its spatial axes."""
+    return spec[1] < min(spec[2:])
+
+
+def _batch_features_spatial(a, spec, first):
+    """``a`` in a convolution's layout ``spec`` as ``[N, C, *spatial]`` (``first``) or ``[N, *spatial, C]``."""
+    order = (spec[0], spec[1]) + tuple(spec[2:]) if first else (spec[0],) + tuple(spec[2:]) + (spec[1],)
+    return jnp.transpose(a, order) if order != tuple(range(a.ndim)) else a
+
+
+def _reshape_batch(a, shape):
+    """``a [N, ...]`` reshaped to ``shape`` (``[N, ...]``); a batch axis sharded over an explicit mesh
+    stays sharded (JAX does not infer the sharding of such a reshape)."""
     spec = getattr(jax.typeof(a).sharding, "spec", None)
     if spec and spec[0] is not None:
-        return jax.lax.reshape(a, shape, out_sharding=jax.sharding.PartitionSpec(spec[0], None, None))
+        return jax.lax.reshape(a, shape, out_sharding=jax.sharding.PartitionSpec(spec[0], *[None] * (len(shape) - 1)))
     return a.reshape(shape)
 
 

@@ -127,6 +127,57 @@ def _is_callable_tree(v) -> bool:
     return callable(v) or (isinstance(v, tuple) and any(_is_callable_tree(a) for a in v))
 
 
+def contract(spec: str, a, b):
+    """``jnp.einsum(spec, a, b)`` for two operands as one ``lax.dot_general`` (and a transpose where
+    ``spec``'s output order needs one): no einsum path search or inner ``jit`` to trace, which
+    matters in a rule that runs once per layer. Every index is a batch (in ``a``, ``b`` and the
+    output), contracted (in ``a`` and ``b`` only) or free (in one operand and the output)."""
+    ins, out = spec.split("->")
+    sa, sb = ins.split(",")
+    batch = [c for c in out if c in sa and c in sb]
+    con = [c for c in sa if c in sb and c not in out]
+    y = jax.lax.dot_general(a, b, (([sa.index(c) for c in con], [sb.index(c) for c in con]),
+                                   ([sa.index(c) for c in batch], [sb.index(c) for c in batch])))
+    got = batch + [c for c in sa if c not in batch and c not in con] + [c for c in sb if c not in batch and c not in con]
+    return y if got == list(out) else jnp.transpose(y, [got.index(c) for c in out])
+
+
+class ConvPatches(NamedTuple):
+    """A convolution's receptive fields as matrices, one per feature group (``LayerFn.patches``),
+    oriented as the layer's own layouts (features first or last) so that no activation of an
+    ungrouped convolution is transposed.
+
+    With ``F`` feature groups, ``Q`` output positions, ``K`` the size of a group's receptive field
+    (window × input features / F) and ``O`` a group's outputs:
+
+    Attributes:
+      patches: ``patches(x) -> [N, F, Q, K]`` (``[N, F, K, Q]`` where ``patches_first``).
+      rows: ``rows(y) -> [N, F, Q, O]`` (``[N, F, O, Q]`` where ``rows_first``): an output-shaped
+        array in the same positions, so that ``rows(conv(x, W)) = patches(x) · W_f`` per group.
+      outer: ``outer(y, m)``, an output-shaped ``y`` times each entry of a vector ``m [H]``, the
+        ``H`` products side by side on each group's features (``[.., F·H·O, ..]``, in the output's
+        layout, ordered group, ``h``, feature): several kernels' outputs at once without a
+        concatenation.
+      conv: ``conv(x, w) -> y``, the layer's convolution (geometry, groups, layouts) with kernels
+        ``w [F, K, O']`` given in the patches' basis, any number ``O'`` of outputs per group
+        (ordered as ``outer`` orders them).
+      patches_first, rows_first: the orientations above.
+    """
+
+    patches: Callable
+    rows: Callable
+    outer: Callable
+    conv: Callable
+    patches_first: bool = False
+    rows_first: bool = False
+
+    def subscripts(self) -> tuple:
+        """``(patches, rows)`` as einsum subscripts over ``n`` (batch), ``f`` (group), ``q``
+        (positions), ``k`` (receptive field) and ``o`` (outputs): ``"nfqk"`` or ``"nfkq"``,
+        ``"nfqo"`` or ``"nfoq"``."""
+        return ("nfkq" if self.patches_first else "nfqk"), ("nfoq" if self.rows_first else "nfqo")
+
+
 @dataclasses.dataclass(frozen=True)
 class LayerFn:
     """A layer's exact forward ``fn(params, *xs)`` as a rule receives it, with its geometry.
@@ -137,11 +188,8 @@ class LayerFn:
         a dense layer, ``None`` for other layers.
       constant_statistics: for a normalisation, the same forward with its statistic σ held
         constant (``stop_gradient``), else ``None``.
-      patches: for a convolution that is the whole layer (bias aside, one feature group),
-        ``(patches(x) -> [N, Q, K], rows(y) -> [N, Q, O])``: ``x``'s receptive fields flattened, one
-        row per output position ``q``, and an output-shaped array in the same rows, so that
-        ``rows(conv(x, W)) = patches(x) · W_flat`` (``W_flat`` the kernel in the patches' basis); else
-        ``None``.
+      patches: for a convolution that is the whole layer (bias aside) whose receptive fields are
+        plain windows, its :class:`ConvPatches`; else ``None``.
       stacked: for a convolution that is the whole layer (bias aside, one feature group),
         ``stacked([params_1..params_T], [x_1..x_T]) = Σ_t forward(params_t, x_t)`` as *one*
         convolution over the inputs concatenated along their features; else ``None``.
@@ -150,7 +198,7 @@ class LayerFn:
     forward: Callable
     kernel_window: tuple | None = None
     constant_statistics: Callable | None = None
-    patches: tuple | None = None
+    patches: ConvPatches | None = None
     stacked: Callable | None = None
 
     def __call__(self, params, *xs):
