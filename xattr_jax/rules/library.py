@@ -569,10 +569,12 @@ def rsp_conv(purge: str = "none", factor: float = 2.0, batch: str = "batched") -
         ``"uniform_spread"`` (``R_{k,u} = s_u / C``, as the multi-class seed does; conserving).
       factor: the combination factor for ``k > 1`` kernels (2 released; 1 a commented alternative).
       batch: how a batch of ``N > 1`` runs its per-sample kernels: ``"batched"`` (all examples at once
-        as batched matrix products over each conv's receptive fields, ``LayerFn.patches``, also
-        for ``N = 1``: one program whatever ``N``, and nothing crosses devices on a batch-sharded
-        operand; memory ``N × positions × k²·C_in`` per layer; convolutions without plain patches
-        are unrolled),
+        as batched matrix products over each conv's receptive fields, per feature group,
+        ``LayerFn.patches``: one program whatever ``N``, and nothing crosses devices on a
+        batch-sharded operand; memory ``N × positions × k²·C_in`` per layer; convolutions without
+        plain patches are unrolled; with ``N = 1`` the kernels come from the same products and,
+        for kernels larger than 1×1, ``z`` and ``C1 − C2`` from the layer's own convolution and
+        its transpose),
         ``"unroll"`` (``N`` batch-1 convolutions in one straight-line program: the program, and its
         compile time, grow with ``N``) or ``"map"`` (a ``lax.map`` over the examples).
 
