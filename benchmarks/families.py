@@ -135,10 +135,9 @@ def measure(arch, batches, methods, batch8_methods, repeats, peers, first_repeat
             row = dict(arch=arch, batch=n, what=m)
             try:
                 make = functools.partial(xa.attributor, model, m, signal=SIGNALS.get(m), **OPTIONS.get(m, {}))
-                fn = make()
                 if m in POINTS:  # eager calls: the chunk-by-chunk driver, as speed.py times them
                     trace, comp = first_path_call(make, v, x, t, first_repeats)
-                    steady = time_eager(functools.partial(fn, key=jax.random.key(0)), (v, x, t), repeats)[2]
+                    steady = time_eager(functools.partial(make(), key=jax.random.key(0)), (v, x, t), repeats)[2]
                 else:
                     trace, comp, steady = timed(lambda: make().program, (v, x, t), repeats, first_repeats)
             except ValueError as err:  # outside the method's domain

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .core import LayerFn, Rule, contract, Term, linear_rule, safe_divide, stabilize, upcast
+from .core import LayerFn, Rule, Term, contract, linear_rule, safe_divide, stabilize, upcast
 
 __all__ = [
     "epsilon",
