@@ -200,6 +200,20 @@ def test_smoothgrad_needs_a_key_and_per_example_keys_give_independent_noise(tiny
     _close(fn(v, same, t, key=raw).map, fn(v, same, t, key=jax.random.wrap_key_data(raw)).map, "raw uint32 keys")
 
 
+def test_smoothgrad_noise_is_the_documented_stream(tiny_net):
+    """Draw k of example i is ``normal(fold_in(fold_in(key, i), k), x.shape[1:])`` (as the docs say):
+    the keyed call equals the same call with those draws passed explicitly."""
+    model, v, x = tiny_net
+    t = jnp.array([1, 2, 3])
+    n = 5  # chunks of 2: the last chunk padded
+    keys = [jax.random.fold_in(KEY, i) for i in range(x.shape[0])]
+    draws = jnp.stack([jnp.stack([jax.random.normal(jax.random.fold_in(ki, k), x.shape[1:]) for ki in keys])
+                       for k in range(n)])
+    keyed = xa.attributor(model, "smoothgrad", samples=n, chunk=2)(v, x, t, key=KEY).map
+    explicit = xa.attributor(model, "smoothgrad", samples=n, chunk=2, draws=draws)(v, x, t).map
+    _close(keyed, explicit, "keyed noise vs the documented draws passed explicitly")
+
+
 def test_methods_that_draw_no_noise_ignore_a_key(tiny_net):
     model, v, x = tiny_net
     fn = _fn(model, "gradient")

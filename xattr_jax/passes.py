@@ -263,7 +263,7 @@ def path_sums(ctx: Context, plan: PathPlan, target, params, weights, acc=None):
     ``vmap`` over the points would have JAX's batching of a convolution fold the points axis into
     the batch axis points-major: a reshape across the sharded axis.)
     """
-    xs = jax.vmap(plan.point)(params)  # [c, N, ...]
+    xs = plan.points(params)  # [c, N, ...]
     c, n = xs.shape[:2]
     big = ctx
     xb = xs[0]

@@ -84,13 +84,14 @@ class Context(NamedTuple):
 class PathPlan(NamedTuple):
     """What a path method computes, declared; one driver runs it (:func:`xattr_jax.passes.run_path`).
 
-    ``Σ_s w_s stat(∇_x S(point(params_s)))`` over ``S`` points, ``chunk`` points at a time (memory
+    ``Σ_s w_s stat(∇_x S(x_s))`` over ``S`` points ``x_s``, ``chunk`` points at a time (memory
     ∝ ``chunk``, not ``S``), then ``finish(logits, sums) -> Attribution`` with ``[N, K, ...]``
     fields. Under tracing the chunks run in one ``lax.scan``; called with concrete arrays the
     attributor runs one compiled chunk program from a Python loop (faster on XLA:CPU).
 
     Attributes:
-      point: ``params_s -> x_s``, the input at which the gradient is taken.
+      points: ``params [c, ...] -> [c, *x.shape]``, the inputs of a chunk's ``c`` points, at
+        which the gradients are taken.
       params: ``[S, ...]`` per-point parameters (path coefficients, noise keys or draws).
       weights: ``[S]`` quadrature weights.
       finish: ``(logits at x, tuple of [K, N, ...] sums) -> Attribution``.
@@ -101,7 +102,7 @@ class PathPlan(NamedTuple):
       signal: top signal (``None``: the context's).
     """
 
-    point: Callable
+    points: Callable
     params: Any
     weights: Any
     finish: Callable

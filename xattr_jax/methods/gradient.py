@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..composites.core import composite, kind
 from ..rules import library as R
@@ -71,18 +72,23 @@ def _smoothgrad(ctx, x, target):
         if params.shape != (n,) + x.shape:
             raise ValueError(f"smoothgrad draws must have shape {(n,) + x.shape}, got {params.shape}")
 
-        def point(e):
-            return x + sigma * e
+        def points(e):  # [c, N, ...] draws
+            return x[None] + sigma[None] * e
     else:  # draw k of example i from fold_in(key_i, k), made inside the loop: memory flat in n
         keys = ctx.key  # [N] per-example keys
         if keys is None:
             raise ValueError("smoothgrad draws noise: pass key=jax.random.key(seed) to the call")
         params = jnp.arange(n, dtype=jnp.int32)
+        size = int(np.prod(x.shape[1:]))
 
-        def point(k):
+        def points(ks):  # [c] draw indices -> [c, N, ...]
+            chunk_keys = jax.vmap(lambda k: jax.vmap(lambda ki: jax.random.fold_in(ki, k))(keys))(ks)
+            # one flat draw per key (threefry: the same numbers as drawing x.shape[1:]): XLA:CPU compiled the
+            # draw [c, N, H, W, C] under vmap in 5x the time (MobileNetV2 input: 1.0 s against 0.2 s);
             # drawn in (at least) float32, so half-precision inputs get the same noise as float32
-            draw = lambda ki: jax.random.normal(jax.random.fold_in(ki, k), x.shape[1:], compute_dtype(x.dtype))  # noqa: E731
-            return x + sigma * jax.vmap(draw)(keys).astype(x.dtype)
+            draw = lambda ki: jax.random.normal(ki, (size,), compute_dtype(x.dtype))  # noqa: E731
+            e = jax.vmap(draw)(chunk_keys.reshape(-1)).reshape(ks.shape + x.shape)
+            return x[None] + sigma[None] * e.astype(x.dtype)
 
     moments = 2 if o["variant"] == "var" else 1
 
@@ -97,7 +103,7 @@ def _smoothgrad(ctx, x, target):
         rel = _t(sums[0] if o["variant"] != "var" else sums[1] - sums[0] * sums[0])
         return Attribution(REDUCTIONS["max_abs"](rel), rel, logits)
 
-    return PathPlan(point, params, jnp.full((n,), 1.0 / n, x.dtype), finish, stat=stat, n_stats=moments,
+    return PathPlan(points, params, jnp.full((n,), 1.0 / n, x.dtype), finish, stat=stat, n_stats=moments,
                     chunk=o["chunk"])
 
 

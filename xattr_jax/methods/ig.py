@@ -93,7 +93,10 @@ def _path(method, rules_fn):
             rel = _t(delta[None] * sums[0])
             return Attribution(REDUCTIONS["sum"](rel), rel, logits)
 
-        return PathPlan(lambda a: base + a * delta, jnp.asarray(alphas, x.dtype), jnp.asarray(weights, x.dtype),
+        def points(a):  # [c] path coefficients -> [c, *x.shape]
+            return base[None] + a.reshape(a.shape + (1,) * x.ndim) * delta[None]
+
+        return PathPlan(points, jnp.asarray(alphas, x.dtype), jnp.asarray(weights, x.dtype),
                         finish, chunk=o["chunk"], rules=rules)
 
     return run
