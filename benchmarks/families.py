@@ -181,8 +181,9 @@ def main(argv=None):
     if a.merge and out.with_suffix(".json").exists():
         old = json.loads(out.with_suffix(".json").read_text())
         kept = [r for r in old["rows"] if r["arch"] not in a.archs]
-        runs = [dict(r, archs=[x for x in r["archs"] if x not in a.archs])
-                for r in old["meta"].get("runs", [_run_of(old["meta"], sorted({r["arch"] for r in old["rows"]}))])]
+        before = old["meta"]["runs"] if "runs" in old["meta"] else [
+            _run_of(old["meta"], sorted({r["arch"] for r in old["rows"]}))]
+        runs = [dict(r, archs=[x for x in r["archs"] if x not in a.archs]) for r in before]
         runs = [r for r in runs if r["archs"]]
     meta = dict(jax=jax.__version__, device=str(jax.devices()[0]), platform=platform.platform(),
                 python=sys.version.split()[0], cpu_count=os.cpu_count())

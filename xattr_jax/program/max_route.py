@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["max_pool", "route_to_max"]
+__all__ = ["max_pool", "route_to_max", "reshape_batch"]
 
 
 def _argmax_offsets(views):
@@ -43,13 +43,13 @@ def _argmax_offsets(views):
     return idx
 
 
-def _reshape(a, shape):
-    """``a.reshape(shape)`` keeping axis 0 (the batch, unchanged by the reshape) on its explicit
-    sharding: JAX cannot infer a reshape's output sharding on an explicitly sharded mesh."""
-    spec = tuple(jax.typeof(a).sharding.spec)
-    if not spec or spec[0] is None:
-        return a.reshape(shape)
-    return lax.reshape(a, tuple(shape), out_sharding=jax.sharding.PartitionSpec(spec[0]))
+def reshape_batch(a, shape):
+    """``a [N, ...]`` reshaped to ``shape`` (``[N, ...]``, the batch axis unchanged); a batch axis
+    sharded over an explicit mesh stays sharded (JAX does not infer the sharding of such a reshape)."""
+    spec = getattr(jax.typeof(a).sharding, "spec", None)
+    if spec and spec[0] is not None:
+        return lax.reshape(a, tuple(shape), out_sharding=jax.sharding.PartitionSpec(spec[0]))
+    return a.reshape(shape)
 
 
 def _is_tiling(in_shape, out_shape, window, strides, padding) -> bool:
@@ -91,14 +91,14 @@ def _route(x, g, window, strides, padding):
     if _is_tiling(x.shape, out, window, strides, padding):
         # only windowed axes are split (o, w): the batch axis stays whole, so a sharded batch stays put
         wa = [d for d in range(nd) if window[d] > 1]
-        tiles = _reshape(x, [e for d in range(nd) for e in ((out[d], window[d]) if d in wa else (out[d],))])
+        tiles = reshape_batch(x, [e for d in range(nd) for e in ((out[d], window[d]) if d in wa else (out[d],))])
         views = [tiles[tuple(i for d in range(nd) for i in ((slice(None), k[d]) if d in wa else (slice(None),)))]
                  for k in offsets]
         idx = _argmax_offsets(views)
         parts = jnp.stack([jnp.where(idx == j, g, zero) for j in range(len(offsets))], axis=-1)
         parts = parts.reshape(out + tuple(window[d] for d in wa))
         order = [a for d in range(nd) for a in ((d, nd + wa.index(d)) if d in wa else (d,))]
-        return _reshape(parts.transpose(order), x.shape)
+        return reshape_batch(parts.transpose(order), x.shape)
     xp = lax.pad(x, jnp.array(-jnp.inf, x.dtype), [(lo, hi, 0) for lo, hi in padding])
 
     def view(k):

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..rules.core import ConvPatches, LayerFn, apply_rule
 from .ir import LINEAR, Lit, Program, bind, operand_shape
-from .max_route import is_plain, max_pool
+from .max_route import is_plain, max_pool, reshape_batch
 from .pointwise import is_pointwise, pointwise_conv
 from .regions import REGION_KINDS
 from .trace import trace
@@ -208,11 +208,11 @@ def _group_rows(a, groups, first, size):
     n, c = a.shape[0], a.shape[1 if first else -1]
     q = a.size // (n * c * size)
     if first:
-        return _reshape_batch(a, (n, groups, c // groups * size, q))
+        return reshape_batch(a, (n, groups, c // groups * size, q))
     if groups == 1:
-        return _reshape_batch(a, (n, 1, q, size * c))
-    a = jnp.moveaxis(_reshape_batch(a, (n, q, size, groups, c // groups)), 3, 1)
-    return _reshape_batch(a, (n, groups, q, size * (c // groups)))
+        return reshape_batch(a, (n, 1, q, size * c))
+    a = jnp.moveaxis(reshape_batch(a, (n, q, size, groups, c // groups)), 3, 1)
+    return reshape_batch(a, (n, groups, q, size * (c // groups)))
 
 
 def _features_first(spec):
@@ -224,15 +224,6 @@ def _batch_features_spatial(a, spec, first):
     """``a`` in a convolution's layout ``spec`` as ``[N, C, *spatial]`` (``first``) or ``[N, *spatial, C]``."""
     order = (spec[0], spec[1]) + tuple(spec[2:]) if first else (spec[0],) + tuple(spec[2:]) + (spec[1],)
     return jnp.transpose(a, order) if order != tuple(range(a.ndim)) else a
-
-
-def _reshape_batch(a, shape):
-    """``a [N, ...]`` reshaped to ``shape`` (``[N, ...]``); a batch axis sharded over an explicit mesh
-    stays sharded (JAX does not infer the sharding of such a reshape)."""
-    spec = getattr(jax.typeof(a).sharding, "spec", None)
-    if spec and spec[0] is not None:
-        return jax.lax.reshape(a, shape, out_sharding=jax.sharding.PartitionSpec(spec[0], *[None] * (len(shape) - 1)))
-    return a.reshape(shape)
 
 
 def _in_shape(prog, op):

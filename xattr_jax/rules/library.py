@@ -629,9 +629,10 @@ def rsp_conv(purge: str = "none", factor: float = 2.0, batch: str = "batched") -
             cp = fn.patches
             ps, rs_ = cp.subscripts()
             xp = jnp.maximum(xn, 0)
-            halves = jnp.maximum(cp.outer(rn, np.array([1, -1], rn.dtype)), 0)  # [R⁺ | R⁻] per group
+            signs = np.array([1, -1], rn.dtype)  # the halves' order: R⁺ then R⁻
+            halves = jnp.maximum(cp.outer(rn, signs), 0)  # [R⁺ | R⁻] per group
             rr = cp.rows(halves)  # [N, F, Q, 2O] (or [N, F, 2O, Q])
-            sign = np.repeat(np.array([1, -1], rr.dtype), rr.shape[2 if cp.rows_first else -1] // 2)
+            sign = np.repeat(signs, rr.shape[2 if cp.rows_first else -1] // 2)
             pt = cp.patches(xp)  # [N, F, Q, K] (or [N, F, K, Q])
             g = contract(f"{ps},{rs_}->nfko", pt, rr)  # [G⁺ | G⁻]
             if xn.shape[0] == 1 and not one_by_one:
