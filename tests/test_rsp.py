@@ -136,13 +136,16 @@ def test_conv_rule_float32_close_and_ignores_the_weights(geom):
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
 @pytest.mark.parametrize("groups,cin,cout", [(1, 3, 4), (3, 6, 6), (4, 4, 8)])  # plain, grouped, depthwise x2
 @pytest.mark.parametrize("geom", [(3, 1, 1), (3, 2, 1), (1, 1, 0)])
-@pytest.mark.parametrize("n", [1, 2])
-def test_conv_rule_on_a_traced_layer_equals_naive_float64(layout, groups, cin, cout, geom, n):
+@pytest.mark.parametrize("n,small_maps", [(1, True), (1, False), (2, True)])
+def test_conv_rule_on_a_traced_layer_equals_naive_float64(layout, groups, cin, cout, geom, n, small_maps,
+                                                          monkeypatch):
     """The rule on a traced convolution (the engine's receptive-field form, ``LayerFn.patches``),
     channels-last and channels-first, with feature groups: with one example ``z`` and ``C1 − C2``
-    are the layer's own convolution and its transpose with the kernels ``[G⁺ | ±G⁻]``, with two
-    they are matrix products and the patches' transpose. Both equal the naive float64 loops
-    (1e-10 relative), and the engine really took that form (the layer has patches)."""
+    are the layer's own convolution and its transpose with the kernels ``[G⁺ | ±G⁻]`` (a
+    depthwise layer's kernels a convolution too, or, with ``small_maps=False``, all of it matrix
+    products and the fold, as on maps over ``DEPTHWISE_CONV_POSITIONS``), with two they are matrix
+    products and the patches' transpose. All equal the naive float64 loops (1e-10 relative), and the
+    engine really took that form (the layer has patches)."""
     from xattr_jax.program import layer_call, trace
 
     k, stride, pad = geom
@@ -165,6 +168,9 @@ def test_conv_rule_on_a_traced_layer_equals_naive_float64(layout, groups, cin, c
     name = next(l.name for l in prog.layers if l.kind == "conv")
     call = layer_call(prog, p, jnp.asarray(x), name)
     assert call.fn.patches is not None, "the layer has the receptive-field form"
+    assert (call.fn.patches.kernels is not None) == (cin == groups), "depthwise layers have the kernels' convolution"
+    if not small_maps:
+        monkeypatch.setattr(R, "DEPTHWISE_CONV_POSITIONS", 0)
     (xin,) = call.inputs
     y = call.fn(call.params, xin)
     r = jnp.asarray(rng.standard_normal(y.shape))
@@ -172,7 +178,8 @@ def test_conv_rule_on_a_traced_layer_equals_naive_float64(layout, groups, cin, c
     nhwc = (lambda a: a) if layout == "NHWC" else (lambda a: np.asarray(a).transpose(0, 2, 3, 1))
     ref = _naive_rsp_conv(nhwc(xin), nhwc(r), k, stride, pad, groups)
     err = float(np.max(np.abs(nhwc(got) - ref))) / float(np.max(np.abs(ref)))
-    assert err <= 1e-10, f"rsp_conv {layout} groups={groups} {geom} N={n} vs naive float64: {err:.3g} > 1e-10"
+    assert err <= 1e-10, (f"rsp_conv {layout} groups={groups} {geom} N={n} small_maps={small_maps} "
+                          f"vs naive float64: {err:.3g} > 1e-10")
 
 
 def test_purge_options():

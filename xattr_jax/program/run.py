@@ -52,7 +52,7 @@ def segment_fn(prog: Program, i: int) -> LayerFn:
         kshape = operand_shape(main.ins[1], prog.shapes)
         window = tuple(kshape[d] for d in main.params["dimension_numbers"].rhs_spec[2:])  # any layout
         if len(seg.ops) - (seg.bias_op is not None) == 1:
-            patches = _patches(main.params, window)
+            patches = _patches(main.params, window, kshape[main.params["dimension_numbers"].rhs_spec[1]])
             stacked = _stacked(prog, seg, main)
     return LayerFn(lambda params, *xs: _run_ops(prog, seg, params, xs, False), window, frozen, patches, stacked)
 
@@ -151,7 +151,7 @@ LAYER_FORWARD = {
 }
 
 
-def _patches(p, window):
+def _patches(p, window, per_group):
     """The :class:`ConvPatches` of a convolution with parameters ``p`` (see ``LayerFn.patches``),
     or ``None`` where its receptive fields are not plain windows (batch groups, input dilation).
 
@@ -199,7 +199,17 @@ def _patches(p, window):
             x, w, strides, pads, rhs_dilation=dil, feature_group_count=groups, precision=p.get("precision"),
             dimension_numbers=jax.lax.ConvDimensionNumbers(dn.lhs_spec, rhs, dn.out_spec))
 
-    return ConvPatches(patches, rows, outer, conv, pfirst, rfirst)
+    def kernels(x, y):  # one example: Σ_q patches(x)_q ⊗ rows(y)_q as [F, K, O'], one convolution whose kernel
+        # is y (a weight gradient's correlation), for one input feature per group (no patches formed)
+        g = jax.lax.conv_general_dilated(
+            x, y, dil, pads, rhs_dilation=strides, feature_group_count=groups, precision=p.get("precision"),
+            dimension_numbers=jax.lax.ConvDimensionNumbers(  # y's batch axis (size 1) as the kernel's inputs
+                dn.lhs_spec, (dn.out_spec[1], dn.out_spec[0]) + tuple(dn.out_spec[2:]), dn.lhs_spec))
+        g = _batch_features_spatial(g, dn.lhs_spec, True)  # [1, F·O', *span ≥ window]
+        g = g[(0, slice(None)) + tuple(slice(0, k) for k in window)]
+        return jnp.swapaxes(g.reshape(groups, -1, size), 1, 2)
+
+    return ConvPatches(patches, rows, outer, conv, pfirst, rfirst, kernels if per_group == 1 else None)
 
 
 def _group_rows(a, groups, first, size):

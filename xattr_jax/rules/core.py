@@ -162,6 +162,9 @@ class ConvPatches(NamedTuple):
         ``w [F, K, O']`` given in the patches' basis, any number ``O'`` of outputs per group
         (ordered as ``outer`` orders them).
       patches_first, rows_first: the orientations above.
+      kernels: for a convolution with one input feature per group (depthwise), ``kernels(x, y) ->
+        [F, K, O']`` for one example (batch 1): ``Σ_q patches(x)_q ⊗ rows(y)_q`` as a single
+        convolution whose kernel is ``y``, without forming the patches; else ``None``.
     """
 
     patches: Callable
@@ -170,6 +173,7 @@ class ConvPatches(NamedTuple):
     conv: Callable
     patches_first: bool = False
     rows_first: bool = False
+    kernels: Callable | None = None
 
     def subscripts(self) -> tuple:
         """``(patches, rows)`` as einsum subscripts over ``n`` (batch), ``f`` (group), ``q``

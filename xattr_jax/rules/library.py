@@ -538,6 +538,11 @@ def _purge(r, purge):
 RSP_BATCH = ("batched", "unroll", "map")
 
 
+#: the largest output map (positions) on which ``rsp_conv`` runs a depthwise layer of one example by
+#: convolutions (28×28): fewer kernels to compile; above it matrix products and the fold run faster
+DEPTHWISE_CONV_POSITIONS = 784
+
+
 def rsp_conv(purge: str = "none", factor: float = 2.0, batch: str = "batched") -> Rule:
     """RSP's bipolar conv rule with relevance-weighted surrogate kernels (released code, §2.3d).
 
@@ -574,7 +579,8 @@ def rsp_conv(purge: str = "none", factor: float = 2.0, batch: str = "batched") -
         batch-sharded operand; memory ``N × positions × k²·C_in`` per layer; convolutions without
         plain patches are unrolled; with ``N = 1`` the kernels come from the same products and,
         for kernels larger than 1×1, ``z`` and ``C1 − C2`` from the layer's own convolution and
-        its transpose),
+        its transpose; a depthwise layer with ``N = 1`` runs wholly by convolutions on maps of at
+        most ``DEPTHWISE_CONV_POSITIONS`` outputs and wholly by products on larger ones),
         ``"unroll"`` (``N`` batch-1 convolutions in one straight-line program: the program, and its
         compile time, grow with ``N``) or ``"map"`` (a ``lax.map`` over the examples).
 
@@ -611,7 +617,9 @@ def rsp_conv(purge: str = "none", factor: float = 2.0, batch: str = "batched") -
             nz = c != 0
             axes = tuple(range(1, c.ndim))
             t = jnp.sum(rn, axis=axes, keepdims=True)
-            n = jnp.sum(nz, axis=axes, keepdims=True).astype(c.dtype)
+            # counted in floats where that is exact (fewer kernels to compile than an integer count)
+            n = jnp.sum(nz.astype(jnp.float32 if c[0].size < 2 ** 24 else jnp.int32), axis=axes, keepdims=True)
+            n = n.astype(c.dtype)
             return c - jnp.where(nz, t / jnp.maximum(n, 1), 0.0)
 
         def sample(xn, rn):  # one sample, batch axis of size 1; the halves one after the other
@@ -625,7 +633,11 @@ def rsp_conv(purge: str = "none", factor: float = 2.0, batch: str = "batched") -
             both halves side by side on the output features: ``G = Pᵀ [R⁺ | R⁻]``, ``z = P G`` and
             ``C1 − C2 = foldᵀ([R⁺ ⊘ z⁺ | −R⁻ ⊘ z⁻] Gᵀ)``: batched matrix products. With one example,
             ``z`` and ``C1 − C2`` are the layer's convolution and its transpose with the kernels
-            ``[G⁺ | G⁻]`` and ``[G⁺ | −G⁻]``: fewer operations to compile than the fold."""
+            ``[G⁺ | G⁻]`` and ``[G⁺ | −G⁻]``: fewer operations to compile than the fold; but for a
+            depthwise layer only on small maps (``≤ DEPTHWISE_CONV_POSITIONS`` outputs, where ``G`` is
+            a convolution too, ``ConvPatches.kernels``): on larger ones XLA:CPU's transposed grouped
+            convolutions run several times slower than the fold (MobileNetV2 RSP, batch 1: 0.46 s
+            all by convolutions, 0.37 s so split)."""
             cp = fn.patches
             ps, rs_ = cp.subscripts()
             xp = jnp.maximum(xn, 0)
@@ -633,9 +645,15 @@ def rsp_conv(purge: str = "none", factor: float = 2.0, batch: str = "batched") -
             halves = jnp.maximum(cp.outer(rn, signs), 0)  # [R⁺ | R⁻] per group
             rr = cp.rows(halves)  # [N, F, Q, 2O] (or [N, F, 2O, Q])
             sign = np.repeat(signs, rr.shape[2 if cp.rows_first else -1] // 2)
-            pt = cp.patches(xp)  # [N, F, Q, K] (or [N, F, K, Q])
-            g = contract(f"{ps},{rs_}->nfko", pt, rr)  # [G⁺ | G⁻]
-            if xn.shape[0] == 1 and not one_by_one:
+            single, q = xn.shape[0] == 1, rr.shape[-1 if cp.rows_first else 2]  # q: output positions
+            if single and cp.kernels is not None and q <= DEPTHWISE_CONV_POSITIONS and not one_by_one:
+                g = cp.kernels(xp, halves)[None]  # depthwise, small map: convolutions only, no patches
+                by_conv = True
+            else:
+                pt = cp.patches(xp)  # [N, F, Q, K] (or [N, F, K, Q])
+                g = contract(f"{ps},{rs_}->nfko", pt, rr)  # [G⁺ | G⁻]
+                by_conv = single and not one_by_one and cp.kernels is None
+            if by_conv:
                 z = cp.conv(xp, g[0])
                 conv_t = jax.linear_transpose(lambda a: cp.conv(a, g[0] * sign[None, None]), xp)
                 (c,) = conv_t(safe_divide(halves, z))
