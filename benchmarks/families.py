@@ -4,7 +4,9 @@ For each torchvision architecture (random weights, seed 0, through torchax: ``co
 batch size (224²) and method: trace (``.lower()``), compile (``.compile()``) and steady time
 (median of ``--repeats`` calls, ``block_until_ready``) of the method's one-program form
 (``xa.attributor(...).program``), each as a ratio to the same numbers for ``jax.jit(jax.grad)`` of
-the target logits measured in the same run. A method outside the model's domain (Excitation
+the target logits measured in the same run; the first call's ratio is the median of ratios to a
+``jax.grad`` first call made just before each of the method's (a single baseline per family let
+methods measured minutes later read up to 1.4× "slower" on a drifting machine). A method outside the model's domain (Excitation
 Backprop on a ViT) is recorded as refused. Path methods (integrated gradients, GNL-IG, SmoothGrad)
 run with 8 points in chunks of 4 as in ``speed.py`` (their cost is linear in the points): trace and
 compile of the two programs an eager call compiles (the chunk program and the one that finishes the
@@ -71,28 +73,40 @@ def _fresh():
     return {"xla_dump_max_hlo_modules": 10**6 + next(_FRESH)}
 
 
-def first_call(make, args, repeats):
+def first_call(make, args, repeats, before=None):
     """``(trace s, compile s, compiled)``: medians over ``repeats`` first calls of ``make()`` (a new
     jitted function each time, so each is traced and compiled afresh); a first call on a 2-core
-    machine varies by ±20 %."""
-    runs = [lower_and_compile(make(), args, _fresh()) for _ in range(repeats)]
-    return float(np.median([r[0] for r in runs])), float(np.median([r[1] for r in runs])), runs[-1][2]
+    machine varies by ±20 %. With ``before`` (a function returning seconds), it runs before each
+    first call and the median ratio ``first / before()`` is returned as well."""
+    runs = []
+    for _ in range(repeats):
+        b = before() if before else None
+        runs.append((*lower_and_compile(make(), args, _fresh()), b))
+    out = float(np.median([r[0] for r in runs])), float(np.median([r[1] for r in runs])), runs[-1][2]
+    return out + ((_paired(runs),) if before else ())
 
 
-def first_path_call(make, v, x, t, repeats):
+def _paired(runs):
+    """The median over repeats of ``(trace + compile) / baseline`` (each run's own baseline)."""
+    return float(np.median([(r[0] + r[1]) / r[-1] for r in runs]))
+
+
+def first_path_call(make, v, x, t, repeats, before=None):
     """``(trace s, compile s)`` of what an eager path-method call compiles: its chunk program and the
     program that finishes the map (from the first chunk's sums and logits), medians over
-    ``repeats`` fresh attributors ``make()``."""
+    ``repeats`` fresh attributors ``make()``; with ``before``, also the paired ratio (:func:`first_call`)."""
     key = jax.random.key(0)
     args = (v, x, t, key, np.int32(0))
     runs = []
     for _ in range(repeats):
+        b = before() if before else None
         fn = make()
         trace, comp, chunk = lower_and_compile(fn.chunk_program, args, _fresh())
         sums, logits, _ = jax.block_until_ready(chunk(*args))  # not running while the next compiles
         trace2, comp2, _ = lower_and_compile(fn.finish_program, (x, t, key, logits, sums), _fresh())
-        runs.append((trace + trace2, comp + comp2))
-    return float(np.median([r[0] for r in runs])), float(np.median([r[1] for r in runs]))
+        runs.append((trace + trace2, comp + comp2, b))
+    out = float(np.median([r[0] for r in runs])), float(np.median([r[1] for r in runs]))
+    return out + ((_paired(runs),) if before else ())
 
 
 def captum_saliency(tm, x, t, repeats):
@@ -113,12 +127,12 @@ def captum_saliency(tm, x, t, repeats):
     return first, median_time(call, repeats)
 
 
-def timed(make, args, repeats, first_repeats):
+def timed(make, args, repeats, first_repeats, before=None):
     """``(trace s, compile s, steady s)``: first-call medians (:func:`first_call`) and the steady
-    call's median over ``repeats`` after a warm-up."""
-    trace, comp, compiled = first_call(make, args, first_repeats)
+    call's median over ``repeats`` after a warm-up; with ``before``, also the paired first-call ratio."""
+    trace, comp, compiled, *paired = first_call(make, args, first_repeats, before)
     jax.block_until_ready(compiled(*args))  # warm-up
-    return trace, comp, median_time(lambda: compiled(*args), repeats)
+    return (trace, comp, median_time(lambda: compiled(*args), repeats), *paired)
 
 
 def measure(arch, batches, methods, batch8_methods, repeats, peers, first_repeats=3):
@@ -131,21 +145,27 @@ def measure(arch, batches, methods, batch8_methods, repeats, peers, first_repeat
         base = dict(arch=arch, batch=n, what="jax.grad", trace_s=trace, compile_s=comp, steady_s=steady)
         rows.append(base)
         print(f"{arch} b{n} jax.grad: trace {trace:.2f}s compile {comp:.2f}s steady {steady:.3f}s", flush=True)
+        def grad_first():  # jax.grad's first call just before each of a method's, paired with it: the
+            # ratio is then immune to the process and the machine slowing down over the many minutes
+            # a family takes (a baseline taken once left methods measured late up to 1.4x "slower")
+            tr, co, _ = lower_and_compile(grad_of(model), (v, x, t), _fresh())
+            return tr + co
+
         for m in (methods if n == 1 or batch8_methods is None else batch8_methods):
             row = dict(arch=arch, batch=n, what=m)
             try:
                 make = functools.partial(xa.attributor, model, m, signal=SIGNALS.get(m), **OPTIONS.get(m, {}))
                 if m in POINTS:  # eager calls: the chunk-by-chunk driver, as speed.py times them
-                    trace, comp = first_path_call(make, v, x, t, first_repeats)
+                    trace, comp, ratio = first_path_call(make, v, x, t, first_repeats, grad_first)
                     steady = time_eager(functools.partial(make(), key=jax.random.key(0)), (v, x, t), repeats)[2]
                 else:
-                    trace, comp, steady = timed(lambda: make().program, (v, x, t), repeats, first_repeats)
+                    trace, comp, steady, ratio = timed(lambda: make().program, (v, x, t), repeats, first_repeats,
+                                                       grad_first)
             except ValueError as err:  # outside the method's domain
                 row.update(refused=str(err).splitlines()[0][:160])
                 print(f"{arch} b{n} {m}: refused", flush=True)
             else:
-                row.update(trace_s=trace, compile_s=comp, steady_s=steady,
-                           first_x_grad=(trace + comp) / (base["trace_s"] + base["compile_s"]),
+                row.update(trace_s=trace, compile_s=comp, steady_s=steady, first_x_grad=ratio,
                            steady_x_grad=steady / base["steady_s"])
                 print(f"{arch} b{n} {m}: trace {trace:.2f}s compile {comp:.2f}s steady {steady:.3f}s "
                       f"(first {row['first_x_grad']:.2f}x, steady {row['steady_x_grad']:.2f}x jax.grad)", flush=True)
@@ -195,7 +215,7 @@ def main(argv=None):
     except ImportError:  # pragma: no cover
         pass
     run = dict(date=time.strftime("%Y-%m-%d %H:%M:%S"), archs=list(a.archs), repeats=a.repeats,
-               first_repeats=a.first_repeats, loadavg_start=list(load_start))
+               first_repeats=a.first_repeats, first_paired=True, loadavg_start=list(load_start))
     rows = []
     for arch in a.archs:
         rows += measure(arch, a.batches, methods, a.batch8_methods, a.repeats, not a.no_peers, a.first_repeats)
@@ -218,13 +238,16 @@ def markdown(meta, rows) -> str:
     runs = meta.get("runs") or [_run_of(meta, sorted({r["arch"] for r in rows}))]
     said = [f"{r['date']}: {', '.join(r['archs'])} (load average {r['loadavg_start'][0]:.1f} -> "
             f"{r['loadavg_end'][0]:.1f}; first calls: median of {r['first_repeats']}, each traced and compiled "
-            f"afresh; steady: median of {r['repeats']}; {r['seconds']:.0f} s)" for r in runs]
+            f"afresh{', each over a `jax.grad` first call made just before it' if r.get('first_paired') else ''}; "
+            f"steady: median of {r['repeats']}; {r['seconds']:.0f} s)" for r in runs]
     lines = ["# Cost per model family: every method × `jax.jit(jax.grad)` and × Captum",
              "",
              f"{meta['device']}, {meta['cpu_count']} CPUs, jax {meta['jax']}, torch {meta.get('torch')}, "
              f"torchax {meta.get('torchax')}; torchvision modules through torchax, 224², random weights. "
              "`first` = trace + compile of the method's one program over the same for `jax.jit(jax.grad)` "
-             "(measured in the same run, with the same number of first calls); "
+             "(measured in the same run, with the same number of first calls; in runs marked so, the median "
+             "of the ratios to a `jax.grad` first call made just before each, immune to the machine's drift "
+             "over a run); "
              "`steady` = the steady call over `jax.grad`'s. Path methods: 8 points in chunks of 4; first = "
              "trace + compile of the chunk program and the finishing program, steady = the eager call. Runs:",
              "", *[f"- {s}" for s in said],
