@@ -618,7 +618,7 @@ def rsp_conv(purge: str = "none", factor: float = 2.0, batch: str = "batched") -
             axes = tuple(range(1, c.ndim))
             t = jnp.sum(rn, axis=axes, keepdims=True)
             # counted in floats where that is exact (fewer kernels to compile than an integer count)
-            n = jnp.sum(nz.astype(jnp.float32 if c[0].size < 2 ** 24 else jnp.int32), axis=axes, keepdims=True)
+            n = jnp.sum(nz.astype(jnp.float32 if c.size // c.shape[0] < 2 ** 24 else jnp.int32), axis=axes, keepdims=True)
             n = n.astype(c.dtype)
             return c - jnp.where(nz, t / jnp.maximum(n, 1), 0.0)
 
