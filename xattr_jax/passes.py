@@ -212,7 +212,7 @@ def two_phase_pass(ctx: Context, x, target, *, seed_layer: str, seed: Callable, 
     def pull(r):
         return vjp((zero_l, r.astype(a.dtype)))
 
-    if vmap_targets and r0.shape[0] > 1:  # one column: no vmap (as modified_pass)
+    if vmap_targets:
         x_ct, p_ct = jax.vmap(pull)(r0)
     else:
         cols = [pull(r0[k]) for k in range(r0.shape[0])]
@@ -226,8 +226,7 @@ def _seed_relevance(pull, seed_info, seed: Callable, logits, a, target):
     (ordinary gradients)."""
 
     def grad(cts):
-        g = (pull(cts[0].astype(logits.dtype))[None] if cts.shape[0] == 1 else
-             jax.vmap(lambda c: pull(c.astype(logits.dtype)))(cts))
+        g = jax.vmap(lambda c: pull(c.astype(logits.dtype)))(cts)
         return seed_info.to_channels_last(g, lead=1)
 
     # not stop-gradiented: maps stay differentiable through the seed; computed in at least float32

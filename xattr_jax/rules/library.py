@@ -618,8 +618,8 @@ def rsp_conv(purge: str = "none", factor: float = 2.0, batch: str = "batched") -
             axes = tuple(range(1, c.ndim))
             t = jnp.sum(rn, axis=axes, keepdims=True)
             # counted in floats where that is exact (fewer kernels to compile than an integer count)
-            n = jnp.sum(nz.astype(jnp.float32 if c.size // c.shape[0] < 2 ** 24 else jnp.int32), axis=axes, keepdims=True)
-            n = n.astype(c.dtype)
+            count = jnp.float32 if c.size // c.shape[0] < 2 ** 24 else jnp.int32
+            n = jnp.sum(nz.astype(count), axis=axes, keepdims=True).astype(c.dtype)
             return c - jnp.where(nz, t / jnp.maximum(n, 1), 0.0)
 
         def sample(xn, rn):  # one sample, batch axis of size 1; the halves one after the other
@@ -636,8 +636,8 @@ def rsp_conv(purge: str = "none", factor: float = 2.0, batch: str = "batched") -
             ``[G⁺ | G⁻]`` and ``[G⁺ | −G⁻]``: fewer operations to compile than the fold; but for a
             depthwise layer only on small maps (``≤ DEPTHWISE_CONV_POSITIONS`` outputs, where ``G`` is
             a convolution too, ``ConvPatches.kernels``): on larger ones XLA:CPU's transposed grouped
-            convolutions run several times slower than the fold (MobileNetV2 RSP, batch 1: 0.46 s
-            all by convolutions, 0.37 s so split)."""
+            convolutions run several times slower than the fold (MobileNetV2 RSP, batch 1, steady:
+            0.52–0.56 s with every depthwise layer by convolutions, 0.37 s so split)."""
             cp = fn.patches
             ps, rs_ = cp.subscripts()
             xp = jnp.maximum(xn, 0)
