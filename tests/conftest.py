@@ -3,6 +3,9 @@
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+# the xattr commands' compilation cache stays off in-process (tests/test_compile_cache.py turns it on
+# in subprocesses): nothing written to the user's cache, no test reads another's programs
+os.environ["XATTR_JAX_CACHE"] = "off"
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

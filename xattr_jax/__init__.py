@@ -27,6 +27,7 @@ __all__ = [
     "IMAGENET_STD",
     "layers",
     "show",
+    "use_compilation_cache",
     "composites",
     "program",
     "nn",
@@ -47,6 +48,7 @@ _WHERE = {
     "save_checkpoint": ("checkpoint", "save_checkpoint"),
     "load_checkpoint": ("checkpoint", "load_checkpoint"),
     "show": ("viz.result", "show"),
+    "use_compilation_cache": ("compile_cache", "use_compilation_cache"),
     **{m: (m, None) for m in ("composites", "program", "nn", "rules")},
 }
 

@@ -4,6 +4,10 @@ Each subcommand is a module with ``add_arguments(parser)`` and a handler ``run(a
 command being run gets its arguments (and imports its module), so ``xattr --help`` loads no JAX;
 heavy or optional imports (torch for ``convert``) happen inside handlers.
 
+``demo``, ``explain`` and ``eval`` keep their compiled programs on disk between runs
+(``--compile-cache``, :mod:`xattr_jax.compile_cache`): a later run of the same model and methods
+loads them instead of compiling.
+
 Argument errors are one line (``xattr explain: error: argument --top-k: ...``) and exit 2; Ctrl-C
 prints one line (how far a progress bar got) and exits 130.
 
@@ -114,6 +118,36 @@ _COMMANDS = {
 }
 
 
+# commands that compile programs, and so take --compile-cache
+_COMPILING = ("demo", "explain", "eval")
+
+
+def _add_cache_argument(p) -> None:
+    p.add_argument("--compile-cache", metavar="DIR", default=None,
+                   help="folder of compiled programs kept between runs, so that a later run with the same "
+                   "model, methods and batch shape skips compiling (default: $XATTR_JAX_CACHE, else "
+                   "$XDG_CACHE_HOME or ~/.cache, then xattr-jax/jax-compilation); 'off': no cache")  # fmt: skip
+
+
+def _start_cache(command: str, folder: str | None) -> None:
+    """JAX's persistent compilation cache in ``folder`` (:mod:`xattr_jax.compile_cache`); the default
+    folder is best effort (a warning where it cannot be made), a named one must work."""
+    from xattr_jax.compile_cache import OFF_VALUES, use_compilation_cache
+
+    if folder is not None and (not folder.strip() or folder.strip().lower() in OFF_VALUES):
+        return
+    try:
+        use_compilation_cache(folder)
+    except (OSError, ValueError) as err:
+        if folder is not None:
+            raise _CacheError(f"--compile-cache {folder}: {err}") from None
+        print(f"xattr {command}: warning: no compilation cache ({err})", file=sys.stderr)
+
+
+class _CacheError(Exception):
+    """A --compile-cache folder that cannot be used."""
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """An ``argparse`` parser whose errors are one line (no usage block) and exit 2."""
 
@@ -133,6 +167,8 @@ def _build_parser(command: str | None = None) -> argparse.ArgumentParser:
             mod = importlib.import_module(f"xattr_jax.app.{module}")
             mod.add_arguments(p)
             p.set_defaults(func=mod.run)
+        if name == command and name in _COMPILING:
+            _add_cache_argument(p)
     return parser
 
 
@@ -151,7 +187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     args = _build_parser(command if command in _COMMANDS else None).parse_args(argv)
     try:
+        if args.command in _COMPILING:
+            _start_cache(args.command, args.compile_cache)
         return args.func(args)
+    except _CacheError as err:
+        print(f"xattr {args.command}: error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as err:
         print(f"xattr {args.command}: {_interrupted(err)}", file=sys.stderr)
         return 130

@@ -367,7 +367,8 @@ class _Env:
         self.values.update(prog.consts)
         self.probes, self.capture, self.captured = probes, capture, {}
         self.names: dict = {}
-        for n in set(probes) | set(capture):
+        for n in dict.fromkeys([*probes, *capture]):  # in the callers' order: the same program in every
+            # process (a set's order of names follows the string hash seed; so did the probes' sum)
             self.names.setdefault(prog.outputs[n], []).append(n)
 
     @classmethod
