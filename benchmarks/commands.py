@@ -1,7 +1,9 @@
 """Wall time of each ``xattr`` command as a user runs it (a fresh process, compilation included).
 
 Each command runs in a subprocess on this machine, ``--repeats`` times (median; each run in a new
-output folder, so nothing resumes), on data it makes itself: the demo; a figure of one synthetic
+output folder, so nothing resumes), twice per repeat: *cold*, with an empty compilation cache
+(``$XATTR_JAX_CACHE`` set to a new folder, as on a first run), then *warm*, the same command again
+with the programs the cold run left in that folder (as every later run), on data it makes itself: the demo; a figure of one synthetic
 image with one and with three methods on the shipped ``embedded:small_vgg``; a job over 16
 synthetic images with three methods; ``xattr eval`` on 16 synthetic images; ``xattr convert`` of a
 random-weight torchvision ResNet50 (needs torch: skipped without it). Results go to
@@ -104,19 +106,23 @@ def main(argv=None):
         for name, (what, argv_of) in commands(work).items():
             if a.only and name not in a.only:
                 continue
-            times = []
+            times, warm = [], []
             for r in range(a.repeats):
-                out = work / f"{name}-{r}"
-                out.mkdir()
-                t0 = time.perf_counter()
-                proc = subprocess.run(argv_of(out), capture_output=True, text=True, env=dict(os.environ))
-                times.append(time.perf_counter() - t0)
-                if proc.returncode != 0:
-                    raise SystemExit(f"{name} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
-                shutil.rmtree(out, ignore_errors=True)
+                env = dict(os.environ, XATTR_JAX_CACHE=str(work / f"{name}-cache-{r}"))  # empty
+                for runs in (times, warm):  # cold, then warm from the cold run's cache
+                    out = work / f"{name}-{r}-{len(runs)}-{runs is warm}"
+                    out.mkdir()
+                    t0 = time.perf_counter()
+                    proc = subprocess.run(argv_of(out), capture_output=True, text=True, env=env)
+                    runs.append(time.perf_counter() - t0)
+                    if proc.returncode != 0:
+                        raise SystemExit(f"{name} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+                    shutil.rmtree(out, ignore_errors=True)
             rows.append(dict(name=name, command=what, seconds=round(statistics.median(times), 2),
-                             runs=[round(t, 2) for t in times]))
-            print(f"{name}: {statistics.median(times):.2f} s ({what})", flush=True)
+                             runs=[round(t, 2) for t in times], warm_seconds=round(statistics.median(warm), 2),
+                             warm_runs=[round(t, 2) for t in warm]))
+            print(f"{name}: {statistics.median(times):.2f} s cold, {statistics.median(warm):.2f} s warm "
+                  f"({what})", flush=True)
     meta = dict(python=sys.version.split()[0], platform=platform.platform(), cpu_count=os.cpu_count(),
                 repeats=a.repeats, date=time.strftime("%Y-%m-%d %H:%M:%S"),
                 loadavg_start=list(load_start), loadavg_end=list(os.getloadavg()))
@@ -126,11 +132,12 @@ def main(argv=None):
     la0, la1 = meta["loadavg_start"], meta["loadavg_end"]
     lines = [f"# Command timings ({meta['cpu_count']} CPUs, {meta['date']}, median of {a.repeats})", "",
              "Wall time of a fresh process per command, compilation included, as a user runs it "
-             "(`benchmarks/commands.py`). Load average at the start "
-             f"{la0[0]:.2f}, at the end {la1[0]:.2f}.", "",
-             "| command | what | seconds | runs |", "|---|---|---|---|"]
-    lines += [f"| {r['name']} | `{r['command']}` | {r['seconds']:.2f} | {', '.join(map(str, r['runs']))} |"
-              for r in rows]
+             "(`benchmarks/commands.py`): *cold* with an empty compilation cache (a first run), *warm* "
+             "the same command again with the programs the cold run kept (`--compile-cache`, every "
+             f"later run). Load average at the start {la0[0]:.2f}, at the end {la1[0]:.2f}.", "",
+             "| command | what | cold s | warm s | runs (cold; warm) |", "|---|---|---|---|---|"]
+    lines += [f"| {r['name']} | `{r['command']}` | {r['seconds']:.2f} | {r['warm_seconds']:.2f} | "
+              f"{', '.join(map(str, r['runs']))}; {', '.join(map(str, r['warm_runs']))} |" for r in rows]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
 
