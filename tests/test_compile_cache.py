@@ -150,6 +150,7 @@ def test_a_second_folder_takes_over_from_the_first(tmp_path):
     assert "jit_second" in two and "jit_first" not in two, two
 
 
+@pytest.mark.slow  # two processes lowering all 15 methods, ~15 s
 def test_every_method_builds_the_same_program_whatever_the_string_hash_seed(tmp_path):
     """The cache's key is the program: a program that depends on the order of a set of layer names
     (Python's string hash seed, new in every process) misses in every later process, and sums in
