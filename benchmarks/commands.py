@@ -3,8 +3,8 @@
 Each command runs in a subprocess on this machine, ``--repeats`` times (median; each run in a new
 output folder, so nothing resumes), twice per repeat: *cold*, with an empty compilation cache
 (``$XATTR_JAX_CACHE`` set to a new folder, as on a first run), then *warm*, the same command again
-with the programs the cold run left in that folder (as every later run), on data it makes itself: the demo; a figure of one synthetic
-image with one and with three methods on the shipped ``embedded:small_vgg``; a job over 16
+with the programs the cold run left in that folder (as every later run), on data it makes itself:
+the demo; a figure of one synthetic image with one and with three methods on the shipped ``embedded:small_vgg``; a job over 16
 synthetic images with three methods; ``xattr eval`` on 16 synthetic images; ``xattr convert`` of a
 random-weight torchvision ResNet50 (needs torch: skipped without it). Results go to
 ``benchmarks/results/commands.{json,md}``; the README and ``docs/cli.md`` quote them.
@@ -62,6 +62,22 @@ def _torch_weights(path: Path) -> Path | None:
     return path
 
 
+def run_meta(repeats: int, load_start) -> dict:
+    """The machine and the run (``load_start``: ``os.getloadavg()`` when it began)."""
+    return dict(python=sys.version.split()[0], platform=platform.platform(), cpu_count=os.cpu_count(),
+                repeats=repeats, date=time.strftime("%Y-%m-%d %H:%M:%S"),
+                loadavg_start=list(load_start), loadavg_end=list(os.getloadavg()))
+
+
+def write_results(out, meta: dict, rows: list, lines: list) -> None:
+    """``out``.json (``meta`` and ``rows``) and ``out``.md (``lines``)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+
+
 def commands(work: Path) -> dict:
     """name -> (what it does, argv builder taking a fresh output folder)."""
     imgs = _images(work / "images", 16)
@@ -109,8 +125,8 @@ def main(argv=None):
             times, warm = [], []
             for r in range(a.repeats):
                 env = dict(os.environ, XATTR_JAX_CACHE=str(work / f"{name}-cache-{r}"))  # empty
-                for runs in (times, warm):  # cold, then warm from the cold run's cache
-                    out = work / f"{name}-{r}-{len(runs)}-{runs is warm}"
+                for kind, runs in (("cold", times), ("warm", warm)):  # warm: from the cold run's cache
+                    out = work / f"{name}-{r}-{kind}"
                     out.mkdir()
                     t0 = time.perf_counter()
                     proc = subprocess.run(argv_of(out), capture_output=True, text=True, env=env)
@@ -123,12 +139,7 @@ def main(argv=None):
                              warm_runs=[round(t, 2) for t in warm]))
             print(f"{name}: {statistics.median(times):.2f} s cold, {statistics.median(warm):.2f} s warm "
                   f"({what})", flush=True)
-    meta = dict(python=sys.version.split()[0], platform=platform.platform(), cpu_count=os.cpu_count(),
-                repeats=a.repeats, date=time.strftime("%Y-%m-%d %H:%M:%S"),
-                loadavg_start=list(load_start), loadavg_end=list(os.getloadavg()))
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    meta = run_meta(a.repeats, load_start)
     la0, la1 = meta["loadavg_start"], meta["loadavg_end"]
     lines = [f"# Command timings ({meta['cpu_count']} CPUs, {meta['date']}, median of {a.repeats})", "",
              "Wall time of a fresh process per command, compilation included, as a user runs it "
@@ -138,8 +149,7 @@ def main(argv=None):
              "| command | what | cold s | warm s | runs (cold; warm) |", "|---|---|---|---|---|"]
     lines += [f"| {r['name']} | `{r['command']}` | {r['seconds']:.2f} | {r['warm_seconds']:.2f} | "
               f"{', '.join(map(str, r['runs']))}; {', '.join(map(str, r['warm_runs']))} |" for r in rows]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    write_results(a.out, meta, rows, lines)
 
 
 if __name__ == "__main__":

@@ -16,15 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+from commands import run_meta, write_results  # noqa: E402
 
 _ONE = """
 import json, sys, time
@@ -98,12 +98,7 @@ def main(argv=None):
                                      cold_x_grad=round(c / base, 2), warm_x_grad=round(w / base, 2)))
                     print(f"{arch} b{n} {m}: cold {c:.2f} s ({c / base:.2f}x), warm {w:.2f} s "
                           f"({w / base:.2f}x jax.grad cold)", flush=True)
-    meta = dict(python=sys.version.split()[0], platform=platform.platform(), cpu_count=os.cpu_count(),
-                repeats=a.repeats, date=time.strftime("%Y-%m-%d %H:%M:%S"),
-                loadavg_start=list(load_start), loadavg_end=list(os.getloadavg()))
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    meta = run_meta(a.repeats, load_start)
     lines = [f"# First calls with the compilation cache ({meta['cpu_count']} CPUs, {meta['date']}, median of "
              f"{a.repeats})", "",
              "Trace + compile of a method's program in a new process (`benchmarks/compile_cache.py`): *cold* "
@@ -116,8 +111,7 @@ def main(argv=None):
     lines += [f"| {r['arch']} | {r['batch']} | {r['method']} | {r['grad_cold_s']:.2f} | {r['cold_s']:.2f} | "
               f"{r['warm_s']:.2f} ({r['warm_trace_s']:.2f}) | {r['cold_x_grad']:.2f} | {r['warm_x_grad']:.2f} |"
               for r in rows]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    write_results(a.out, meta, rows, lines)
 
 
 if __name__ == "__main__":

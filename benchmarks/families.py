@@ -7,11 +7,11 @@ batch size (224²) and method: trace (``.lower()``), compile (``.compile()``) an
 the target logits measured in the same run; the first call's ratio is the median of ratios to a
 ``jax.grad`` first call made just before each of the method's (a single baseline per family let
 methods measured minutes later read up to 1.4× "slower" on a drifting machine). A method outside
-the model's domain (Excitation Backprop on a ViT) is recorded as refused. Path methods (integrated gradients, GNL-IG, SmoothGrad)
-run with 8 points in chunks of 4 as in ``speed.py`` (their cost is linear in the points): trace and
-compile of the two programs an eager call compiles (the chunk program and the one that finishes the
-map), steady time of the eager call (the chunk-by-chunk driver). The peer
-row is Captum's ``Saliency`` on the same torch module in float32 (first call and steady).
+the model's domain (Excitation Backprop on a ViT) is recorded as refused. Path methods (integrated
+gradients, GNL-IG, SmoothGrad) run with 8 points in chunks of 4 as in ``speed.py`` (their cost is
+linear in the points): trace and compile of the two programs an eager call compiles (the chunk
+program and the one that finishes the map), steady time of the eager call (the chunk-by-chunk
+driver). The peer row is Captum's ``Saliency`` on the same torch module in float32 (first call and steady).
 
 Writes ``benchmarks/results/families.{json,md}``. Needs the ``torch`` extra (torchax).
 
