@@ -380,9 +380,10 @@ def test_grad_of_the_map_on_torchvision_networks_matches_float64_finite_differen
 @pytest.mark.parametrize("method", ["excitation_backprop", "integrated_gradients"])
 def test_compiler_options_reach_every_program_the_attributor_compiles(tiny_net, method):
     """``compiler_options=`` goes to XLA for the one program and a path method's chunk programs: an
-    unknown option is XLA's error at the first call; a real one (YNNPACK off on XLA:CPU) gives the
-    same map (float32, another convolution library: 1e-5 of the map's scale); a malformed mapping
-    is refused when the attributor is built."""
+    unknown option is XLA's error at the first call; real ones (on XLA:CPU: YNNPACK off, and the
+    faster-compiling set docs/your_model.md#compilation gives for convolutional networks) give the
+    same map (float32, other kernels: 1e-5 of the map's scale); a malformed mapping is refused when
+    the attributor is built."""
     model, v, x = tiny_net
     t = jnp.array([0, 3, 4])
     opts = OPTIONS.get(method, {})
@@ -395,5 +396,9 @@ def test_compiler_options_reach_every_program_the_attributor_compiles(tiny_net, 
         xa.attributor(model, method, compiler_options=["xla_cpu_experimental_ynn_fusion_type"])
     if jax.default_backend() != "cpu":
         return
-    fast = xa.attributor(model, method, compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""}, **opts)
-    _close(fast(v, x, t).map, _fn(model, method)(v, x, t).map, f"{method}: YNNPACK off vs XLA's defaults")
+    plain = _fn(model, method)(v, x, t).map
+    for what, options in [("YNNPACK off", {"xla_cpu_experimental_ynn_fusion_type": ""}),
+                          ("older fusion emitters at -O1", {"xla_cpu_use_fusion_emitters": False,
+                                                            "xla_backend_optimization_level": 1})]:
+        fast = xa.attributor(model, method, compiler_options=options, **opts)
+        _close(fast(v, x, t).map, plain, f"{method}: {what} vs XLA's defaults")

@@ -242,7 +242,8 @@ def attributor(model, method: str, layer: str | None = None, *, signal=None, str
         your own ``jit`` your compilation's options apply. On XLA:CPU,
         ``{"xla_cpu_experimental_ynn_fusion_type": ""}`` runs convolutions through XLA's older
         kernels instead of YNNPACK: measured faster for channels-last networks and slower for
-        channels-first ones on a 2-core CPU (docs/accuracy.md#speed).
+        channels-first ones on a 2-core CPU (docs/accuracy.md#speed); docs/your_model.md#compilation
+        gives a set that compiles convolutional networks faster (and transformers slower).
       **options: method options (static); unknown ones raise ``ValueError`` listing the valid ones.
 
     Returns:
