@@ -45,7 +45,6 @@ import argparse
 import collections
 import json
 import os
-import platform
 import re
 import sys
 import time
@@ -56,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from commands import run_meta  # noqa: E402
 from speed import OPTIONS, POINTS, SIGNALS, build_model, median_time  # noqa: E402
 
 import xattr_jax as xa  # noqa: E402
@@ -164,12 +164,9 @@ def main(argv=None):
                           + (f" hlo {r['hlo_instructions']}" if "hlo_instructions" in r else
                              f" ({r['programs_compiled']} programs)")
                           + (f" steady {r['steady_s']:.3f}s" if "steady_s" in r else ""), flush=True)
-    meta = dict(jax=jax.__version__, device=str(jax.devices()[0]), device_kind=jax.devices()[0].device_kind,
-                platform=platform.platform(), python=sys.version.split()[0], cpu_count=os.cpu_count(),
-                batches=a.batches, repeats=a.repeats, steady_methods=list(a.steady), max_ratio=a.max_ratio,
-                grow=a.grow, date=time.strftime("%Y-%m-%d %H:%M:%S"),
-                seconds=round(time.perf_counter() - t_start, 1),
-                loadavg_start=list(load_start), loadavg_end=list(os.getloadavg()))
+    meta = dict(run_meta(a.repeats, load_start), jax=jax.__version__, device=str(jax.devices()[0]),
+                device_kind=jax.devices()[0].device_kind, batches=a.batches, steady_methods=list(a.steady),
+                max_ratio=a.max_ratio, grow=a.grow, seconds=round(time.perf_counter() - t_start, 1))
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if a.update and out.with_suffix(".json").exists():

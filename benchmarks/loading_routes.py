@@ -13,9 +13,7 @@ two routes, into ``benchmarks/results/loading_routes.{json,md}``. Needs the ``to
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -25,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from commands import run_meta, write_results  # noqa: E402
 from speed import time_jax  # noqa: E402
 
 import xattr_jax as xa  # noqa: E402
@@ -77,11 +76,8 @@ def main(argv=None):
                 trace, comp, steady = time_jax(program, args, a.repeats)
                 rows.append(dict(route=route, batch=n, what=what, trace_s=trace, compile_s=comp, steady_s=steady))
                 print(f"{route} b{n} {what}: trace {trace:.2f}s compile {comp:.2f}s steady {steady:.3f}s", flush=True)
-    meta = dict(arch=a.arch, jax=jax.__version__, device=str(jax.devices()[0]), platform=platform.platform(),
-                python=sys.version.split()[0], cpu_count=os.cpu_count(), repeats=a.repeats,
-                date=time.strftime("%Y-%m-%d %H:%M:%S"), seconds=round(time.perf_counter() - t_start, 1),
-                loadavg_start=list(load_start), loadavg_end=list(os.getloadavg()),
-                logits_rel_diff=agreement)
+    meta = dict(run_meta(a.repeats, load_start), arch=a.arch, jax=jax.__version__, device=str(jax.devices()[0]),
+                seconds=round(time.perf_counter() - t_start, 1), logits_rel_diff=agreement)
     try:
         import torch
         import torchax
@@ -89,11 +85,7 @@ def main(argv=None):
         meta.update(torch=torch.__version__, torchax=torchax.__version__)
     except ImportError:  # pragma: no cover
         pass
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(meta, rows))
-    print(f"wrote {out}.json and {out}.md")
+    write_results(a.out, meta, rows, [markdown(meta, rows).rstrip("\n")])
 
 
 def markdown(meta, rows) -> str:
