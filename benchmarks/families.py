@@ -135,7 +135,7 @@ def timed(make, args, repeats, first_repeats, before=None):
     return (trace, comp, median_time(lambda: compiled(*args), repeats), *paired)
 
 
-def measure(arch, batches, methods, batch8_methods, repeats, peers, first_repeats=3):
+def measure(arch, batches, methods, batch8_methods, repeats, peers, first_repeats=3, compiler_options=None):
     tm, model, v = load(arch)
     rows = []
     for n in batches:
@@ -154,7 +154,8 @@ def measure(arch, batches, methods, batch8_methods, repeats, peers, first_repeat
         for m in (methods if n == 1 or batch8_methods is None else batch8_methods):
             row = dict(arch=arch, batch=n, what=m)
             try:
-                make = functools.partial(xa.attributor, model, m, signal=SIGNALS.get(m), **OPTIONS.get(m, {}))
+                make = functools.partial(xa.attributor, model, m, signal=SIGNALS.get(m),
+                                         compiler_options=compiler_options, **OPTIONS.get(m, {}))
                 if m in POINTS:  # eager calls: the chunk-by-chunk driver, as speed.py times them
                     trace, comp, ratio = first_path_call(make, v, x, t, first_repeats, grad_first)
                     steady = time_eager(functools.partial(make(), key=jax.random.key(0)), (v, x, t), repeats)[2]
@@ -191,6 +192,9 @@ def main(argv=None):
     p.add_argument("--merge", action="store_true",
                    help="keep the rows of the families not measured now from the existing results")
     p.add_argument("--no-peers", action="store_true")
+    p.add_argument("--compiler-options", type=json.loads, default=None,
+                   help="JSON: XLA compiler options for our programs (xa.attributor(compiler_options=)); "
+                        "jax.jit(jax.grad) keeps XLA's defaults")
     p.add_argument("--out", default=str(ROOT / "results" / "families"))
     a = p.parse_args(argv)
     methods = a.methods or list(xa.methods_available())
@@ -215,10 +219,12 @@ def main(argv=None):
     except ImportError:  # pragma: no cover
         pass
     run = dict(date=time.strftime("%Y-%m-%d %H:%M:%S"), archs=list(a.archs), repeats=a.repeats,
-               first_repeats=a.first_repeats, first_paired=True, loadavg_start=list(load_start))
+               first_repeats=a.first_repeats, first_paired=True, loadavg_start=list(load_start),
+               **({"compiler_options": a.compiler_options} if a.compiler_options else {}))
     rows = []
     for arch in a.archs:
-        rows += measure(arch, a.batches, methods, a.batch8_methods, a.repeats, not a.no_peers, a.first_repeats)
+        rows += measure(arch, a.batches, methods, a.batch8_methods, a.repeats, not a.no_peers, a.first_repeats,
+                        a.compiler_options)
         run.update(seconds=round(time.perf_counter() - t_start, 1), loadavg_end=list(os.getloadavg()))
         meta["runs"] = runs + [run]
         order = {arch: i for i, arch in enumerate(ARCHS)}
@@ -239,7 +245,10 @@ def markdown(meta, rows) -> str:
     said = [f"{r['date']}: {', '.join(r['archs'])} (load average {r['loadavg_start'][0]:.1f} -> "
             f"{r['loadavg_end'][0]:.1f}; first calls: median of {r['first_repeats']}, each traced and compiled "
             f"afresh{', each over a `jax.grad` first call made just before it' if r.get('first_paired') else ''}; "
-            f"steady: median of {r['repeats']}; {r['seconds']:.0f} s)" for r in runs]
+            f"steady: median of {r['repeats']}; {r['seconds']:.0f} s"
+            + (f"; our programs compiled with XLA compiler options `{json.dumps(r['compiler_options'])}`, "
+               "`jax.jit(jax.grad)` with XLA's defaults" if r.get("compiler_options") else "") + ")"
+            for r in runs]
     lines = ["# Cost per model family: every method × `jax.jit(jax.grad)` and × Captum",
              "",
              f"{meta['device']}, {meta['cpu_count']} CPUs, jax {meta['jax']}, torch {meta.get('torch')}, "
