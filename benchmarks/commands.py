@@ -4,9 +4,10 @@ Each command runs in a subprocess on this machine, ``--repeats`` times (median; 
 output folder, so nothing resumes), twice per repeat: *cold*, with an empty compilation cache
 (``$XATTR_JAX_CACHE`` set to a new folder, as on a first run), then *warm*, the same command again
 with the programs the cold run left in that folder (as every later run), on data it makes itself:
-the demo; a figure of one synthetic image with one and with three methods on the shipped ``embedded:small_vgg``; a job over 16
-synthetic images with three methods; ``xattr eval`` on 16 synthetic images; ``xattr convert`` of a
-random-weight torchvision ResNet50 (needs torch: skipped without it). Results go to
+the demo; a figure of one synthetic image with one and with three methods on the shipped
+``embedded:small_vgg``; a job over 16 synthetic images with three methods; ``xattr eval`` on 16
+synthetic images; ``xattr convert`` of a random-weight torchvision ResNet50 (needs torch: skipped
+without it). Results go to
 ``benchmarks/results/commands.{json,md}``; the README and ``docs/cli.md`` quote them.
 
     python benchmarks/commands.py              # ~6 min on 2 cores

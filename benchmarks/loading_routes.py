@@ -85,10 +85,10 @@ def main(argv=None):
         meta.update(torch=torch.__version__, torchax=torchax.__version__)
     except ImportError:  # pragma: no cover
         pass
-    write_results(a.out, meta, rows, [markdown(meta, rows).rstrip("\n")])
+    write_results(a.out, meta, rows, markdown(meta, rows))
 
 
-def markdown(meta, rows) -> str:
+def markdown(meta, rows) -> list[str]:
     lines = [f"# Loading routes: {meta['arch']}, native Flax zoo vs torchvision through torchax",
              "",
              f"{meta['date']}, {meta['device']}, {meta['cpu_count']} CPUs (load average "
@@ -102,7 +102,7 @@ def markdown(meta, rows) -> str:
     for r in rows:
         lines.append(f"| {r['batch']} | {r['what']} | {r['route']} | {r['trace_s']:.2f} | {r['compile_s']:.2f} | "
                      f"{r['steady_s']:.3f} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 if __name__ == "__main__":
